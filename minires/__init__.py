@@ -1,0 +1,32 @@
+"""minires: a from-scratch deep-learning framework for learning how residual networks work.
+
+    import minires as mr
+    import minires.functional as F
+    x = mr.tensor([[1.0, 2.0]], requires_grad=True)
+    y = F.relu(x @ w).sum(); y.backward(); x.grad
+
+Subpackages with heavier imports (nn, models, optim, data, inspect, checkpoint,
+train, experiments) load on first use: ``mr.nn`` imports ``minires.nn``.
+"""
+import importlib
+
+from . import functional
+from .autograd import Function, enable_grad, is_grad_enabled, no_grad
+from .backend import get_array_module, gpu_available, manual_seed
+from .gradcheck import GradcheckError, gradcheck
+from .tensor import Tensor, tensor
+
+__version__ = "0.1.0"
+
+_LAZY = ("nn", "models", "optim", "data", "inspect", "checkpoint", "train", "experiments")
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'minires' has no attribute {name!r}")
+
+
+__all__ = ["Tensor", "tensor", "Function", "no_grad", "enable_grad", "is_grad_enabled",
+           "functional", "gradcheck", "GradcheckError", "get_array_module", "gpu_available",
+           "manual_seed", "__version__", *_LAZY]

@@ -1,0 +1,258 @@
+"""The autograd engine: ``Function`` (one op, forward + backward) and the graph walk.
+
+How it works, in three sentences. Calling a ``Function`` on tensors runs its
+``forward`` on the raw arrays and, when gradients are wanted, records the
+function as the ``grad_fn`` of each output -- that is the graph. ``backward``
+then visits every recorded function once, in reverse topological order, hands
+it the gradient of its outputs and collects the gradients of its inputs.
+Gradients of tensors used twice are summed, and gradients of broadcast inputs are
+summed back to the input's shape, here and only here, so ops need not care.
+
+This file knows nothing about the ``Tensor`` class by name (``tensor.py`` builds
+on it): a tensor is anything with ``data``, ``requires_grad``, ``grad_fn`` and
+the ``_wrap_output`` method that makes a result tensor. That keeps the imports
+one-way: backend <- autograd <- functional <- tensor.
+"""
+from __future__ import annotations
+
+import threading
+import weakref
+
+from .backend import device_of, get_array_module
+
+# --- grad mode ----------------------------------------------------------------
+# Whether ops record the graph. Per thread (like PyTorch), so a background data
+# loader can never switch recording off for the training loop.
+_grad_mode = threading.local()
+
+
+def is_grad_enabled() -> bool:
+    return getattr(_grad_mode, "enabled", True)
+
+
+class _GradMode:
+    """Context manager and decorator that sets grad mode, restoring it after."""
+
+    enabled = True
+
+    def __enter__(self):
+        self._prev = is_grad_enabled()
+        _grad_mode.enabled = self.enabled
+        return self
+
+    def __exit__(self, *exc):
+        _grad_mode.enabled = self._prev
+        return False
+
+    def __call__(self, func):
+        def wrapper(*args, **kwargs):
+            with self.__class__():
+                return func(*args, **kwargs)
+        wrapper.__name__ = func.__name__
+        wrapper.__doc__ = func.__doc__
+        return wrapper
+
+
+class no_grad(_GradMode):
+    """``with no_grad(): ...`` runs ops without recording the graph."""
+
+    enabled = False
+
+
+class enable_grad(_GradMode):
+    """Turn recording back on inside a ``no_grad`` block."""
+
+    enabled = True
+
+
+def is_tensor(obj) -> bool:
+    return hasattr(obj, "_wrap_output") and hasattr(obj, "grad_fn")
+
+
+# --- Function -------------------------------------------------------------------
+_FREED = object()   # marks saved arrays released after backward
+
+
+class Function:
+    """One differentiable op.
+
+    Subclasses write ``forward(*arrays)`` (raw NumPy/CuPy arrays in, an array or a
+    tuple of arrays out) and ``backward(*grad_outputs)`` (one gradient per output
+    in, a tuple with one gradient per input out, ``None`` where an input needs
+    none). Whatever backward needs, forward keeps with ``save_for_backward`` --
+    each op thereby declares what it keeps -- and the engine frees it after
+    backward unless the graph is retained. Non-array settings (stride, axis ...)
+    are plain attributes set in ``__init__``.
+
+    Call an instance on tensors: ``Exp()(x)``. ``None`` may stand for an absent
+    optional input (a conv without bias); it gets no gradient.
+    """
+
+    def __init__(self):
+        self._saved = ()
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    # -- what backward keeps ------------------------------------------------------
+    def save_for_backward(self, *arrays):
+        self._saved = arrays
+
+    @property
+    def saved(self):
+        if self._saved is _FREED:
+            raise RuntimeError(
+                f"{self.name}.backward: the arrays saved for backward were already freed by an "
+                f"earlier backward() through this graph. Pass retain_graph=True to the first "
+                f"backward() if you need to backpropagate through the same graph twice.")
+        return self._saved
+
+    def release(self):
+        self._saved = _FREED
+
+    # -- the contract subclasses fill in ------------------------------------------
+    def forward(self, *arrays):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def backward(self, *grad_outputs):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # -- recording ------------------------------------------------------------------
+    def __call__(self, *inputs):
+        tensors = [x for x in inputs if x is not None]
+        bad = [type(x).__name__ for x in tensors if not is_tensor(x)]
+        if not tensors or bad:
+            raise TypeError(f"{self.name}: expected Tensor inputs, got {bad or 'none'}; "
+                            f"wrap arrays with minires.tensor(...)")
+        devices = sorted({t.device for t in tensors})
+        if len(devices) > 1:
+            raise RuntimeError(f"{self.name}: inputs are on different devices ({' and '.join(devices)});"
+                               f" move them to one device with .to(device) first")
+        self.needs_input_grad = tuple(x is not None and x.requires_grad for x in inputs)
+        record = is_grad_enabled() and any(self.needs_input_grad)
+
+        outputs = self.forward(*(None if x is None else x.data for x in inputs))
+        single = not isinstance(outputs, tuple)
+        if single:
+            outputs = (outputs,)
+        results = tuple(tensors[0]._wrap_output(y, self if record else None) for y in outputs)
+        if record:
+            self.inputs = inputs
+            # Weak references: the graph must not keep outputs alive (only inputs).
+            self.outputs = tuple(weakref.ref(r) for r in results)
+            self.output_meta = tuple((y.shape, y.dtype) for y in outputs)
+        else:
+            self.release()
+        return results[0] if single else results
+
+
+# --- the graph walk ------------------------------------------------------------
+def sum_to_shape(grad, shape, op_name="autograd"):
+    """Sum a broadcast gradient back to ``shape`` (the reverse of broadcasting)."""
+    if grad.shape == tuple(shape):
+        return grad
+    lead = grad.ndim - len(shape)
+    if lead < 0:
+        raise RuntimeError(f"{op_name}.backward returned a gradient of shape {grad.shape} "
+                           f"for an input of shape {tuple(shape)}")
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, s in enumerate(shape) if s == 1 and grad.shape[lead + i] != 1)
+    grad = grad.sum(axis=axes, keepdims=True) if axes else grad
+    if lead:
+        grad = grad.reshape(grad.shape[lead:])
+    if grad.shape != tuple(shape):
+        raise RuntimeError(f"{op_name}.backward returned a gradient of shape {grad.shape} "
+                           f"for an input of shape {tuple(shape)}")
+    return grad
+
+
+def _graph_dependencies(root_fn):
+    """For each Function reachable from ``root_fn``: how many graph edges consume its outputs.
+
+    An explicit stack instead of recursion, so a chain of 100,000 ops is fine.
+    """
+    deps = {root_fn: 0}
+    stack = [root_fn]
+    while stack:
+        fn = stack.pop()
+        for x in fn.inputs:
+            parent = None if x is None else x.grad_fn
+            if parent is None:
+                continue
+            if parent not in deps:
+                deps[parent] = 0
+                stack.append(parent)
+            deps[parent] += 1
+    return deps
+
+
+def run_backward(root, grad, retain_graph=False):
+    """Backpropagate ``grad`` (an array shaped like ``root``) through the graph of ``root``.
+
+    Kahn's algorithm: a function runs once every consumer of its outputs has
+    passed its gradient down, so each node is visited exactly once.
+    """
+    grads = {root: grad}            # tensor -> gradient accumulated so far
+    leaves = {}                     # leaf tensors reached, in the order first reached
+    if root.grad_fn is None:
+        leaves[root] = True
+    else:
+        deps = _graph_dependencies(root.grad_fn)
+        ready = [root.grad_fn]
+        while ready:
+            fn = ready.pop()
+            grad_outputs = []
+            for ref, (shape, dtype) in zip(fn.outputs, fn.output_meta):
+                y = ref()
+                g = grads.pop(y, None) if y is not None else None
+                if g is not None:
+                    g = y._run_hooks(g)
+                    if y._retains_grad:
+                        y.grad = g if y.grad is None else y.grad + g
+                if g is None:   # an output nobody used: its gradient is zero
+                    xp = _module_of(fn)
+                    g = xp.zeros(shape, dtype=dtype)
+                grad_outputs.append(g)
+
+            grad_inputs = fn.backward(*grad_outputs)
+            if not isinstance(grad_inputs, tuple):
+                grad_inputs = (grad_inputs,)
+            if len(grad_inputs) != len(fn.inputs):
+                raise RuntimeError(f"{fn.name}.backward returned {len(grad_inputs)} gradients "
+                                   f"for {len(fn.inputs)} inputs")
+            if not retain_graph:
+                fn.release()
+
+            for x, gx, needed in zip(fn.inputs, grad_inputs, fn.needs_input_grad):
+                if not needed or gx is None:
+                    continue
+                gx = sum_to_shape(gx, x.shape, fn.name)
+                if gx.dtype != x.dtype:
+                    gx = gx.astype(x.dtype)
+                grads[x] = gx if x not in grads else grads[x] + gx
+                if x.grad_fn is None:
+                    leaves[x] = True
+                else:
+                    deps[x.grad_fn] -= 1
+                    if deps[x.grad_fn] == 0:
+                        ready.append(x.grad_fn)
+
+    # Leaves keep their gradient in .grad, summed over backward calls (like PyTorch).
+    for leaf in leaves:
+        g = leaf._run_hooks(grads.pop(leaf))
+        if leaf.grad is None:
+            leaf.grad = g.copy() if g is grad else g
+        else:
+            leaf.grad = leaf.grad + g
+
+
+def _module_of(fn):
+    for x in fn.inputs:
+        if x is not None:
+            return get_array_module(x.data)
+    raise RuntimeError(f"{fn.name}: has no inputs")  # pragma: no cover
+
+
+__all__ = ["Function", "no_grad", "enable_grad", "is_grad_enabled", "run_backward",
+           "sum_to_shape", "is_tensor", "device_of"]

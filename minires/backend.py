@@ -1,0 +1,112 @@
+"""NumPy or CuPy: the one place that knows which array library holds the data.
+
+Every op asks its input which module to use (``xp = get_array_module(x)``) and
+then writes ``xp.exp``, ``xp.matmul`` ... so the same code runs on the CPU
+(NumPy) and on a GPU (CuPy). CuPy is imported lazily, only here, and only when
+something is moved to ``"cuda"`` -- ``import minires`` never pays for it.
+"""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+DEFAULT_DTYPE = np.float32
+DEVICES = ("cpu", "cuda")
+
+_GPU_HELP = (
+    "Install the GPU extra on a machine with an NVIDIA GPU and CUDA 12: "
+    "pip install 'minires[gpu]'  (that installs cupy-cuda12x)."
+)
+
+
+def _loaded_cupy():
+    """CuPy if something already imported it, else None (never imports it)."""
+    return sys.modules.get("cupy")
+
+
+def get_cupy():
+    """Import CuPy and check that a GPU is usable, or raise a clear error."""
+    try:
+        import cupy
+    except ImportError as err:  # pragma: no cover - depends on the machine
+        raise RuntimeError(f"device 'cuda' needs CuPy, which is not installed. {_GPU_HELP}") from err
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as err:  # pragma: no cover - depends on the machine
+        raise RuntimeError(f"device 'cuda': CuPy is installed but no CUDA GPU is usable ({err}). "
+                           f"{_GPU_HELP}") from err
+    if count == 0:  # pragma: no cover
+        raise RuntimeError(f"device 'cuda': CuPy found no CUDA GPU. {_GPU_HELP}")
+    return cupy
+
+
+def gpu_available() -> bool:
+    """True when CuPy imports and sees at least one GPU (imports CuPy if it can)."""
+    try:
+        get_cupy()
+    except RuntimeError:
+        return False
+    return True
+
+
+def is_cupy_array(a) -> bool:
+    cp = _loaded_cupy()
+    return cp is not None and isinstance(a, cp.ndarray)
+
+
+def get_array_module(*arrays):
+    """``numpy`` or ``cupy``: the module that owns the given arrays."""
+    for a in arrays:
+        if is_cupy_array(a):
+            return _loaded_cupy()
+    return np
+
+
+def device_of(a) -> str:
+    """``"cuda"`` for a CuPy array, ``"cpu"`` for anything else."""
+    return "cuda" if is_cupy_array(a) else "cpu"
+
+
+def check_device(device: str) -> str:
+    if device not in DEVICES:
+        raise ValueError(f"unknown device {device!r}: expected one of {DEVICES}")
+    return device
+
+
+def to_device(a, device: str):
+    """Return the array ``a`` on ``device`` (a no-op when it is already there)."""
+    check_device(device)
+    if device == "cpu":
+        return a.get() if is_cupy_array(a) else np.asarray(a)
+    cp = get_cupy()
+    return cp.asarray(a)
+
+
+def to_numpy(a) -> np.ndarray:
+    return to_device(a, "cpu")
+
+
+# --- random numbers -------------------------------------------------------------
+# One seeded NumPy Generator feeds weight initialisation and dropout masks, so
+# ``manual_seed(0)`` makes a run repeatable. Code that wants its own stream passes a
+# ``numpy.random.Generator`` explicitly instead.
+_default_rng = np.random.default_rng()
+
+
+def manual_seed(seed: int) -> None:
+    """Seed minires' default generator (weight init, dropout, data order)."""
+    global _default_rng
+    _default_rng = np.random.default_rng(seed)
+
+
+def default_rng() -> np.random.Generator:
+    return _default_rng
+
+
+def get_rng_state() -> dict:
+    return _default_rng.bit_generator.state
+
+
+def set_rng_state(state: dict) -> None:
+    _default_rng.bit_generator.state = state

@@ -1,0 +1,136 @@
+"""Activations: relu and friends, each a Function with its backward beside it."""
+from __future__ import annotations
+
+import math
+
+from ..autograd import Function
+from ..backend import default_rng, get_array_module
+
+
+class ReLU(Function):
+    """max(x, 0). The backward reuses the mask from forward. keeps: the mask x > 0."""
+
+    def forward(self, x):
+        mask = x > 0
+        self.save_for_backward(mask)
+        return x * mask
+
+    def backward(self, gy):
+        (mask,) = self.saved
+        return (gy * mask,)
+
+
+class LeakyReLU(Function):
+    """x where x > 0, else slope * x. keeps: the mask x > 0."""
+
+    def __init__(self, negative_slope=0.01):
+        super().__init__()
+        self.slope = negative_slope
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        mask = x > 0
+        self.save_for_backward(mask)
+        return xp.where(mask, x, x * self.slope)
+
+    def backward(self, gy):
+        (mask,) = self.saved
+        return (get_array_module(gy).where(mask, gy, gy * self.slope),)
+
+
+class Sigmoid(Function):
+    """1 / (1 + exp(-x)), computed without overflow; d/dx = y (1 - y). keeps: the output."""
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        y = 0.5 * (xp.tanh(0.5 * x) + 1)          # equal to the logistic, stable for any x
+        self.save_for_backward(y)
+        return y.astype(x.dtype, copy=False)
+
+    def backward(self, gy):
+        (y,) = self.saved
+        return (gy * y * (1 - y),)
+
+
+class Tanh(Function):
+    """tanh(x); d/dx = 1 - y^2. keeps: the output."""
+
+    def forward(self, x):
+        y = get_array_module(x).tanh(x)
+        self.save_for_backward(y)
+        return y
+
+    def backward(self, gy):
+        (y,) = self.saved
+        return (gy * (1 - y * y),)
+
+
+class GELU(Function):
+    """GELU, tanh form: 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3).
+
+    This is PyTorch's ``gelu(approximate="tanh")`` (NumPy has no erf for the exact
+    form). d/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) du/dx. keeps: x and t = tanh(u).
+    """
+
+    C = math.sqrt(2.0 / math.pi)
+
+    def forward(self, x):
+        t = get_array_module(x).tanh(self.C * (x + 0.044715 * x ** 3))
+        self.save_for_backward(x, t)
+        return 0.5 * x * (1 + t)
+
+    def backward(self, gy):
+        x, t = self.saved
+        du = self.C * (1 + 3 * 0.044715 * x * x)
+        return (gy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du),)
+
+
+class Dropout(Function):
+    """Zero each element with probability p and scale the rest by 1/(1-p) (inverted dropout).
+
+    keeps: the scaled mask.
+    """
+
+    def __init__(self, p, rng=None):
+        super().__init__()
+        if not 0 <= p < 1:
+            raise ValueError(f"dropout: p must be in [0, 1), got {p}")
+        self.p, self.rng = p, rng if rng is not None else default_rng()
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        keep = self.rng.random(x.shape) >= self.p          # drawn on the CPU: one seeded stream
+        mask = xp.asarray(keep, dtype=x.dtype) / (1 - self.p)
+        self.save_for_backward(mask)
+        return x * mask
+
+    def backward(self, gy):
+        (mask,) = self.saved
+        return (gy * mask,)
+
+
+def relu(x):
+    return ReLU()(x)
+
+
+def leaky_relu(x, negative_slope=0.01):
+    return LeakyReLU(negative_slope)(x)
+
+
+def sigmoid(x):
+    return Sigmoid()(x)
+
+
+def tanh(x):
+    return Tanh()(x)
+
+
+def gelu(x):
+    return GELU()(x)
+
+
+def dropout(x, p=0.5, training=True, rng=None):
+    """Inverted dropout; the identity when not training or p == 0."""
+    if not training or p == 0:
+        return x
+    return Dropout(p, rng)(x)

@@ -1,0 +1,630 @@
+"""Elementwise arithmetic, reductions, shape ops and matmul, each with its backward.
+
+Conventions for every op here:
+- ``forward`` and ``backward`` work on raw arrays; ``xp`` is NumPy or CuPy.
+- Elementwise ops may return gradients in the broadcast shape: the engine sums
+  them back to each input's shape (``autograd.sum_to_shape``).
+- ``keeps:`` in each docstring says what backward holds on to.
+"""
+from __future__ import annotations
+
+import numbers
+
+from ..autograd import Function, is_tensor
+from ..backend import get_array_module
+
+
+def _as_tensors(*args):
+    """Lift Python numbers and arrays to constant tensors like the first tensor argument."""
+    like = next((a for a in args if is_tensor(a)), None)
+    if like is None:
+        raise TypeError(f"expected at least one Tensor argument, got {[type(a).__name__ for a in args]}")
+    return tuple(a if is_tensor(a) else like._lift(a) for a in args)
+
+
+def _normalize_axes(axis, ndim, op):
+    """``axis`` (None, int or tuple) as a sorted tuple of non-negative ints."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, numbers.Integral) else tuple(axis)
+    out = []
+    for a in axes:
+        if not -ndim <= a < ndim:
+            raise ValueError(f"{op}: axis {a} is out of range for a tensor with {ndim} dimensions")
+        out.append(a % ndim)
+    if len(set(out)) != len(out):
+        raise ValueError(f"{op}: repeated axis in {axis}")
+    return tuple(sorted(out))
+
+
+def _expand_reduced(g, x_shape, axes, keepdims):
+    """Put reduced axes back (size 1) so ``g`` broadcasts against the input."""
+    if not keepdims:
+        for a in axes:
+            g = get_array_module(g).expand_dims(g, a)
+    return g
+
+
+# --- elementwise arithmetic -------------------------------------------------------
+class Add(Function):
+    """a + b. keeps: nothing."""
+
+    def forward(self, a, b):
+        return a + b
+
+    def backward(self, gy):
+        return gy, gy
+
+
+class Sub(Function):
+    """a - b. keeps: nothing."""
+
+    def forward(self, a, b):
+        return a - b
+
+    def backward(self, gy):
+        return gy, -gy
+
+
+class Mul(Function):
+    """a * b. keeps: a and b."""
+
+    def forward(self, a, b):
+        self.save_for_backward(a, b)
+        return a * b
+
+    def backward(self, gy):
+        a, b = self.saved
+        return gy * b, gy * a
+
+
+class Div(Function):
+    """a / b. keeps: a and b."""
+
+    def forward(self, a, b):
+        self.save_for_backward(a, b)
+        return a / b
+
+    def backward(self, gy):
+        a, b = self.saved
+        ga = gy / b
+        return ga, -ga * a / b
+
+
+class Neg(Function):
+    """-x. keeps: nothing."""
+
+    def forward(self, x):
+        return -x
+
+    def backward(self, gy):
+        return (-gy,)
+
+
+class Pow(Function):
+    """x ** p for a constant exponent p. keeps: x."""
+
+    def __init__(self, exponent):
+        super().__init__()
+        if not isinstance(exponent, numbers.Real):
+            raise TypeError(f"Pow: the exponent must be a Python number, got {type(exponent).__name__}")
+        self.exponent = exponent
+
+    def forward(self, x):
+        self.save_for_backward(x)
+        return x ** self.exponent
+
+    def backward(self, gy):
+        (x,) = self.saved
+        p = self.exponent
+        return (gy * p * x ** (p - 1),)
+
+
+class Exp(Function):
+    """exp(x). keeps: the output (d exp(x)/dx = exp(x))."""
+
+    def forward(self, x):
+        y = get_array_module(x).exp(x)
+        self.save_for_backward(y)
+        return y
+
+    def backward(self, gy):
+        (y,) = self.saved
+        return (gy * y,)
+
+
+class Log(Function):
+    """natural log. keeps: x."""
+
+    def forward(self, x):
+        self.save_for_backward(x)
+        return get_array_module(x).log(x)
+
+    def backward(self, gy):
+        (x,) = self.saved
+        return (gy / x,)
+
+
+class Sqrt(Function):
+    """sqrt(x). keeps: the output (d sqrt(x)/dx = 1 / (2 sqrt(x)))."""
+
+    def forward(self, x):
+        y = get_array_module(x).sqrt(x)
+        self.save_for_backward(y)
+        return y
+
+    def backward(self, gy):
+        (y,) = self.saved
+        return (gy / (2 * y),)
+
+
+class Abs(Function):
+    """|x|; the gradient at 0 is 0. keeps: sign(x)."""
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        self.save_for_backward(xp.sign(x))
+        return xp.abs(x)
+
+    def backward(self, gy):
+        (sign,) = self.saved
+        return (gy * sign,)
+
+
+class Clip(Function):
+    """clip(x, low, high); the gradient flows where low <= x <= high. keeps: that mask."""
+
+    def __init__(self, low=None, high=None):
+        super().__init__()
+        if low is None and high is None:
+            raise ValueError("clip: give at least one of low and high")
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"clip: low ({low}) must not exceed high ({high})")
+        self.low, self.high = low, high
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        inside = xp.ones(x.shape, dtype=bool)
+        if self.low is not None:
+            inside &= x >= self.low
+        if self.high is not None:
+            inside &= x <= self.high
+        self.save_for_backward(inside)
+        return xp.clip(x, self.low, self.high)
+
+    def backward(self, gy):
+        (inside,) = self.saved
+        return (gy * inside,)
+
+
+class Maximum(Function):
+    """Elementwise max(a, b); a tie sends half the gradient each way. keeps: the two masks."""
+
+    def forward(self, a, b):
+        xp = get_array_module(a, b)
+        a_wins = (a > b) + 0.5 * (a == b)
+        self.save_for_backward(a_wins.astype(xp.result_type(a, b)))
+        return xp.maximum(a, b)
+
+    def backward(self, gy):
+        (a_wins,) = self.saved
+        return gy * a_wins, gy * (1 - a_wins)
+
+
+class Where(Function):
+    """where(condition, a, b): a where condition holds, else b. keeps: the condition."""
+
+    def __init__(self, condition):
+        super().__init__()
+        self.condition = condition
+
+    def forward(self, a, b):
+        xp = get_array_module(a, b)
+        cond = xp.asarray(self.condition, dtype=bool)
+        self.save_for_backward(cond)
+        return xp.where(cond, a, b)
+
+    def backward(self, gy):
+        (cond,) = self.saved
+        return gy * cond, gy * ~cond
+
+
+# --- matrix product -----------------------------------------------------------------
+class MatMul(Function):
+    """a @ b with NumPy's rules: 1-D operands are promoted, leading dims broadcast.
+
+    For 2-D: d(a@b)/da = gy @ b.T and d(a@b)/db = a.T @ gy; batched, ``.T`` swaps
+    the last two axes and the engine sums broadcast batch dims. keeps: a and b.
+    """
+
+    def forward(self, a, b):
+        if a.ndim == 0 or b.ndim == 0:
+            raise ValueError("matmul: operands must have at least 1 dimension, got a scalar")
+        k_a = a.shape[-1]
+        k_b = b.shape[-2] if b.ndim > 1 else b.shape[0]
+        if k_a != k_b:
+            raise ValueError(f"matmul: inner dimensions differ: a has shape {a.shape}, "
+                             f"b has shape {b.shape} ({k_a} != {k_b})")
+        self.save_for_backward(a, b)
+        return get_array_module(a, b).matmul(a, b)
+
+    def backward(self, gy):
+        a, b = self.saved
+        xp = get_array_module(gy)
+        a2 = a[None, :] if a.ndim == 1 else a       # (1, K)
+        b2 = b[:, None] if b.ndim == 1 else b       # (K, 1)
+        g2 = gy
+        if a.ndim == 1:
+            g2 = xp.expand_dims(g2, -2)
+        if b.ndim == 1:
+            g2 = xp.expand_dims(g2, -1)
+        ga = xp.matmul(g2, xp.swapaxes(b2, -1, -2))
+        gb = xp.matmul(xp.swapaxes(a2, -1, -2), g2)
+        if a.ndim == 1:
+            ga = ga[..., 0, :]
+        if b.ndim == 1:
+            gb = gb[..., :, 0]
+        return ga, gb
+
+
+class Linear(Function):
+    """y = x @ w.T + b, the fully connected layer (x: (N, in), w: (out, in), b: (out,)).
+
+    dx = gy @ w, dw = gy.T @ x, db = sum of gy over the batch. keeps: x and w.
+    """
+
+    def forward(self, x, w, b):
+        if x.shape[-1] != w.shape[1]:
+            raise ValueError(f"linear: input has {x.shape[-1]} features (shape {x.shape}) but the "
+                             f"weight expects {w.shape[1]} (weight shape {w.shape})")
+        if b is not None and b.shape != (w.shape[0],):
+            raise ValueError(f"linear: bias must have shape ({w.shape[0]},), got {b.shape}")
+        self.save_for_backward(x, w)
+        y = x @ w.T
+        return y + b if b is not None else y
+
+    def backward(self, gy):
+        x, w = self.saved
+        x2 = x.reshape(-1, x.shape[-1])                 # (N*, in)
+        g2 = gy.reshape(-1, gy.shape[-1])               # (N*, out)
+        gx = gy @ w if self.needs_input_grad[0] else None
+        gw = g2.T @ x2 if self.needs_input_grad[1] else None
+        gb = g2.sum(axis=0) if self.needs_input_grad[2] else None
+        return gx, gw, gb
+
+
+# --- reductions -----------------------------------------------------------------
+class Sum(Function):
+    """sum over ``axis``. keeps: nothing (only the input shape)."""
+
+    def __init__(self, axis=None, keepdims=False):
+        super().__init__()
+        self.axis, self.keepdims = axis, keepdims
+
+    def forward(self, x):
+        self.axes = _normalize_axes(self.axis, x.ndim, "sum")
+        self.x_shape = x.shape
+        return x.sum(axis=self.axes, keepdims=self.keepdims)
+
+    def backward(self, gy):
+        g = _expand_reduced(gy, self.x_shape, self.axes, self.keepdims)
+        return (get_array_module(gy).broadcast_to(g, self.x_shape),)
+
+
+class Mean(Function):
+    """mean over ``axis``. keeps: nothing (only the input shape)."""
+
+    def __init__(self, axis=None, keepdims=False):
+        super().__init__()
+        self.axis, self.keepdims = axis, keepdims
+
+    def forward(self, x):
+        self.axes = _normalize_axes(self.axis, x.ndim, "mean")
+        self.x_shape = x.shape
+        self.count = 1
+        for a in self.axes:
+            self.count *= x.shape[a]
+        if self.count == 0:
+            raise ValueError(f"mean: cannot average over an empty axis of a tensor of shape {x.shape}")
+        return x.mean(axis=self.axes, keepdims=self.keepdims)
+
+    def backward(self, gy):
+        g = _expand_reduced(gy, self.x_shape, self.axes, self.keepdims) / self.count
+        return (get_array_module(gy).broadcast_to(g, self.x_shape),)
+
+
+class _Extreme(Function):
+    """max / min over ``axis``; tied extremes share the gradient equally. keeps: the arg-mask."""
+
+    reduce = None   # "max" or "min"
+
+    def __init__(self, axis=None, keepdims=False):
+        super().__init__()
+        self.axis, self.keepdims = axis, keepdims
+
+    def forward(self, x):
+        if x.size == 0:
+            raise ValueError(f"{self.reduce}: cannot reduce an empty tensor of shape {x.shape}")
+        self.axes = _normalize_axes(self.axis, x.ndim, self.reduce)
+        y = getattr(x, self.reduce)(axis=self.axes, keepdims=True)
+        hit = (x == y)
+        mask = hit / hit.sum(axis=self.axes, keepdims=True)
+        self.save_for_backward(mask.astype(x.dtype))
+        return y if self.keepdims else y.squeeze(axis=self.axes)
+
+    def backward(self, gy):
+        (mask,) = self.saved
+        return (_expand_reduced(gy, mask.shape, self.axes, self.keepdims) * mask,)
+
+
+class Max(_Extreme):
+    reduce = "max"
+
+
+class Min(_Extreme):
+    reduce = "min"
+
+
+# --- shape ops ------------------------------------------------------------------
+class Reshape(Function):
+    """View the same elements in a new shape. keeps: nothing (only the input shape)."""
+
+    def __init__(self, shape):
+        super().__init__()
+        self.shape = shape
+
+    def forward(self, x):
+        self.x_shape = x.shape
+        try:
+            return x.reshape(self.shape)
+        except ValueError:
+            raise ValueError(f"reshape: cannot reshape a tensor of shape {x.shape} "
+                             f"({x.size} elements) into shape {tuple(self.shape)}") from None
+
+    def backward(self, gy):
+        return (gy.reshape(self.x_shape),)
+
+
+class Transpose(Function):
+    """Permute the axes (reverse them when ``axes`` is None). keeps: nothing."""
+
+    def __init__(self, axes=None):
+        super().__init__()
+        self.axes = axes
+
+    def forward(self, x):
+        axes = tuple(reversed(range(x.ndim))) if self.axes is None else tuple(self.axes)
+        if sorted(a % x.ndim if -x.ndim <= a < x.ndim else a for a in axes) != list(range(x.ndim)):
+            raise ValueError(f"transpose: axes {axes} are not a permutation of the "
+                             f"{x.ndim} axes of a tensor of shape {x.shape}")
+        self.perm = tuple(a % x.ndim for a in axes)
+        return x.transpose(self.perm)
+
+    def backward(self, gy):
+        inverse = [0] * len(self.perm)
+        for i, p in enumerate(self.perm):
+            inverse[p] = i
+        return (gy.transpose(inverse),)
+
+
+def _is_basic_index(index):
+    parts = index if isinstance(index, tuple) else (index,)
+    return all(isinstance(p, (numbers.Integral, slice)) or p is None or p is Ellipsis for p in parts)
+
+
+class GetItem(Function):
+    """x[index] for slices, ints and integer/boolean arrays.
+
+    The backward scatters the gradient into zeros. With an integer array an index
+    may repeat (``x[[0, 0, 1]]``): then its gradients must add up, which plain
+    assignment would not do, so advanced indexes scatter with ``xp.add.at``.
+    keeps: nothing (only the index and the input shape).
+    """
+
+    def __init__(self, index):
+        super().__init__()
+        self.index = index
+
+    def forward(self, x):
+        self.x_shape, self.x_dtype = x.shape, x.dtype
+        try:
+            return x[self.index]
+        except IndexError as err:
+            raise IndexError(f"getitem: {err} (tensor of shape {x.shape})") from None
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        gx = xp.zeros(self.x_shape, dtype=gy.dtype)
+        if _is_basic_index(self.index):
+            gx[self.index] = gy
+        else:
+            xp.add.at(gx, self.index, gy)
+        return (gx,)
+
+
+class Concatenate(Function):
+    """Join tensors along an existing axis. keeps: nothing (only the split points)."""
+
+    def __init__(self, axis=0):
+        super().__init__()
+        self.axis = axis
+
+    def forward(self, *xs):
+        xp = get_array_module(*xs)
+        self.sizes = [x.shape[self.axis] for x in xs]
+        try:
+            return xp.concatenate(xs, axis=self.axis)
+        except ValueError as err:
+            raise ValueError(f"concatenate: shapes {[x.shape for x in xs]} do not fit along "
+                             f"axis {self.axis}: {err}") from None
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        bounds = [sum(self.sizes[:i + 1]) for i in range(len(self.sizes) - 1)]
+        return tuple(xp.split(gy, bounds, axis=self.axis))
+
+
+class Stack(Function):
+    """Join same-shape tensors along a new axis. keeps: nothing."""
+
+    def __init__(self, axis=0):
+        super().__init__()
+        self.axis = axis
+
+    def forward(self, *xs):
+        shapes = {x.shape for x in xs}
+        if len(shapes) > 1:
+            raise ValueError(f"stack: all tensors must have the same shape, got {[x.shape for x in xs]}")
+        return get_array_module(*xs).stack(xs, axis=self.axis)
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        return tuple(xp.take(gy, i, axis=self.axis) for i in range(gy.shape[self.axis]))
+
+
+class Pad(Function):
+    """Constant padding; ``pad_width`` as in ``numpy.pad``. keeps: nothing (only the slices)."""
+
+    def __init__(self, pad_width, value=0.0):
+        super().__init__()
+        self.pad_width, self.value = pad_width, value
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        width = self.pad_width
+        if isinstance(width, numbers.Integral):
+            width = [(width, width)] * x.ndim
+        width = [tuple(w) if not isinstance(w, numbers.Integral) else (w, w) for w in width]
+        if len(width) != x.ndim or any(len(w) != 2 or min(w) < 0 for w in width):
+            raise ValueError(f"pad: pad_width {self.pad_width} does not give a non-negative "
+                             f"(before, after) pair for each of the {x.ndim} axes of shape {x.shape}")
+        self.crop = tuple(slice(b, b + n) for (b, _), n in zip(width, x.shape))
+        return xp.pad(x, width, mode="constant", constant_values=self.value)
+
+    def backward(self, gy):
+        return (gy[self.crop],)
+
+
+# --- the functional surface ------------------------------------------------------
+def add(a, b):
+    return Add()(*_as_tensors(a, b))
+
+
+def sub(a, b):
+    return Sub()(*_as_tensors(a, b))
+
+
+def mul(a, b):
+    return Mul()(*_as_tensors(a, b))
+
+
+def div(a, b):
+    return Div()(*_as_tensors(a, b))
+
+
+def neg(x):
+    return Neg()(x)
+
+
+def pow(x, exponent):  # noqa: A001 - mirrors torch.pow
+    return Pow(exponent)(x)
+
+
+def exp(x):
+    return Exp()(x)
+
+
+def log(x):
+    return Log()(x)
+
+
+def sqrt(x):
+    return Sqrt()(x)
+
+
+def abs(x):  # noqa: A001 - mirrors torch.abs
+    return Abs()(x)
+
+
+def clip(x, low=None, high=None):
+    return Clip(low, high)(x)
+
+
+def maximum(a, b):
+    return Maximum()(*_as_tensors(a, b))
+
+
+def minimum(a, b):
+    a, b = _as_tensors(a, b)
+    return -maximum(-a, -b)     # min(a, b) = -max(-a, -b)
+
+
+def where(condition, a, b):
+    if is_tensor(condition):
+        condition = condition.data
+    return Where(condition)(*_as_tensors(a, b))
+
+
+def matmul(a, b):
+    return MatMul()(*_as_tensors(a, b))
+
+
+def linear(x, weight, bias=None):
+    return Linear()(x, weight, bias)
+
+
+def sum(x, axis=None, keepdims=False):  # noqa: A001 - mirrors numpy.sum
+    return Sum(axis, keepdims)(x)
+
+
+def mean(x, axis=None, keepdims=False):
+    return Mean(axis, keepdims)(x)
+
+
+def max(x, axis=None, keepdims=False):  # noqa: A001 - mirrors numpy.max
+    return Max(axis, keepdims)(x)
+
+
+def min(x, axis=None, keepdims=False):  # noqa: A001 - mirrors numpy.min
+    return Min(axis, keepdims)(x)
+
+
+def reshape(x, *shape):
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    return Reshape(shape)(x)
+
+
+def transpose(x, *axes):
+    if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+        axes = tuple(axes[0])
+    return Transpose(axes or None)(x)
+
+
+permute = transpose
+
+
+def flatten(x, start_axis=1):
+    """Merge the axes from ``start_axis`` on: (N, C, H, W) -> (N, C*H*W) by default."""
+    start = start_axis % x.ndim if x.ndim else 0
+    return reshape(x, x.shape[:start] + (-1,))
+
+
+def getitem(x, index):
+    if is_tensor(index):
+        index = index.data
+    elif isinstance(index, tuple):
+        index = tuple(i.data if is_tensor(i) else i for i in index)
+    return GetItem(index)(x)
+
+
+def concatenate(tensors, axis=0):
+    return Concatenate(axis)(*_as_tensors(*tensors))
+
+
+def stack(tensors, axis=0):
+    return Stack(axis)(*_as_tensors(*tensors))
+
+
+def pad(x, pad_width, value=0.0):
+    return Pad(pad_width, value)(x)

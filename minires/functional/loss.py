@@ -1,0 +1,125 @@
+"""log_softmax, softmax and the fused, numerically stable cross-entropy loss.
+
+Shapes: logits are (N, C) -- N examples, C classes; targets are N integer labels.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..autograd import Function, is_tensor
+from ..backend import get_array_module
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def _log_softmax(x, axis):
+    """x - logsumexp(x): subtracting the max first means exp never overflows."""
+    xp = get_array_module(x)
+    z = x - x.max(axis=axis, keepdims=True)
+    return z - xp.log(xp.exp(z).sum(axis=axis, keepdims=True))
+
+
+class LogSoftmax(Function):
+    """y = x - logsumexp(x); dx = gy - softmax(x) * sum(gy). keeps: the output y."""
+
+    def __init__(self, axis=-1):
+        super().__init__()
+        self.axis = axis
+
+    def forward(self, x):
+        y = _log_softmax(x, self.axis)
+        self.save_for_backward(y)
+        return y
+
+    def backward(self, gy):
+        (y,) = self.saved
+        xp = get_array_module(gy)
+        return (gy - xp.exp(y) * gy.sum(axis=self.axis, keepdims=True),)
+
+
+class Softmax(Function):
+    """y = exp(x) / sum(exp(x)); dx = y * (gy - sum(gy * y)). keeps: the output y."""
+
+    def __init__(self, axis=-1):
+        super().__init__()
+        self.axis = axis
+
+    def forward(self, x):
+        y = get_array_module(x).exp(_log_softmax(x, self.axis))
+        self.save_for_backward(y)
+        return y
+
+    def backward(self, gy):
+        (y,) = self.saved
+        return (y * (gy - (gy * y).sum(axis=self.axis, keepdims=True)),)
+
+
+class CrossEntropy(Function):
+    """Softmax cross-entropy from logits, fused so it is stable for any logit size.
+
+    With label smoothing eps the target distribution is q = (1 - eps) onehot(t) + eps / C,
+    the loss per example is -sum_c q_c log p_c, and its gradient is simply
+    d loss / d logits = p - q (p = softmax(logits)). keeps: log p (N, C) and q's labels.
+    """
+
+    def __init__(self, target, label_smoothing=0.0, reduction="mean"):
+        super().__init__()
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"cross_entropy: unknown reduction {reduction!r}; expected one of {REDUCTIONS}")
+        if not 0.0 <= label_smoothing <= 1.0:
+            raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
+        self.target, self.eps, self.reduction = target, label_smoothing, reduction
+
+    def forward(self, logits):
+        xp = get_array_module(logits)
+        target = self.target
+        if logits.ndim != 2:
+            raise ValueError(f"cross_entropy: logits must have shape (N, C), got {logits.shape}")
+        N, C = logits.shape
+        if target.shape != (N,):
+            raise ValueError(f"cross_entropy: target must have shape ({N},) to match logits "
+                             f"{logits.shape}, got {target.shape}")
+        if not np.issubdtype(target.dtype, np.integer):
+            raise TypeError(f"cross_entropy: target must hold integer class indices, got dtype {target.dtype}")
+        if N and (int(target.min()) < 0 or int(target.max()) >= C):
+            raise ValueError(f"cross_entropy: target labels must lie in [0, {C}), "
+                             f"got values from {int(target.min())} to {int(target.max())}")
+        logp = _log_softmax(logits, axis=1)                       # (N, C)
+        rows = xp.arange(N)
+        nll = -logp[rows, target]                                  # (N,)
+        loss = (1 - self.eps) * nll - (self.eps / C) * logp.sum(axis=1) if self.eps else nll
+        self.save_for_backward(logp, target)
+        if self.reduction == "mean":
+            return loss.mean()
+        if self.reduction == "sum":
+            return loss.sum()
+        return loss
+
+    def backward(self, gy):
+        logp, target = self.saved
+        xp = get_array_module(logp)
+        N, C = logp.shape
+        g = xp.exp(logp)                                           # p, (N, C)
+        g -= self.eps / C
+        g[xp.arange(N), target] -= 1 - self.eps                    # p - q
+        if self.reduction == "mean":
+            g *= gy / N
+        elif self.reduction == "sum":
+            g *= gy
+        else:
+            g *= gy[:, None]
+        return (g,)
+
+
+def log_softmax(x, axis=-1):
+    return LogSoftmax(axis)(x)
+
+
+def softmax(x, axis=-1):
+    return Softmax(axis)(x)
+
+
+def cross_entropy(logits, target, label_smoothing=0.0, reduction="mean"):
+    """Mean (or summed, or per-example) softmax cross-entropy of integer targets."""
+    target = get_array_module(logits.data).asarray(target.data if is_tensor(target) else target)
+    return CrossEntropy(target, label_smoothing, reduction)(logits)
