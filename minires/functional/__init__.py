@@ -7,13 +7,13 @@ Shape vocabulary, used in names and in a comment on every reshape:
     K   classes (logits are (N, K)) or the inner size of a matrix product
 """
 from .activation import dropout, gelu, leaky_relu, relu, sigmoid, tanh
-from .basic import (abs, add, clip, concatenate, div, exp, flatten, getitem, linear, log, matmul,
+from .basic import (abs, add, clip, concatenate, div, exp, flatten, fork, getitem, linear, log, matmul,
                     max, maximum, mean, min, minimum, mul, neg, pad, permute, pow, reshape, sqrt,
                     stack, sub, sum, transpose, where)
 from .loss import cross_entropy, log_softmax, softmax
 
 __all__ = [
-    "abs", "add", "clip", "concatenate", "div", "exp", "flatten", "getitem", "linear", "log",
+    "abs", "add", "clip", "concatenate", "div", "exp", "flatten", "fork", "getitem", "linear", "log",
     "matmul", "max", "maximum", "mean", "min", "minimum", "mul", "neg", "pad", "permute", "pow",
     "reshape", "sqrt", "stack", "sub", "sum", "transpose", "where",
     "dropout", "gelu", "leaky_relu", "relu", "sigmoid", "tanh",

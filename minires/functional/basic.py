@@ -229,6 +229,30 @@ class Where(Function):
         return gy * cond, gy * ~cond
 
 
+class Fork(Function):
+    """Hand the same input to ``n`` paths: returns ``n`` tensors equal to x.
+
+    A residual block forks its input into the residual branch and the shortcut.
+    Forward copies nothing; backward adds the paths' gradients -- that sum is the
+    "gradient highway" of a ResNet. Because each path gets its own tensor, a hook
+    on each one (``Tensor.register_hook``) sees exactly the gradient that path sends
+    back, which is how ``minires.inspect`` tells the skip from the branch. keeps: nothing.
+    """
+
+    def __init__(self, n=2):
+        super().__init__()
+        self.n = n
+
+    def forward(self, x):
+        return (x,) * self.n
+
+    def backward(self, *grads):
+        total = grads[0]
+        for g in grads[1:]:
+            total = total + g
+        return (total,)
+
+
 # --- matrix product -----------------------------------------------------------------
 class MatMul(Function):
     """a @ b with NumPy's rules: 1-D operands are promoted, leading dims broadcast.
@@ -563,6 +587,11 @@ def where(condition, a, b):
     if is_tensor(condition):
         condition = condition.data
     return Where(condition)(*_as_tensors(a, b))
+
+
+def fork(x, n=2):
+    """``n`` tensors equal to ``x`` whose gradients add up in backward (see ``Fork``)."""
+    return Fork(n)(x)
 
 
 def matmul(a, b):
