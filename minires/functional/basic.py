@@ -8,7 +8,10 @@ Conventions for every op here:
 """
 from __future__ import annotations
 
+import builtins     # this module defines sum, max, min, abs and pow: builtins.sum is Python's
 import numbers
+
+import numpy as np
 
 from ..autograd import Function, is_tensor
 from ..backend import get_array_module
@@ -37,6 +40,23 @@ def _normalize_axes(axis, ndim, op):
     return tuple(sorted(out))
 
 
+def _broadcast_shapes(op, *shapes, what="shapes"):
+    """The shape NumPy broadcasting gives ``shapes``, or an error naming the op and the shapes.
+
+    Two dimensions, aligned from the right, broadcast when they are equal or one is 1.
+    """
+    ndim = builtins.max((len(s) for s in shapes), default=0)
+    out = []
+    for dims in zip(*((1,) * (ndim - len(s)) + tuple(s) for s in shapes)):
+        sizes = {d for d in dims if d != 1}
+        if len(sizes) > 1:
+            raise ValueError(f"{op}: {what} {' and '.join(str(tuple(s)) for s in shapes)} cannot "
+                             f"be broadcast together (aligned from the right, each pair of sizes "
+                             f"must be equal or one of them 1)")
+        out.append(sizes.pop() if sizes else 1)
+    return tuple(out)
+
+
 def _expand_reduced(g, x_shape, axes, keepdims):
     """Put reduced axes back (size 1) so ``g`` broadcasts against the input."""
     if not keepdims:
@@ -50,6 +70,7 @@ class Add(Function):
     """a + b. keeps: nothing."""
 
     def forward(self, a, b):
+        _broadcast_shapes("add", a.shape, b.shape)
         return a + b
 
     def backward(self, gy):
@@ -60,6 +81,7 @@ class Sub(Function):
     """a - b. keeps: nothing."""
 
     def forward(self, a, b):
+        _broadcast_shapes("sub", a.shape, b.shape)
         return a - b
 
     def backward(self, gy):
@@ -70,6 +92,7 @@ class Mul(Function):
     """a * b. keeps: a and b."""
 
     def forward(self, a, b):
+        _broadcast_shapes("mul", a.shape, b.shape)
         self.save_for_backward(a, b)
         return a * b
 
@@ -82,6 +105,7 @@ class Div(Function):
     """a / b. keeps: a and b."""
 
     def forward(self, a, b):
+        _broadcast_shapes("div", a.shape, b.shape)
         self.save_for_backward(a, b)
         return a / b
 
@@ -108,7 +132,8 @@ class Pow(Function):
         super().__init__()
         if not isinstance(exponent, numbers.Real):
             raise TypeError(f"Pow: the exponent must be a Python number, got {type(exponent).__name__}")
-        self.exponent = exponent
+        # A NumPy scalar exponent would upcast float32 to float64; a Python number does not.
+        self.exponent = int(exponent) if isinstance(exponent, numbers.Integral) else float(exponent)
 
     def forward(self, x):
         self.save_for_backward(x)
@@ -201,6 +226,7 @@ class Maximum(Function):
     """Elementwise max(a, b); a tie sends half the gradient each way. keeps: the two masks."""
 
     def forward(self, a, b):
+        _broadcast_shapes("maximum", a.shape, b.shape)
         xp = get_array_module(a, b)
         a_wins = (a > b) + 0.5 * (a == b)
         self.save_for_backward(a_wins.astype(xp.result_type(a, b)))
@@ -221,6 +247,7 @@ class Where(Function):
     def forward(self, a, b):
         xp = get_array_module(a, b)
         cond = xp.asarray(self.condition, dtype=bool)
+        _broadcast_shapes("where", cond.shape, a.shape, b.shape, what="condition, a and b shapes")
         self.save_for_backward(cond)
         return xp.where(cond, a, b)
 
@@ -269,6 +296,8 @@ class MatMul(Function):
         if k_a != k_b:
             raise ValueError(f"matmul: inner dimensions differ: a has shape {a.shape}, "
                              f"b has shape {b.shape} ({k_a} != {k_b})")
+        _broadcast_shapes("matmul", a.shape[:-2], b.shape[:-2],
+                          what=f"batch dimensions of a {a.shape} and b {b.shape}:")
         self.save_for_backward(a, b)
         return get_array_module(a, b).matmul(a, b)
 
@@ -277,11 +306,11 @@ class MatMul(Function):
         xp = get_array_module(gy)
         a2 = a[None, :] if a.ndim == 1 else a       # (1, K)
         b2 = b[:, None] if b.ndim == 1 else b       # (K, 1)
-        g2 = gy
+        g2 = gy                                      # put back the axes matmul dropped:
         if a.ndim == 1:
-            g2 = xp.expand_dims(g2, -2)
+            g2 = xp.expand_dims(g2, g2.ndim - (b.ndim > 1))   # (..., 1, M)
         if b.ndim == 1:
-            g2 = xp.expand_dims(g2, -1)
+            g2 = xp.expand_dims(g2, g2.ndim)                  # (..., N, 1)
         ga = xp.matmul(g2, xp.swapaxes(b2, -1, -2))
         gb = xp.matmul(xp.swapaxes(a2, -1, -2), g2)
         if a.ndim == 1:
@@ -298,6 +327,10 @@ class Linear(Function):
     """
 
     def forward(self, x, w, b):
+        if w.ndim != 2:
+            raise ValueError(f"linear: weight must be 2-D (out, in), got shape {w.shape}")
+        if x.ndim == 0:
+            raise ValueError("linear: input must have at least 1 dimension (..., in), got a scalar")
         if x.shape[-1] != w.shape[1]:
             raise ValueError(f"linear: input has {x.shape[-1]} features (shape {x.shape}) but the "
                              f"weight expects {w.shape[1]} (weight shape {w.shape})")
@@ -475,6 +508,13 @@ class Concatenate(Function):
 
     def forward(self, *xs):
         xp = get_array_module(*xs)
+        ndim = xs[0].ndim
+        if not -ndim <= self.axis < ndim:
+            raise ValueError(f"concatenate: axis {self.axis} is out of range for tensors with {ndim} "
+                             f"dimensions (shapes {[x.shape for x in xs]})")
+        if builtins.any(x.ndim != ndim for x in xs):
+            raise ValueError(f"concatenate: shapes {[x.shape for x in xs]} do not all have the same "
+                             f"number of dimensions")
         self.sizes = [x.shape[self.axis] for x in xs]
         try:
             return xp.concatenate(xs, axis=self.axis)
@@ -484,7 +524,7 @@ class Concatenate(Function):
 
     def backward(self, gy):
         xp = get_array_module(gy)
-        bounds = [sum(self.sizes[:i + 1]) for i in range(len(self.sizes) - 1)]
+        bounds = [builtins.sum(self.sizes[:i + 1]) for i in range(len(self.sizes) - 1)]
         return tuple(xp.split(gy, bounds, axis=self.axis))
 
 
@@ -506,6 +546,21 @@ class Stack(Function):
         return tuple(xp.take(gy, i, axis=self.axis) for i in range(gy.shape[self.axis]))
 
 
+def _pad_pairs(pad_width, ndim):
+    """``pad_width`` as ``numpy.pad`` reads it -- n, (n,), (before, after) or one pair per
+    axis -- spelled out as ``ndim`` (before, after) pairs; None when it is none of these."""
+    width = np.asarray(pad_width)
+    if width.dtype.kind not in "iu" or width.ndim > 2:
+        return None
+    try:
+        width = np.broadcast_to(width, (ndim, 2))
+    except ValueError:
+        return None
+    if (width < 0).any():
+        return None
+    return [(int(before), int(after)) for before, after in width]
+
+
 class Pad(Function):
     """Constant padding; ``pad_width`` as in ``numpy.pad``. keeps: nothing (only the slices)."""
 
@@ -515,13 +570,11 @@ class Pad(Function):
 
     def forward(self, x):
         xp = get_array_module(x)
-        width = self.pad_width
-        if isinstance(width, numbers.Integral):
-            width = [(width, width)] * x.ndim
-        width = [tuple(w) if not isinstance(w, numbers.Integral) else (w, w) for w in width]
-        if len(width) != x.ndim or any(len(w) != 2 or min(w) < 0 for w in width):
-            raise ValueError(f"pad: pad_width {self.pad_width} does not give a non-negative "
-                             f"(before, after) pair for each of the {x.ndim} axes of shape {x.shape}")
+        width = _pad_pairs(self.pad_width, x.ndim)
+        if width is None:
+            raise ValueError(f"pad: pad_width {self.pad_width} does not give a non-negative integer "
+                             f"(before, after) pair for each of the {x.ndim} axes of shape {x.shape} "
+                             f"(give an int, one (before, after) pair, or one pair per axis)")
         self.crop = tuple(slice(b, b + n) for (b, _), n in zip(width, x.shape))
         return xp.pad(x, width, mode="constant", constant_values=self.value)
 
@@ -625,8 +678,10 @@ def reshape(x, *shape):
 
 
 def transpose(x, *axes):
-    if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
-        axes = tuple(axes[0])
+    """``transpose(x)`` / ``transpose(x, None)`` reverse the axes; else give a permutation,
+    as separate ints or one tuple, like ``numpy.transpose``."""
+    if len(axes) == 1 and (axes[0] is None or isinstance(axes[0], (tuple, list))):
+        axes = () if axes[0] is None else tuple(axes[0])
     return Transpose(axes or None)(x)
 
 
