@@ -152,17 +152,16 @@ def sum_to_shape(grad, shape, op_name="autograd"):
     """Sum a broadcast gradient back to ``shape`` (the reverse of broadcasting)."""
     if grad.shape == tuple(shape):
         return grad
+    given = grad.shape
     lead = grad.ndim - len(shape)
-    if lead < 0:
-        raise RuntimeError(f"{op_name}.backward returned a gradient of shape {grad.shape} "
-                           f"for an input of shape {tuple(shape)}")
-    axes = tuple(range(lead)) + tuple(
-        lead + i for i, s in enumerate(shape) if s == 1 and grad.shape[lead + i] != 1)
-    grad = grad.sum(axis=axes, keepdims=True) if axes else grad
-    if lead:
-        grad = grad.reshape(grad.shape[lead:])
-    if grad.shape != tuple(shape):
-        raise RuntimeError(f"{op_name}.backward returned a gradient of shape {grad.shape} "
+    if lead >= 0:
+        axes = tuple(range(lead)) + tuple(
+            lead + i for i, s in enumerate(shape) if s == 1 and grad.shape[lead + i] != 1)
+        grad = grad.sum(axis=axes, keepdims=True) if axes else grad
+        if lead:
+            grad = grad.reshape(grad.shape[lead:])
+    if lead < 0 or grad.shape != tuple(shape):
+        raise RuntimeError(f"{op_name}.backward returned a gradient of shape {given} "
                            f"for an input of shape {tuple(shape)}")
     return grad
 
@@ -194,6 +193,7 @@ def run_backward(root, grad, retain_graph=False):
     passed its gradient down, so each node is visited exactly once.
     """
     grads = {root: grad}            # tensor -> gradient accumulated so far
+    handed_out = {id(grad)}         # arrays someone else holds (see the leaves below)
     leaves = {}                     # leaf tensors reached, in the order first reached
     if root.grad_fn is None:
         leaves[root] = True
@@ -210,6 +210,7 @@ def run_backward(root, grad, retain_graph=False):
                     g = y._run_hooks(g)
                     if y._retains_grad:
                         y.grad = g if y.grad is None else y.grad + g
+                        handed_out.add(id(y.grad))
                 if g is None:   # an output nobody used: its gradient is zero
                     xp = _module_of(fn)
                     g = xp.zeros(shape, dtype=dtype)
@@ -225,24 +226,34 @@ def run_backward(root, grad, retain_graph=False):
                 fn.release()
 
             for x, gx, needed in zip(fn.inputs, grad_inputs, fn.needs_input_grad):
-                if not needed or gx is None:
+                if not needed:
                     continue
-                gx = sum_to_shape(gx, x.shape, fn.name)
-                if gx.dtype != x.dtype:
-                    gx = gx.astype(x.dtype)
-                grads[x] = gx if x not in grads else grads[x] + gx
+                if gx is not None:
+                    gx = sum_to_shape(gx, x.shape, fn.name)
+                    if gx.dtype != x.dtype:
+                        gx = gx.astype(x.dtype)
+                    grads[x] = gx if x not in grads else grads[x] + gx
                 if x.grad_fn is None:
-                    leaves[x] = True
+                    if x in grads:
+                        leaves[x] = True
                 else:
+                    # Counted even when gx is None (no gradient on this edge), or the
+                    # producer of x would wait forever and its other paths be lost.
                     deps[x.grad_fn] -= 1
                     if deps[x.grad_fn] == 0:
                         ready.append(x.grad_fn)
 
     # Leaves keep their gradient in .grad, summed over backward calls (like PyTorch).
+    # Ops may hand one array to several inputs (add) or a read-only view (sum's
+    # broadcast), so a leaf's first gradient is copied unless it is already a
+    # fresh array of its own: then ``p.grad`` can be updated in place safely.
     for leaf in leaves:
         g = leaf._run_hooks(grads.pop(leaf))
         if leaf.grad is None:
-            leaf.grad = g.copy() if g is grad else g
+            if id(g) in handed_out or g.base is not None or not getattr(g.flags, "writeable", True):
+                g = g.copy()
+            handed_out.add(id(g))
+            leaf.grad = g
         else:
             leaf.grad = leaf.grad + g
 
