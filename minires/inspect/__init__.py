@@ -1,0 +1,19 @@
+"""minires.inspect: where does the gradient go in this network?
+
+    import minires as mr
+    report = mr.inspect.gradient_flow(model, x, y)    # one forward + backward, model untouched
+    print(report)                                     # per layer and per residual block
+    print(mr.inspect.compare({"plain20": p, "resnet20": r}, x, y))
+
+``gradient_flow`` and ``compare`` (flow.py) watch one pass through public hooks
+only; ``FlowReport`` and ``Comparison`` (report.py) hold the numbers and turn them
+into tables, CSV and figures; ``GradFlowLog`` (training.py) records per-layer
+gradient norms during training for ``python -m minires.train --inspect-every``.
+"""
+from .flow import compare, cosine, default_loss, gradient_flow, norm, residual_blocks
+from .report import BLOCK_FIELDS, LAYER_FIELDS, Comparison, FlowReport
+from .training import GradFlowLog, layer_grad_norms, plot_heatmap, read_gradflow
+
+__all__ = ["gradient_flow", "compare", "residual_blocks", "FlowReport", "Comparison",
+           "LAYER_FIELDS", "BLOCK_FIELDS", "norm", "cosine", "default_loss", "GradFlowLog",
+           "layer_grad_norms", "plot_heatmap", "read_gradflow"]

@@ -1,0 +1,105 @@
+"""Gradient norms during training: ``GradFlowLog`` writes them to ``gradflow.jsonl``.
+
+The training loop calls the log right after ``loss.backward()`` and before the
+optimiser step, when every parameter's ``.grad`` holds this step's gradient; the
+log reads them (no extra forward or backward pass, nothing changed) every
+``every`` steps and appends one JSON line:
+
+    {"step": 200, "epoch": 1, "grad_norm": {"conv1": 0.41, "layer1.0.conv1": 0.22, ...}}
+
+``plot_heatmap`` turns the file into a picture: one row per layer, one column per
+logged step, colour = log10 of the gradient norm.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+
+from .flow import norm
+
+
+def layer_grad_norms(model) -> dict:
+    """name -> norm of the weight gradient, for each layer (leaf module) with a weight that has one.
+
+    Layers come in registration order, which for the models in ``minires.models`` is the
+    forward order.
+    """
+    out = {}
+    for name, module in model.named_modules():
+        if not name or any(True for _ in module.children()):
+            continue
+        params = dict(module.named_parameters(recurse=False))
+        weight = params.get("weight", next(iter(params.values()), None))
+        if weight is not None and weight.grad is not None:
+            out[name] = norm(weight.grad)
+    return out
+
+
+class GradFlowLog:
+    """Append the per-layer gradient norms to a JSON-lines file every ``every`` steps.
+
+    ``log(step, epoch)`` after ``loss.backward()``; it returns True when it wrote a line.
+    Each line is written and flushed whole, so a crash leaves only complete lines.
+    """
+
+    def __init__(self, model, path, every):
+        if not isinstance(every, int) or every < 1:
+            raise ValueError(f"GradFlowLog: every must be a positive int (steps), got {every!r}")
+        self.model, self.path, self.every = model, os.fspath(path), every
+
+    def __call__(self, step, epoch=None) -> bool:
+        if step % self.every:
+            return False
+        record = {"step": int(step), "epoch": epoch, "grad_norm": layer_grad_norms(self.model)}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+        return True
+
+    log = __call__
+
+
+def read_gradflow(path):
+    """The records of a ``gradflow.jsonl`` file, as a list of dicts (a torn last line is skipped)."""
+    records = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue        # a line cut short by a crash: the earlier ones are complete
+    return records
+
+
+def plot_heatmap(jsonl_path, png_path=None, title=None):
+    """Heat map of log10 gradient norm, layers down, logged steps across; returns the Figure.
+
+    Needs matplotlib (raises ImportError with the install command otherwise).
+    """
+    from .report import _finish_figure, _new_figure
+    records = read_gradflow(jsonl_path)
+    if not records:
+        raise ValueError(f"plot_heatmap: {jsonl_path} holds no gradient-norm records")
+    layers = list(records[0]["grad_norm"])
+    for r in records[1:]:
+        layers += [name for name in r["grad_norm"] if name not in layers]
+    grid = [[math.log10(r["grad_norm"][name]) if r["grad_norm"].get(name, 0) > 0 else float("nan")
+             for r in records] for name in layers]
+    steps = [r["step"] for r in records]
+    fig = _new_figure((9, max(3.0, 0.12 * len(layers) + 1.5)))
+    ax = fig.subplots()
+    image = ax.imshow(grid, aspect="auto", interpolation="nearest", cmap="viridis")
+    fig.colorbar(image, ax=ax, label="log10 |grad of weight|")
+    tick = max(1, len(steps) // 10)
+    ax.set_xticks(range(0, len(steps), tick))
+    ax.set_xticklabels([str(s) for s in steps[::tick]], fontsize=7)
+    ax.set_xlabel("training step")
+    row_tick = max(1, len(layers) // 40)
+    ax.set_yticks(range(0, len(layers), row_tick))
+    ax.set_yticklabels(layers[::row_tick], fontsize=6)
+    ax.set_title(title or "gradient norm per layer during training")
+    return _finish_figure(fig, png_path)
