@@ -67,15 +67,14 @@ def gradcheck(fn, *inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0):
         x = inputs[i]
         analytic = to_numpy(x.grad) if x.grad is not None else np.zeros(x.shape)
         numeric = np.zeros(x.shape)
-        flat = x.data.reshape(-1)          # a view: writing it perturbs x in place
-        for k in range(flat.size):
-            orig = float(flat[k])
-            flat[k] = orig + eps
+        for idx in np.ndindex(*x.shape):   # x.data is perturbed in place, then restored
+            orig = float(x.data[idx])
+            x.data[idx] = orig + eps
             plus = _projected_loss(fn, inputs, directions)
-            flat[k] = orig - eps
+            x.data[idx] = orig - eps
             minus = _projected_loss(fn, inputs, directions)
-            flat[k] = orig
-            numeric.reshape(-1)[k] = (plus - minus) / (2 * eps)
+            x.data[idx] = orig
+            numeric[idx] = (plus - minus) / (2 * eps)
         tol = atol + rtol * np.abs(numeric)
         excess = np.abs(analytic - numeric) - tol
         if (excess > 0).any():
