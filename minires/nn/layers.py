@@ -1,0 +1,371 @@
+"""Layers: modules that hold parameters/buffers and call one op of ``minires.functional``.
+
+Constructor signatures, defaults, reprs and parameter names are PyTorch's
+(``Conv2d(3, 16, kernel_size=3, padding=1, bias=False)`` has ``weight`` and no
+``bias``; ``BatchNorm2d`` has ``weight``, ``bias`` and the buffers
+``running_mean``, ``running_var``, ``num_batches_tracked``), so code and
+state_dicts move between the two. Default initialisation is PyTorch's too
+(Conv2d/Linear: U(-1/sqrt(fan_in), 1/sqrt(fan_in)); BatchNorm: weight 1, bias 0);
+ResNet builders then re-initialise with Kaiming normal (see ``minires.models``).
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from .. import functional as F
+from ..backend import DEFAULT_DTYPE
+from ..tensor import Tensor
+from . import init
+from .module import Module, Parameter
+
+
+def _pair(value, name, layer):
+    """An int or a pair of ints as a pair (PyTorch's ``_pair``)."""
+    if isinstance(value, numbers.Integral):
+        return (int(value), int(value))
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(
+            isinstance(v, numbers.Integral) for v in value):
+        return (int(value[0]), int(value[1]))
+    raise TypeError(f"{layer}: {name} must be an int or a pair of ints, got {value!r}")
+
+
+def _check_tensor(x, layer):
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{layer}: expected a minires Tensor as input, got {type(x).__name__} "
+                        f"(wrap arrays with minires.tensor(...))")
+
+
+def _zeros(shape, dtype=DEFAULT_DTYPE):
+    return np.zeros(shape, dtype=dtype)
+
+
+class Conv2d(Module):
+    """2-D convolution over (N, C_in, H, W) with a weight of shape (C_out, C_in / groups, KH, KW).
+
+    ``F.conv2d`` does the work (im2col + one matrix product per group).
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 groups=1, bias=True, padding_mode="zeros"):
+        super().__init__()
+        name = "Conv2d"
+        for arg, value in (("in_channels", in_channels), ("out_channels", out_channels),
+                           ("groups", groups)):
+            if not isinstance(value, numbers.Integral) or value <= 0:
+                raise ValueError(f"{name}: {arg} must be a positive int, got {value!r}")
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"{name}: groups={groups} must divide both in_channels={in_channels} "
+                             f"and out_channels={out_channels}")
+        if padding_mode != "zeros":
+            raise ValueError(f"{name}: only padding_mode='zeros' is supported, got {padding_mode!r}")
+        self.in_channels, self.out_channels, self.groups = int(in_channels), int(out_channels), groups
+        self.kernel_size = _pair(kernel_size, "kernel_size", name)
+        self.stride = _pair(stride, "stride", name)
+        self.padding = _pair(padding, "padding", name)
+        self.dilation = _pair(dilation, "dilation", name)
+        if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.dilation) < 1:
+            raise ValueError(f"{name}: kernel_size, stride and dilation must be >= 1, got "
+                             f"{self.kernel_size}, {self.stride}, {self.dilation}")
+        if min(self.padding) < 0:
+            raise ValueError(f"{name}: padding must be >= 0, got {self.padding}")
+        self.padding_mode = padding_mode
+        KH, KW = self.kernel_size
+        self.weight = Parameter(_zeros((out_channels, in_channels // groups, KH, KW)))
+        if bias:
+            self.bias = Parameter(_zeros((out_channels,)))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        # PyTorch's default: kaiming_uniform_(a=sqrt(5)), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            fan_in, _ = init.calculate_fan_in_and_fan_out(self.weight)
+            bound = 1 / math.sqrt(fan_in)
+            init.uniform_(self.bias, -bound, bound)
+
+    def extra_repr(self):
+        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, " \
+            f"stride={self.stride}"
+        if self.padding != (0, 0):
+            s += f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        return s
+
+    def forward(self, x):
+        layer = f"Conv2d({self.extra_repr()})"
+        _check_tensor(x, layer)
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"{layer}: expected an input of shape (N, {self.in_channels}, H, W), "
+                             f"got shape {tuple(x.shape)}")
+        return F.conv2d(x, self.weight, self.bias, stride=self.stride, padding=self.padding,
+                        dilation=self.dilation, groups=self.groups)
+
+
+class Linear(Module):
+    """y = x @ weight.T + bias, weight (out_features, in_features)."""
+
+    def __init__(self, in_features, out_features, bias=True):
+        super().__init__()
+        for arg, value in (("in_features", in_features), ("out_features", out_features)):
+            if not isinstance(value, numbers.Integral) or value <= 0:
+                raise ValueError(f"Linear: {arg} must be a positive int, got {value!r}")
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.weight = Parameter(_zeros((out_features, in_features)))
+        if bias:
+            self.bias = Parameter(_zeros((out_features,)))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5))   # U(-1/sqrt(in), 1/sqrt(in))
+        if self.bias is not None:
+            bound = 1 / math.sqrt(self.in_features)
+            init.uniform_(self.bias, -bound, bound)
+
+    def extra_repr(self):
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}")
+
+    def forward(self, x):
+        layer = f"Linear({self.extra_repr()})"
+        _check_tensor(x, layer)
+        if x.ndim < 1 or x.shape[-1] != self.in_features:
+            raise ValueError(f"{layer}: expected an input whose last axis has {self.in_features} "
+                             f"features, got shape {tuple(x.shape)}")
+        return F.linear(x, self.weight, self.bias)
+
+
+class _BatchNorm(Module):
+    """Shared by BatchNorm1d/2d: parameters weight (gamma) and bias (beta), buffers
+    running_mean, running_var, num_batches_tracked.
+
+    Training mode normalises with the batch's statistics and updates the running
+    ones (``momentum``; ``momentum=None`` means a cumulative average, as in
+    PyTorch); evaluation mode uses the running statistics.
+    """
+
+    _expected = ""       # shapes accepted, for error messages
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True):
+        super().__init__()
+        name = type(self).__name__
+        if not isinstance(num_features, numbers.Integral) or num_features <= 0:
+            raise ValueError(f"{name}: num_features must be a positive int, got {num_features!r}")
+        if momentum is not None and not 0 <= momentum <= 1:
+            raise ValueError(f"{name}: momentum must be in [0, 1] or None, got {momentum}")
+        self.num_features, self.eps, self.momentum = int(num_features), eps, momentum
+        self.affine, self.track_running_stats = affine, track_running_stats
+        if affine:
+            self.weight = Parameter(np.ones(num_features, dtype=DEFAULT_DTYPE))
+            self.bias = Parameter(_zeros(num_features))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        if track_running_stats:
+            self.register_buffer("running_mean", Tensor(_zeros(num_features)))
+            self.register_buffer("running_var", Tensor(np.ones(num_features, dtype=DEFAULT_DTYPE)))
+            self.register_buffer("num_batches_tracked", Tensor(np.zeros((), dtype=np.int64)))
+        else:
+            self.register_buffer("running_mean", None)
+            self.register_buffer("running_var", None)
+            self.register_buffer("num_batches_tracked", None)
+
+    def reset_running_stats(self):
+        if self.track_running_stats:
+            self.running_mean.data[...] = 0
+            self.running_var.data[...] = 1
+            self.num_batches_tracked.data[...] = 0
+
+    def reset_parameters(self):
+        self.reset_running_stats()
+        if self.affine:
+            init.ones_(self.weight)
+            init.zeros_(self.bias)
+
+    def extra_repr(self):
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+                f"affine={self.affine}, track_running_stats={self.track_running_stats}")
+
+    def _check_input(self, x):
+        layer = f"{type(self).__name__}({self.extra_repr()})"
+        _check_tensor(x, layer)
+        if x.ndim not in self._ndims or x.shape[1] != self.num_features:
+            raise ValueError(f"{layer}: expected an input of shape {self._expected}, got shape "
+                             f"{tuple(x.shape)}")
+
+    def forward(self, x):
+        self._check_input(x)
+        momentum = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked.data += 1
+            if self.momentum is None:      # cumulative moving average
+                momentum = 1.0 / float(self.num_batches_tracked.item())
+        use_batch_stats = self.training or not self.track_running_stats
+        return self._normalise(x, use_batch_stats, momentum)
+
+    def _normalise(self, x, training, momentum):
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                            training=training, momentum=momentum, eps=self.eps)
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch norm over (N, C, H, W): statistics per channel, over N, H and W."""
+
+    _ndims = (4,)
+
+    @property
+    def _expected(self):
+        return f"(N, {self.num_features}, H, W)"
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch norm over (N, C) or (N, C, L): statistics per feature, over N (and L)."""
+
+    _ndims = (2, 3)
+
+    @property
+    def _expected(self):
+        return f"(N, {self.num_features}) or (N, {self.num_features}, L)"
+
+    def _normalise(self, x, training, momentum):
+        if x.ndim == 3:
+            N, C, L = x.shape
+            x4 = x.reshape(N, C, L, 1)                                  # (N, C, L, 1)
+            return super()._normalise(x4, training, momentum).reshape(N, C, L)
+        return super()._normalise(x, training, momentum)
+
+
+class ReLU(Module):
+    """max(x, 0). ``inplace`` is accepted for PyTorch compatibility; minires never overwrites
+    its input (the graph may still need it)."""
+
+    def __init__(self, inplace=False):
+        super().__init__()
+        self.inplace = inplace
+
+    def extra_repr(self):
+        return "inplace=True" if self.inplace else ""
+
+    def forward(self, x):
+        return F.relu(x)
+
+
+class MaxPool2d(Module):
+    """Max over KH x KW windows; the gradient goes to the arg-max of each window."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False,
+                 ceil_mode=False):
+        super().__init__()
+        if dilation != 1 or return_indices or ceil_mode:
+            raise ValueError("MaxPool2d: minires supports dilation=1, return_indices=False and "
+                             f"ceil_mode=False only, got dilation={dilation}, "
+                             f"return_indices={return_indices}, ceil_mode={ceil_mode}")
+        self.kernel_size = kernel_size
+        self.stride = kernel_size if stride is None else stride
+        self.padding, self.dilation, self.ceil_mode = padding, dilation, ceil_mode
+
+    def extra_repr(self):
+        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+                f"dilation={self.dilation}, ceil_mode={self.ceil_mode}")
+
+    def forward(self, x):
+        _check_tensor(x, f"MaxPool2d({self.extra_repr()})")
+        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
+
+
+class AvgPool2d(Module):
+    """Mean over KH x KW windows (zero padding counts in the mean, PyTorch's default)."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+                 divisor_override=None):
+        super().__init__()
+        if ceil_mode or not count_include_pad or divisor_override is not None:
+            raise ValueError("AvgPool2d: minires supports ceil_mode=False, count_include_pad=True "
+                             "and divisor_override=None only")
+        self.kernel_size = kernel_size
+        self.stride = kernel_size if stride is None else stride
+        self.padding = padding
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+    def forward(self, x):
+        _check_tensor(x, f"AvgPool2d({self.extra_repr()})")
+        return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding)
+
+
+class AdaptiveAvgPool2d(Module):
+    """Average-pool to a fixed (OH, OW); ``AdaptiveAvgPool2d(1)`` is global average pooling."""
+
+    def __init__(self, output_size):
+        super().__init__()
+        self.output_size = _pair(output_size, "output_size", "AdaptiveAvgPool2d")
+
+    def extra_repr(self):
+        return f"output_size={self.output_size}"
+
+    def forward(self, x):
+        _check_tensor(x, f"AdaptiveAvgPool2d({self.extra_repr()})")
+        return F.adaptive_avg_pool2d(x, self.output_size)
+
+
+class Flatten(Module):
+    """Merge axes start_dim..end_dim: (N, C, H, W) -> (N, C*H*W) by default."""
+
+    def __init__(self, start_dim=1, end_dim=-1):
+        super().__init__()
+        self.start_dim, self.end_dim = start_dim, end_dim
+
+    def extra_repr(self):
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+    def forward(self, x):
+        _check_tensor(x, f"Flatten({self.extra_repr()})")
+        shape = tuple(x.shape)
+        nd = max(len(shape), 1)
+        start, end = self.start_dim % nd, self.end_dim % nd
+        if start > end:
+            raise ValueError(f"Flatten: start_dim {self.start_dim} comes after end_dim "
+                             f"{self.end_dim} for an input of shape {shape}")
+        return x.reshape(*shape[:start], -1, *shape[end + 1:])
+
+
+class Identity(Module):
+    """Returns its input unchanged (a placeholder: e.g. the shortcut of a block whose shapes match)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+
+    def forward(self, x):
+        return x
+
+
+class Dropout(Module):
+    """Inverted dropout in training mode (zero with probability p, scale by 1/(1-p)); identity in eval."""
+
+    def __init__(self, p=0.5, inplace=False):
+        super().__init__()
+        if not 0 <= p < 1:
+            raise ValueError(f"Dropout: p must be in [0, 1), got {p}")
+        self.p, self.inplace = p, inplace
+
+    def extra_repr(self):
+        return f"p={self.p}, inplace={self.inplace}"
+
+    def forward(self, x):
+        return F.dropout(x, self.p, training=self.training)
+
+
+__all__ = ["Conv2d", "Linear", "BatchNorm1d", "BatchNorm2d", "ReLU", "MaxPool2d", "AvgPool2d",
+           "AdaptiveAvgPool2d", "Flatten", "Identity", "Dropout"]
