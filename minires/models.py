@@ -1,0 +1,339 @@
+"""Model builders with the published layouts, and a registry (``MODELS``, ``get_model``).
+
+Two families of layout:
+
+``ResNet`` -- ImageNet style, exactly torchvision's ``resnet.py``: conv1 (7x7, stride 2),
+bn1, relu, maxpool, layer1..layer4 (64, 128, 256, 512 planes), avgpool, fc. Parameter
+names, shapes and counts equal torchvision's (resnet18: 11,689,512; resnet50:
+25,557,032), so a torchvision state_dict loads with ``load_state_dict``.
+
+``CifarResNet`` -- the 32x32 CIFAR layout of He et al. 2015 section 4.2: conv1 (3x3),
+then three stages of blocks on 32x32, 16x16 and 8x8 maps (stride 2 at the first
+block of stages 2 and 3), global average pooling and fc. Post-activation nets have
+``bn1``/``relu`` after conv1 (torchvision names); pre-activation nets (preact,
+wide) instead end with ``bn``/``relu`` before the pooling, since their blocks start
+with BN-ReLU.
+
+    depth 6n+2, BasicBlock:   resnet20 (n=3), 32, 44, 56, 110; plain* without shortcuts
+    depth 9n+2, bottlenecks:  preact_resnet164 (n=18), resnext29 (n=3), resnest20 (n=2)
+    depth 6n+4, WideBasic:    wide_resnet(depth, k): widths 16k, 32k, 64k
+
+Weights are initialised like torchvision: Kaiming normal with fan_out for every
+conv, BN weight 1 and bias 0; ``zero_init_residual=True`` makes each block start
+as its shortcut. Initial weights come from ``minires.backend.default_rng()``, so
+``mr.manual_seed(s)`` before building makes a model repeatable.
+"""
+from __future__ import annotations
+
+from . import functional as F
+from .nn import init
+from .nn.blocks import (BasicBlock, Bottleneck, PreActBlock, PreActBottleneck, ResNeXtBottleneck,
+                        SplitAttentionBlock, WideBasic)
+from .nn.layers import AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Linear, MaxPool2d, ReLU
+from .nn.module import Module, Sequential
+
+
+def _init_weights(model, zero_init_residual):
+    """torchvision's ResNet initialisation (Linear layers keep PyTorch's default)."""
+    for m in model.modules():
+        if isinstance(m, Conv2d):
+            init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                init.zeros_(m.bias)
+        elif isinstance(m, BatchNorm2d) and m.affine:
+            init.ones_(m.weight)
+            init.zeros_(m.bias)
+    if zero_init_residual:
+        for m in model.modules():
+            if hasattr(m, "zero_init_residual") and callable(m.zero_init_residual) \
+                    and hasattr(m, "fork"):
+                m.zero_init_residual()
+
+
+def _make_layer(block, in_planes, planes, blocks, stride, **block_kwargs):
+    """A stage: ``blocks`` blocks, the first with ``stride`` (and the shortcut that needs)."""
+    layers = [block(in_planes, planes, stride, **block_kwargs)]
+    in_planes = planes * block.expansion
+    for _ in range(1, blocks):
+        layers.append(block(in_planes, planes, 1, **block_kwargs))
+    return Sequential(*layers), in_planes
+
+
+class ResNet(Module):
+    """torchvision's ImageNet ResNet: ``ResNet(BasicBlock, [2, 2, 2, 2])`` is resnet18."""
+
+    def __init__(self, block, layers, num_classes=1000, zero_init_residual=False, groups=1,
+                 width_per_group=64):
+        super().__init__()
+        if len(layers) != 4:
+            raise ValueError(f"ResNet: expected 4 stage sizes, got {layers}")
+        kw = {}
+        if groups != 1 or width_per_group != 64:
+            if block is not Bottleneck:
+                raise ValueError("ResNet: groups and width_per_group need Bottleneck blocks")
+            kw = {"groups": groups, "base_width": width_per_group}
+        self.conv1 = Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = BatchNorm2d(64)
+        self.relu = ReLU()
+        self.maxpool = MaxPool2d(kernel_size=3, stride=2, padding=1)
+        planes = 64
+        self.layer1, planes = _make_layer(block, planes, 64, layers[0], 1, **kw)
+        self.layer2, planes = _make_layer(block, planes, 128, layers[1], 2, **kw)
+        self.layer3, planes = _make_layer(block, planes, 256, layers[2], 2, **kw)
+        self.layer4, planes = _make_layer(block, planes, 512, layers[3], 2, **kw)
+        self.avgpool = AdaptiveAvgPool2d((1, 1))
+        self.fc = Linear(512 * block.expansion, num_classes)
+        _init_weights(self, zero_init_residual)
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        x = F.flatten(self.avgpool(x), 1)                  # (N, 512 * expansion)
+        return self.fc(x)
+
+
+class CifarResNet(Module):
+    """The CIFAR layout: conv1 3x3, three stages (stride 1, 2, 2), global average pool, fc.
+
+    ``widths``: planes of the three stages (a block's output is planes * expansion).
+    ``preact``: blocks are pre-activation, so conv1 has no BN after it and the net ends
+    with ``bn``/``relu``. ``block_kwargs`` go to every block (option, shortcut, se, ...).
+    """
+
+    def __init__(self, block, layers, num_classes=10, widths=(16, 32, 64), stem_width=16,
+                 preact=False, zero_init_residual=False, **block_kwargs):
+        super().__init__()
+        if len(layers) != 3 or len(widths) != 3:
+            raise ValueError(f"CifarResNet: expected 3 stage sizes and 3 widths, got {layers} "
+                             f"and {widths}")
+        self.preact = preact
+        self.conv1 = Conv2d(3, stem_width, kernel_size=3, padding=1, bias=False)
+        if not preact:
+            self.bn1 = BatchNorm2d(stem_width)
+            self.relu = ReLU()
+        planes = stem_width
+        self.layer1, planes = _make_layer(block, planes, widths[0], layers[0], 1, **block_kwargs)
+        self.layer2, planes = _make_layer(block, planes, widths[1], layers[1], 2, **block_kwargs)
+        self.layer3, planes = _make_layer(block, planes, widths[2], layers[2], 2, **block_kwargs)
+        if preact:
+            self.bn = BatchNorm2d(planes)
+            self.relu = ReLU()
+        self.avgpool = AdaptiveAvgPool2d((1, 1))
+        self.fc = Linear(planes, num_classes)
+        _init_weights(self, zero_init_residual)
+
+    def forward(self, x):
+        x = self.conv1(x)
+        if not self.preact:
+            x = self.relu(self.bn1(x))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        if self.preact:
+            x = self.relu(self.bn(x))
+        x = F.flatten(self.avgpool(x), 1)                  # (N, C)
+        return self.fc(x)
+
+
+# --- CIFAR builders -----------------------------------------------------------------------
+def _blocks_per_stage(depth, per_block, extra, family):
+    n, rest = divmod(depth - extra, 3 * per_block)
+    if rest or n < 1:
+        raise ValueError(f"{family}: depth must be {3 * per_block}n+{extra} (n >= 1), got {depth}")
+    return n
+
+
+def cifar_resnet(depth, num_classes=10, option="A", se=False, zero_init_residual=False):
+    """He et al. 2015 CIFAR ResNet of depth 6n+2 (BasicBlock, option A shortcuts by default)."""
+    n = _blocks_per_stage(depth, 2, 2, "cifar_resnet")
+    return CifarResNet(BasicBlock, [n] * 3, num_classes, option=option, se=se,
+                       zero_init_residual=zero_init_residual)
+
+
+def cifar_plain(depth, num_classes=10):
+    """The plain counterpart of ``cifar_resnet(depth)``: same layers, no shortcuts."""
+    n = _blocks_per_stage(depth, 2, 2, "cifar_plain")
+    return CifarResNet(BasicBlock, [n] * 3, num_classes, shortcut=False)
+
+
+def preact_resnet(depth, num_classes=10, bottleneck=None, option="B"):
+    """He et al. 2016 pre-activation ResNet: 6n+2 with PreActBlock, or 9n+2 with
+    PreActBottleneck (default for depth 164 and beyond)."""
+    if bottleneck is None:
+        bottleneck = depth >= 164
+    if bottleneck:
+        n = _blocks_per_stage(depth, 3, 2, "preact_resnet (bottleneck)")
+        return CifarResNet(PreActBottleneck, [n] * 3, num_classes, preact=True, option=option)
+    n = _blocks_per_stage(depth, 2, 2, "preact_resnet")
+    return CifarResNet(PreActBlock, [n] * 3, num_classes, preact=True, option=option)
+
+
+def wide_resnet(depth, k, dropout=0.0, num_classes=10):
+    """WRN-depth-k (Zagoruyko & Komodakis 2016): depth 6n+4, widths 16k, 32k, 64k."""
+    n = _blocks_per_stage(depth, 2, 4, "wide_resnet")
+    return CifarResNet(WideBasic, [n] * 3, num_classes, widths=(16 * k, 32 * k, 64 * k),
+                       preact=True, dropout=dropout)
+
+
+def cifar_resnext(depth, cardinality, base_width, num_classes=10):
+    """ResNeXt-depth (C x d) for CIFAR (Xie et al. 2017): 9n+2, stem 64, stage outputs
+    256, 512, 1024; inner width cardinality * base_width * 2^stage."""
+    n = _blocks_per_stage(depth, 3, 2, "cifar_resnext")
+    return CifarResNet(ResNeXtBottleneck, [n] * 3, num_classes, widths=(64, 128, 256),
+                       stem_width=64, cardinality=cardinality, base_width=base_width)
+
+
+def resnet8(num_classes=10, **kw):
+    return cifar_resnet(8, num_classes, **kw)
+
+
+def resnet14(num_classes=10, **kw):
+    return cifar_resnet(14, num_classes, **kw)
+
+
+def resnet20(num_classes=10, **kw):
+    return cifar_resnet(20, num_classes, **kw)
+
+
+def resnet32(num_classes=10, **kw):
+    return cifar_resnet(32, num_classes, **kw)
+
+
+def resnet44(num_classes=10, **kw):
+    return cifar_resnet(44, num_classes, **kw)
+
+
+def resnet56(num_classes=10, **kw):
+    return cifar_resnet(56, num_classes, **kw)
+
+
+def resnet110(num_classes=10, **kw):
+    return cifar_resnet(110, num_classes, **kw)
+
+
+def plain8(num_classes=10):
+    return cifar_plain(8, num_classes)
+
+
+def plain14(num_classes=10):
+    return cifar_plain(14, num_classes)
+
+
+def plain20(num_classes=10):
+    return cifar_plain(20, num_classes)
+
+
+def plain32(num_classes=10):
+    return cifar_plain(32, num_classes)
+
+
+def plain44(num_classes=10):
+    return cifar_plain(44, num_classes)
+
+
+def plain56(num_classes=10):
+    return cifar_plain(56, num_classes)
+
+
+def plain110(num_classes=10):
+    return cifar_plain(110, num_classes)
+
+
+def preact_resnet20(num_classes=10, **kw):
+    return preact_resnet(20, num_classes, **kw)
+
+
+def preact_resnet32(num_classes=10, **kw):
+    return preact_resnet(32, num_classes, **kw)
+
+
+def preact_resnet44(num_classes=10, **kw):
+    return preact_resnet(44, num_classes, **kw)
+
+
+def preact_resnet56(num_classes=10, **kw):
+    return preact_resnet(56, num_classes, **kw)
+
+
+def preact_resnet110(num_classes=10, **kw):
+    return preact_resnet(110, num_classes, **kw)
+
+
+def preact_resnet164(num_classes=10, **kw):
+    return preact_resnet(164, num_classes, bottleneck=True, **kw)
+
+
+def wrn16_4(num_classes=10, dropout=0.0):
+    return wide_resnet(16, 4, dropout, num_classes)
+
+
+def wrn16_8(num_classes=10, dropout=0.0):
+    return wide_resnet(16, 8, dropout, num_classes)
+
+
+def wrn28_10(num_classes=10, dropout=0.0):
+    return wide_resnet(28, 10, dropout, num_classes)
+
+
+def resnext29_8x64d(num_classes=10):
+    return cifar_resnext(29, 8, 64, num_classes)
+
+
+def resnext29_16x64d(num_classes=10):
+    return cifar_resnext(29, 16, 64, num_classes)
+
+
+def resnext29_4x16d(num_classes=10):
+    """A small ResNeXt-29 (cardinality 4, width 16) that trains on a CPU."""
+    return cifar_resnext(29, 4, 16, num_classes)
+
+
+def resnest20(num_classes=10, radix=2):
+    """A small CIFAR split-attention network (ResNeSt-style, Zhang et al. 2020): 9n+2 with
+    n=2, SplitAttentionBlock bottlenecks of planes 16, 32, 64 (outputs 64, 128, 256)."""
+    return CifarResNet(SplitAttentionBlock, [2, 2, 2], num_classes, radix=radix)
+
+
+# --- ImageNet builders (torchvision layout) --------------------------------------------
+def resnet18(num_classes=1000, **kw):
+    return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, **kw)
+
+
+def resnet34(num_classes=1000, **kw):
+    return ResNet(BasicBlock, [3, 4, 6, 3], num_classes, **kw)
+
+
+def resnet50(num_classes=1000, **kw):
+    return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, **kw)
+
+
+def resnet101(num_classes=1000, **kw):
+    return ResNet(Bottleneck, [3, 4, 23, 3], num_classes, **kw)
+
+
+def resnet152(num_classes=1000, **kw):
+    return ResNet(Bottleneck, [3, 8, 36, 3], num_classes, **kw)
+
+
+def resnext50_32x4d(num_classes=1000, **kw):
+    return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, groups=32, width_per_group=4, **kw)
+
+
+MODELS = {f.__name__: f for f in (
+    resnet8, resnet14, resnet20, resnet32, resnet44, resnet56, resnet110,
+    plain8, plain14, plain20, plain32, plain44, plain56, plain110,
+    preact_resnet20, preact_resnet32, preact_resnet44, preact_resnet56, preact_resnet110,
+    preact_resnet164, wrn16_4, wrn16_8, wrn28_10,
+    resnext29_8x64d, resnext29_16x64d, resnext29_4x16d, resnest20,
+    resnet18, resnet34, resnet50, resnet101, resnet152, resnext50_32x4d)}
+
+
+def get_model(name, **kwargs):
+    """Build the model registered as ``name`` (see ``MODELS``), passing ``kwargs`` (num_classes ...)."""
+    try:
+        builder = MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(sorted(MODELS))}") from None
+    return builder(**kwargs)
+
+
+__all__ = ["ResNet", "CifarResNet", "MODELS", "get_model", "cifar_resnet", "cifar_plain",
+           "preact_resnet", "wide_resnet", "cifar_resnext", *MODELS]
