@@ -160,13 +160,13 @@ class Tensor:
         """This tensor on ``device`` ("cpu" or "cuda"); a leaf stays a leaf with its requires_grad."""
         if device == self.device:
             return self
-        data = to_device(self.data, device)
-        if self.grad_fn is None:
-            out = Tensor(data, requires_grad=self.requires_grad)
-            if self.grad is not None:
-                out.grad = to_device(self.grad, device)
-            return out
-        raise RuntimeError("to(): move leaf tensors (inputs and parameters), not intermediate results")
+        if self.grad_fn is not None:
+            raise RuntimeError("to(): move leaf tensors (inputs and parameters), not intermediate "
+                               f"results (this one was made by {self.grad_fn.name})")
+        out = Tensor(to_device(self.data, device), requires_grad=self.requires_grad)
+        if self.grad is not None:
+            out.grad = to_device(self.grad, device)
+        return out
 
     def cpu(self):
         return self.to("cpu")
