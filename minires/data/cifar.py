@@ -255,6 +255,10 @@ def _check_labels(path, labels):
 
 
 # --- parsing: Python pickles, restricted --------------------------------------------------------------
+class _Refused(pickle.UnpicklingError):
+    """The restricted unpickler met something a CIFAR-10 batch never holds."""
+
+
 def _allowed_globals() -> dict:
     """The only globals a CIFAR-10 pickle needs: what rebuilds a NumPy array and its dtype.
 
@@ -288,13 +292,13 @@ class RestrictedUnpickler(pickle.Unpickler):
         try:
             return self._allowed[(module, name)]
         except KeyError:
-            raise pickle.UnpicklingError(
+            raise _Refused(
                 f"{self.source}: refusing to load global {module}.{name} -- a CIFAR-10 pickle holds "
                 f"only dicts, lists and NumPy arrays; this file is not a genuine CIFAR-10 batch "
                 f"and may be malicious") from None
 
     def persistent_load(self, pid):
-        raise pickle.UnpicklingError(f"{self.source}: refusing persistent id {pid!r}")
+        raise _Refused(f"{self.source}: refusing persistent id {pid!r}")
 
 
 def restricted_load(path):
@@ -303,7 +307,7 @@ def restricted_load(path):
     data = path.read_bytes()
     try:
         return RestrictedUnpickler(io.BytesIO(data), source=str(path)).load()
-    except pickle.UnpicklingError as err:
+    except _Refused as err:
         raise DataError(str(err)) from err
     except Exception as err:  # truncated stream, bad opcode ...
         raise DataError(f"{path}: cannot read as a CIFAR-10 pickle ({type(err).__name__}: {err}); "
