@@ -32,3 +32,11 @@ def assert_forward(out, expected, dtype=np.float32, rtol=1e-6, atol=1e-6):
     assert out.dtype == dtype, f"dtype {out.dtype}, expected {dtype} (no hidden upcast)"
     assert out.shape == expected.shape, f"shape {out.shape}, expected {expected.shape}"
     np.testing.assert_allclose(out.numpy(), expected, rtol=rtol, atol=atol)
+
+
+def raw_backward_dtypes(out):
+    """The dtypes the op that made ``out`` returns from its backward for a float32 gradient,
+    before the engine casts anything: a float64 here is a hidden upcast (and twice the work)."""
+    xp = mr.get_array_module(out.data)
+    grads = out.grad_fn.backward(xp.ones(out.shape, dtype=np.float32))
+    return {str(g.dtype) for g in grads if g is not None}

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import minires as mr
 import minires.functional as F
 from tests import strategies as S
-from tests.helpers import assert_forward, t32, t64
+from tests.helpers import assert_forward, raw_backward_dtypes, t32, t64
 
 
 def np_sigmoid(x):
@@ -54,6 +54,14 @@ def test_activation_forward(device, name, data):
     x = data.draw(values(data.draw(S.shapes(min_dims=0)))).astype(np.float32)
     expected = reference(x.astype(np.float64))
     assert_forward(op(t32(x, device)), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS) + ["dropout"])
+def test_backward_keeps_float32(device, name):
+    x = t32([-1.5, 0.5, 2.0], device, requires_grad=True)
+    op = (lambda t: F.dropout(t, 0.5)) if name == "dropout" else ACTIVATIONS[name][0]
+    out = op(x)
+    assert out.dtype == np.float32 and raw_backward_dtypes(out) == {"float32"}
 
 
 def test_sigmoid_is_stable_for_huge_inputs(device):

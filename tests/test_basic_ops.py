@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import minires as mr
 import minires.functional as F
 from tests import strategies as S
-from tests.helpers import assert_forward, t32, t64
+from tests.helpers import assert_forward, raw_backward_dtypes, t32, t64
 
 GRAD_FLAGS = st.sampled_from([(True, True), (True, False), (False, True)])
 
@@ -273,6 +273,14 @@ def test_transpose_and_permute(device, data):
     assert_forward(fn(t32(x32, device)), np.transpose(x32, axes), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("axes", [(1, 2, 0), (2, 0, 1), (-1, 0, -2), (3, 0, 1, 2), (1, 3, 0, 2)])
+def test_transpose_non_involutions(device, axes):
+    """Permutations that are not their own inverse (the backward must invert them)."""
+    x = np.random.default_rng(3).standard_normal((2, 3, 4, 5)[:len(axes)])
+    assert mr.gradcheck(lambda t: t.transpose(*axes), t64(x, device))
+    assert_forward(t32(x, device).permute(axes), np.transpose(x, axes).astype(np.float32))
+
+
 @given(data=st.data())
 def test_flatten(device, data):
     shape = data.draw(S.shapes(min_dims=1, max_dims=4, max_side=3))
@@ -362,6 +370,32 @@ def test_fork(device, data):
     assert len(branches) == n
     for b in branches:
         assert_forward(b, x.astype(np.float32), rtol=0, atol=0)
+
+
+# --- float32 end to end -----------------------------------------------------------------------
+FLOAT32_CASES = {
+    "add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
+    "div": lambda a, b: a / b, "neg": lambda a, b: -a, "pow": lambda a, b: a ** 1.5,
+    "pow_np": lambda a, b: a ** np.float64(2.0), "exp": lambda a, b: a.exp(),
+    "log": lambda a, b: a.log(), "sqrt": lambda a, b: a.sqrt(), "abs": lambda a, b: a.abs(),
+    "clip": lambda a, b: a.clip(0.5, 1.5), "maximum": F.maximum,
+    "where": lambda a, b: F.where(np.array([True, False, True]), a, b),
+    "matmul": lambda a, b: a[:, None] @ b[None, :], "sum": lambda a, b: a.sum(),
+    "mean": lambda a, b: a.mean(), "max": lambda a, b: a.max(), "min": lambda a, b: a.min(),
+    "reshape": lambda a, b: a.reshape(3, 1), "transpose": lambda a, b: a[None].T,
+    "getitem": lambda a, b: a[[0, 0, 2]], "concatenate": lambda a, b: F.concatenate([a, b]),
+    "stack": lambda a, b: F.stack([a, b]), "pad": lambda a, b: F.pad(a, 1),
+    "linear": lambda a, b: F.linear(a[None], b[None], b[:1]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FLOAT32_CASES))
+def test_backward_keeps_float32(device, name):
+    a = t32([0.7, 1.2, 2.0], device, requires_grad=True)
+    b = t32([1.1, 0.4, 1.6], device, requires_grad=True)
+    out = FLOAT32_CASES[name](a, b)
+    assert out.dtype == np.float32
+    assert raw_backward_dtypes(out) == {"float32"}
 
 
 # --- bad input: each error names the op, what it expected and what it got ---------------------

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import minires as mr
 import minires.functional as F
 from tests import strategies as S
-from tests.helpers import assert_forward, t32, t64
+from tests.helpers import assert_forward, raw_backward_dtypes, t32, t64
 
 
 def np_log_softmax(x, axis=-1):
@@ -130,9 +130,15 @@ def test_cross_entropy_logits_of_magnitude_1e4(device, reduction, smoothing):
     np.testing.assert_allclose(mr.tensor(x.grad).numpy(), grad, rtol=1e-5, atol=1e-6)
 
 
-def test_cross_entropy_keeps_float32(device):
-    loss = F.cross_entropy(t32(np.ones((2, 3)), device, requires_grad=True), [0, 2])
-    assert loss.dtype == np.float32 and loss.shape == ()
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy_keeps_float32(device, reduction):
+    x = t32(np.ones((2, 3)), device, requires_grad=True)
+    loss = F.cross_entropy(x, [0, 2], label_smoothing=0.1, reduction=reduction)
+    assert loss.dtype == np.float32 and loss.shape == ((2,) if reduction == "none" else ())
+    assert raw_backward_dtypes(loss) == {"float32"}
+    for op in (F.log_softmax, F.softmax):
+        out = op(x)
+        assert out.dtype == np.float32 and raw_backward_dtypes(out) == {"float32"}
 
 
 # --- bad input ----------------------------------------------------------------------------
