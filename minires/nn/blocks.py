@@ -148,12 +148,12 @@ class ResidualBlock(Module):
     expansion = 1
     post_activation = True     # a ReLU after the addition (He et al. 2015); False for pre-activation
 
-    def _start_init(self):
+    def _start_init(self, stride):
+        if not isinstance(stride, numbers.Integral) or stride < 1:
+            raise ValueError(f"{type(self).__name__}: stride must be a positive int, got {stride!r}")
         self.fork = Fork()
 
     def _finish_init(self, in_planes, out_planes, stride, shortcut, option, batch_norm=True):
-        if not isinstance(stride, numbers.Integral) or stride < 1:
-            raise ValueError(f"{type(self).__name__}: stride must be a positive int, got {stride!r}")
         self.in_planes, self.out_planes, self.stride = in_planes, out_planes, stride
         self.shortcut = bool(shortcut)
         if self.shortcut:
@@ -198,7 +198,7 @@ class BasicBlock(ResidualBlock):
     def __init__(self, inplanes, planes, stride=1, option="B", shortcut=True, se=False,
                  se_reduction=16):
         super().__init__()
-        self._start_init()
+        self._start_init(stride)
         self.conv1 = conv3x3(inplanes, planes, stride)
         self.bn1 = BatchNorm2d(planes)
         self.relu1 = ReLU()
@@ -242,7 +242,7 @@ class Bottleneck(ResidualBlock):
     def __init__(self, inplanes, planes, stride=1, groups=1, base_width=64, option="B",
                  shortcut=True, se=False, se_reduction=16):
         super().__init__()
-        self._start_init()
+        self._start_init(stride)
         width = int(planes * (base_width / 64.0)) * groups
         out_planes = planes * self.expansion
         self.conv1 = conv1x1(inplanes, width)
@@ -295,7 +295,7 @@ class PreActBlock(ResidualBlock):
     def __init__(self, inplanes, planes, stride=1, option="B", shortcut=True, se=False,
                  se_reduction=16):
         super().__init__()
-        self._start_init()
+        self._start_init(stride)
         self.bn1 = BatchNorm2d(inplanes)
         self.relu1 = ReLU()
         self.conv1 = conv3x3(inplanes, planes, stride)
@@ -327,7 +327,7 @@ class PreActBottleneck(ResidualBlock):
     def __init__(self, inplanes, planes, stride=1, option="B", shortcut=True, se=False,
                  se_reduction=16):
         super().__init__()
-        self._start_init()
+        self._start_init(stride)
         out_planes = planes * self.expansion
         self.bn1 = BatchNorm2d(inplanes)
         self.relu1 = ReLU()
@@ -367,7 +367,7 @@ class WideBasic(ResidualBlock):
     def __init__(self, inplanes, planes, stride=1, dropout=0.0, option="B", shortcut=True,
                  se=False, se_reduction=16):
         super().__init__()
-        self._start_init()
+        self._start_init(stride)
         self.bn1 = BatchNorm2d(inplanes)
         self.relu1 = ReLU()
         self.conv1 = conv3x3(inplanes, planes, stride)
@@ -411,6 +411,9 @@ class SplitAttentionConv2d(Module):
         super().__init__()
         if radix < 1:
             raise ValueError(f"SplitAttentionConv2d: radix must be >= 1, got {radix}")
+        if in_channels % (radix * cardinality):
+            raise ValueError(f"SplitAttentionConv2d: in_channels={in_channels} must be divisible "
+                             f"by radix * cardinality = {radix * cardinality}")
         self.radix, self.cardinality, self.channels = radix, cardinality, channels
         inter = max(in_channels * radix // reduction_factor, min_inter_channels)
         self.conv = Conv2d(in_channels, channels * radix, kernel_size, stride, padding,
@@ -461,7 +464,7 @@ class SplitAttentionBlock(ResidualBlock):
     def __init__(self, inplanes, planes, stride=1, radix=2, cardinality=1, base_width=64,
                  option="B", shortcut=True, se=False, se_reduction=16):
         super().__init__()
-        self._start_init()
+        self._start_init(stride)
         width = int(planes * (base_width / 64.0)) * cardinality
         out_planes = planes * self.expansion
         self.conv1 = conv1x1(inplanes, width)
