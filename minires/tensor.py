@@ -147,6 +147,13 @@ class Tensor:
     def __len__(self):
         return len(self.data)
 
+    def __bool__(self):
+        """Truth of a one-element tensor; ambiguous (an error) for more elements, like NumPy."""
+        if self.data.size != 1:
+            raise ValueError(f"the truth value of a tensor of shape {self.shape} is ambiguous; "
+                             f"reduce it first (x.sum(), x.max() ...) or compare x.numpy()")
+        return bool(self.data.reshape(()).item())
+
     def numpy(self) -> np.ndarray:
         """The data as a NumPy array (copied from the GPU if need be)."""
         return to_device(self.data, "cpu")

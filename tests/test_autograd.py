@@ -323,6 +323,13 @@ def test_backward_checks_the_ops_it_runs(device):
         WrongCount()(x).sum().backward()
 
 
+def test_truth_value_only_for_one_element(device):
+    assert bool(t32(2.0, device)) and not bool(t32([0.0], device))
+    assert (t32(3.0, device) > 2.0)
+    with pytest.raises(ValueError, match=r"truth value of a tensor of shape \(2,\) is ambiguous"):
+        bool(t32([1.0, 2.0], device) > 0)
+
+
 # --- mr.tensor dtype rules (DESIGN.md) -----------------------------------------------------------
 @pytest.mark.parametrize("data, dtype, expected", [
     (np.zeros(2, dtype=np.float64), None, np.float64),   # a floating array keeps its dtype

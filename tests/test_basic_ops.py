@@ -143,6 +143,12 @@ def test_unary_forward(device, name, data):
     assert_forward(op(t32(x, device)), reference(x), rtol=2e-6)
 
 
+def test_pow_zero_has_a_zero_gradient_everywhere(device):
+    x = t64([0.0, 2.0, -1.0], device)
+    (x ** 0).sum().backward()
+    np.testing.assert_array_equal(mr.tensor(x.grad, dtype=np.float64).numpy(), [0.0, 0.0, 0.0])
+
+
 def test_tensor_methods_match_functions(device):
     a = np.array([[0.5, 1.5], [2.0, 3.0]], dtype=np.float32)
     x = t32(a, device)
@@ -450,6 +456,8 @@ def test_shape_op_errors(device):
         F.concatenate([x, x], axis=2)
     with pytest.raises(ValueError, match=r"stack: all tensors must have the same shape"):
         F.stack([x, t32(np.ones((3, 2)), device)])
+    with pytest.raises(ValueError, match=r"stack: axis 3 is out of range .*\(2, 3\)"):
+        F.stack([x, x], axis=3)
     with pytest.raises(ValueError, match=r"pad: pad_width .* for each of the 2 axes"):
         F.pad(x, ((1, 1), (1, 1), (1, 1)))
     with pytest.raises(ValueError, match=r"pad: pad_width .* non-negative"):

@@ -142,6 +142,13 @@ def test_cross_entropy_keeps_float32(device, reduction):
 
 
 # --- bad input ----------------------------------------------------------------------------
+def test_softmax_family_bad_axis(device):
+    for name in ("log_softmax", "softmax"):
+        with pytest.raises(ValueError, match=rf"{name}: axis 2 is out of range for a tensor of "
+                                             rf"shape \(3, 4\)"):
+            getattr(F, name)(t32(np.zeros((3, 4)), device), axis=2)
+
+
 def test_cross_entropy_bad_inputs(device):
     logits = t32(np.zeros((3, 4)), device)
     with pytest.raises(ValueError, match=r"cross_entropy: unknown reduction 'avg'; expected one of"):

@@ -142,6 +142,8 @@ class Pow(Function):
     def backward(self, gy):
         (x,) = self.saved
         p = self.exponent
+        if p == 0:                  # x ** 0 == 1: zero gradient (p * x ** -1 is nan at x = 0)
+            return (gy * 0,)
         return (gy * p * x ** (p - 1),)
 
 
@@ -539,6 +541,10 @@ class Stack(Function):
         shapes = {x.shape for x in xs}
         if len(shapes) > 1:
             raise ValueError(f"stack: all tensors must have the same shape, got {[x.shape for x in xs]}")
+        ndim = xs[0].ndim + 1
+        if not -ndim <= self.axis < ndim:
+            raise ValueError(f"stack: axis {self.axis} is out of range for stacking tensors of shape "
+                             f"{xs[0].shape} (the result has {ndim} dimensions)")
         return get_array_module(*xs).stack(xs, axis=self.axis)
 
     def backward(self, gy):

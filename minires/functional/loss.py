@@ -12,6 +12,11 @@ from ..backend import get_array_module
 REDUCTIONS = ("mean", "sum", "none")
 
 
+def _check_axis(op, axis, x):
+    if not -x.ndim <= axis < x.ndim:
+        raise ValueError(f"{op}: axis {axis} is out of range for a tensor of shape {x.shape}")
+
+
 def _log_softmax(x, axis):
     """x - logsumexp(x): subtracting the max first means exp never overflows."""
     xp = get_array_module(x)
@@ -27,6 +32,7 @@ class LogSoftmax(Function):
         self.axis = axis
 
     def forward(self, x):
+        _check_axis("log_softmax", self.axis, x)
         y = _log_softmax(x, self.axis)
         self.save_for_backward(y)
         return y
@@ -45,6 +51,7 @@ class Softmax(Function):
         self.axis = axis
 
     def forward(self, x):
+        _check_axis("softmax", self.axis, x)
         y = get_array_module(x).exp(_log_softmax(x, self.axis))
         self.save_for_backward(y)
         return y
