@@ -2,6 +2,7 @@
 import numpy as np
 
 import minires as mr
+from minires.backend import to_numpy
 
 
 def t64(array, device="cpu", requires_grad=True):
@@ -14,6 +15,11 @@ def t32(array, device="cpu", requires_grad=False):
     """A float32 leaf tensor on ``device`` -- what forward tests compare with NumPy in float32."""
     return mr.tensor(np.asarray(array, dtype=np.float32), requires_grad=requires_grad,
                      dtype=np.float32, device=device)
+
+
+def grad_of(t):
+    """``t.grad`` as a NumPy array, whatever the backend (CuPy arrays are copied back)."""
+    return to_numpy(t.grad)
 
 
 def away_from(values, points, margin=1e-3):

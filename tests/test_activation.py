@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import minires as mr
 import minires.functional as F
 from tests import strategies as S
-from tests.helpers import assert_forward, raw_backward_dtypes, t32, t64
+from tests.helpers import assert_forward, grad_of, raw_backward_dtypes, t32, t64
 
 
 def np_sigmoid(x):
@@ -81,7 +81,7 @@ def test_gelu_is_close_to_the_exact_erf_form(device):
 def test_relu_gradient_is_the_forward_mask(device):
     x = t64([-2.0, -0.5, 0.5, 3.0], device)
     F.relu(x).backward(np.array([1.0, 2.0, 3.0, 4.0]))
-    np.testing.assert_array_equal(mr.tensor(x.grad, dtype=np.float64).numpy(), [0, 0, 3, 4])
+    np.testing.assert_array_equal(grad_of(x), [0, 0, 3, 4])
 
 
 # --- dropout ---------------------------------------------------------------------------
@@ -120,7 +120,7 @@ def test_dropout_gradient_uses_the_same_mask(device):
     x = t32(np.ones((6, 7)), device, requires_grad=True)
     y = F.dropout(x, 0.4, rng=np.random.default_rng(5))
     y.sum().backward()
-    np.testing.assert_allclose(mr.tensor(x.grad).numpy(), y.numpy())   # ones * mask both ways
+    np.testing.assert_allclose(grad_of(x), y.numpy())   # ones * mask both ways
 
 
 def test_dropout_identity_when_not_training_or_p_zero(device):

@@ -12,7 +12,7 @@ import pytest
 import minires as mr
 import minires.functional as F
 from minires.autograd import Function
-from tests.helpers import t64
+from tests.helpers import grad_of, t64
 
 
 class Square(Function):
@@ -62,7 +62,7 @@ def sum_loss_check(fn, x, eps=1e-6):
     """What a checker with L = sum(fn(x)) would conclude: True when it sees no error."""
     x.grad = None
     fn(x).sum().backward()
-    analytic = mr.tensor(x.grad, dtype=np.float64).numpy()
+    analytic = grad_of(x)
     numeric = np.zeros(x.shape)
     for idx in np.ndindex(*x.shape):
         orig = float(x.data[idx])

@@ -8,7 +8,7 @@ Conventions for every op here:
 """
 from __future__ import annotations
 
-import builtins     # this module defines sum, max, min, abs and pow: builtins.sum is Python's
+import builtins  # this module defines sum, max, min, abs and pow: builtins.sum is Python's
 import numbers
 
 import numpy as np
