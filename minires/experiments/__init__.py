@@ -1,0 +1,52 @@
+"""minires.experiments: the experiments of the ResNet papers, one file each.
+
+    python -m minires.experiments --list
+    python -m minires.experiments gradient-at-init --out runs/experiments/gradient-at-init
+    python -m minires.experiments degradation --help
+
+Each experiment is a module with ``NAME``, ``DESCRIPTION``, ``add_arguments(parser)``
+and ``run(args) -> dict`` (the results, also written to ``<out>/results.json``, with a
+figure in ``<out>/<name>.png`` when matplotlib is installed). ``run_experiment(name,
+argv)`` does the same from Python.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+
+from .common import add_common_arguments
+
+# name on the command line -> module in this package
+EXPERIMENTS = {
+    "degradation": "degradation",
+    "gradient-at-init": "gradient_at_init",
+    "lesion": "lesion",
+    "path-lengths": "path_lengths",
+    "layer-responses": "layer_responses",
+}
+
+
+def get_experiment(name):
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {name!r}; expected one of: {', '.join(EXPERIMENTS)}")
+    return importlib.import_module(f".{EXPERIMENTS[name]}", __name__)
+
+
+def make_parser(name):
+    module = get_experiment(name)
+    parser = argparse.ArgumentParser(prog=f"python -m minires.experiments {name}",
+                                     description=module.DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_arguments(parser, name)
+    module.add_arguments(parser)
+    return parser
+
+
+def run_experiment(name, argv=()):
+    """Parse ``argv`` (a list of option strings) for experiment ``name`` and run it."""
+    args = make_parser(name).parse_args(list(argv))
+    args.argv = [name, *argv]
+    return get_experiment(name).run(args)
+
+
+__all__ = ["EXPERIMENTS", "get_experiment", "make_parser", "run_experiment"]
