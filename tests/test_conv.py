@@ -10,6 +10,7 @@
 - bad input raises errors that name conv2d and say what was expected;
 - against PyTorch when it is installed (skipped otherwise).
 """
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -33,19 +34,30 @@ def conv_cases(draw, max_batch=2, max_groups=3, max_group_channels=2, max_kernel
     KH, KW = draw(st.integers(1, max_kernel)), draw(st.integers(1, max_kernel))
 
     def int_or_pair(low, high):
-        return draw(st.one_of(st.integers(low, high), st.tuples(st.integers(low, high),
-                                                                  st.integers(low, high))))
+        return draw(
+            st.one_of(
+                st.integers(low, high), st.tuples(st.integers(low, high), st.integers(low, high))
+            )
+        )
 
     stride, padding, dilation = int_or_pair(1, 2), int_or_pair(0, 2), int_or_pair(1, 2)
     (sh, sw), (ph, pw), (dh, dw) = (
-        (v, v) if isinstance(v, int) else v for v in (stride, padding, dilation))
+        (v, v) if isinstance(v, int) else v for v in (stride, padding, dilation)
+    )
     span_h, span_w = dh * (KH - 1) + 1, dw * (KW - 1) + 1
     H = draw(st.integers(max(1, span_h - 2 * ph), max(1, span_h - 2 * ph) + 3))
     W = draw(st.integers(max(1, span_w - 2 * pw), max(1, span_w - 2 * pw) + 3))
     N = draw(st.integers(1, max_batch))
-    return dict(x_shape=(N, G * Cg, H, W), w_shape=(G * Og, Cg, KH, KW), stride=stride,
-                padding=padding, dilation=dilation, groups=G, bias=draw(st.booleans()),
-                seed=draw(st.integers(0, 2**31)))
+    return dict(
+        x_shape=(N, G * Cg, H, W),
+        w_shape=(G * Og, Cg, KH, KW),
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=G,
+        bias=draw(st.booleans()),
+        seed=draw(st.integers(0, 2**31)),
+    )
 
 
 def make_inputs(case, device, make=t64):
@@ -70,15 +82,19 @@ def test_conv2d_backward(device, case):
 @given(case=conv_cases(max_batch=3, max_groups=4, max_group_channels=3))
 def test_conv2d_forward_matches_naive(device, case):
     x, w, b = make_inputs(case, device, make=t32)
-    expected = conv2d_naive(x.numpy().astype(np.float64), w.numpy().astype(np.float64),
-                            None if b is None else b.numpy(), **settings(case))
+    expected = conv2d_naive(
+        x.numpy().astype(np.float64),
+        w.numpy().astype(np.float64),
+        None if b is None else b.numpy(),
+        **settings(case),
+    )
     assert_forward(F.conv2d(x, w, b, **settings(case)), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_conv2d_naive_by_hand():
     """The reference itself, on a case small enough to work out on paper."""
     x = np.arange(16, dtype=np.float64).reshape(1, 1, 4, 4)
-    w = np.array([[[[1.0, 0.0], [0.0, -1.0]]]])                     # x[i, j] - x[i+1, j+1]
+    w = np.array([[[[1.0, 0.0], [0.0, -1.0]]]])  # x[i, j] - x[i+1, j+1]
     y = conv2d_naive(x, w, bias=np.array([0.5]), stride=2)
     np.testing.assert_array_equal(y, np.full((1, 1, 2, 2), -5.0 + 0.5))
 
@@ -87,11 +103,19 @@ def test_conv2d_naive_by_hand():
 def test_depthwise_conv2d(device, stride, padding, dilation):
     """groups == channels (each channel its own 3x3 filter), with a channel multiplier of 2."""
     rng = np.random.default_rng(1)
-    x, w = t64(rng.standard_normal((2, 3, 5, 5)), device), t64(rng.standard_normal((6, 1, 3, 3)), device)
+    x, w = (
+        t64(rng.standard_normal((2, 3, 5, 5)), device),
+        t64(rng.standard_normal((6, 1, 3, 3)), device),
+    )
     kw = dict(stride=stride, padding=padding, dilation=dilation, groups=3)
     assert mr.gradcheck(lambda a, b: F.conv2d(a, b, **kw), x, w)
-    assert_forward(F.conv2d(x, w, **kw), conv2d_naive(x.numpy(), w.numpy(), **kw), dtype=np.float64,
-                   rtol=1e-12, atol=1e-12)
+    assert_forward(
+        F.conv2d(x, w, **kw),
+        conv2d_naive(x.numpy(), w.numpy(), **kw),
+        dtype=np.float64,
+        rtol=1e-12,
+        atol=1e-12,
+    )
 
 
 @pytest.mark.parametrize("stride", [1, 2])
@@ -100,9 +124,13 @@ def test_pointwise_conv2d(device, stride):
     rng = np.random.default_rng(2)
     x, w, b = (t64(rng.standard_normal(s), device) for s in [(2, 4, 3, 5), (6, 4, 1, 1), (6,)])
     assert mr.gradcheck(lambda *t: F.conv2d(*t, stride=stride), x, w, b)
-    assert_forward(F.conv2d(x, w, b, stride=stride),
-                   conv2d_naive(x.numpy(), w.numpy(), b.numpy(), stride=stride), dtype=np.float64,
-                   rtol=1e-12, atol=1e-12)
+    assert_forward(
+        F.conv2d(x, w, b, stride=stride),
+        conv2d_naive(x.numpy(), w.numpy(), b.numpy(), stride=stride),
+        dtype=np.float64,
+        rtol=1e-12,
+        atol=1e-12,
+    )
 
 
 def test_pointwise_im2col_is_a_view():
@@ -118,10 +146,14 @@ def test_im2col_matches_definition(device, case):
     x = np.random.default_rng(case["seed"]).standard_normal(case["x_shape"])
     N, C, H, W = x.shape
     KH, KW = case["w_shape"][2:]
-    (sh, sw), (ph, pw), (dh, dw) = ((v, v) if isinstance(v, int) else v
-                                    for v in (case["stride"], case["padding"], case["dilation"]))
+    (sh, sw), (ph, pw), (dh, dw) = (
+        (v, v) if isinstance(v, int) else v
+        for v in (case["stride"], case["padding"], case["dilation"])
+    )
     cols = mr.tensor(x, device=device).data
-    cols = mr.tensor(im2col(cols, (KH, KW), case["stride"], case["padding"], case["dilation"])).numpy()
+    cols = mr.tensor(
+        im2col(cols, (KH, KW), case["stride"], case["padding"], case["dilation"])
+    ).numpy()
     OH = (H + 2 * ph - dh * (KH - 1) - 1) // sh + 1
     OW = (W + 2 * pw - dw * (KW - 1) - 1) // sw + 1
     assert cols.shape == (N, C * KH * KW, OH * OW)
@@ -132,8 +164,9 @@ def test_im2col_matches_definition(device, case):
             for kw in range(KW):
                 for i in range(OH):
                     for j in range(OW):
-                        expected[:, (c * KH + kh) * KW + kw, i * OW + j] = \
-                            x_pad[:, c, i * sh + kh * dh, j * sw + kw * dw]
+                        expected[:, (c * KH + kh) * KW + kw, i * OW + j] = x_pad[
+                            :, c, i * sh + kh * dh, j * sw + kw * dw
+                        ]
     np.testing.assert_array_equal(cols, expected)
 
 
@@ -168,7 +201,7 @@ def test_chunked_conv2d_equals_one_chunk(device, monkeypatch, groups):
 
     monkeypatch.setattr(Conv2d, "CPU_CHUNK_BYTES", 1 << 40)
     whole = run()
-    per_image = 4 * 9 * 3 * 3 * 8                                   # C*KH*KW*OH*OW float64 bytes
+    per_image = 4 * 9 * 3 * 3 * 8  # C*KH*KW*OH*OW float64 bytes
     monkeypatch.setattr(Conv2d, "CPU_CHUNK_BYTES", 2 * per_image)
     if device == "cpu":
         fn = Conv2d(stride=2, padding=1, groups=groups)
@@ -210,34 +243,74 @@ def _x(shape=(2, 4, 6, 6)):
     return t32(np.zeros(shape))
 
 
-@pytest.mark.parametrize("x_shape,w_shape,kwargs,match", [
-    ((2, 3, 6, 6), (8, 4, 3, 3), {}, r"conv2d: input has 3 channels but weight expects 4 \(groups=1"),
-    ((2, 4, 6, 6), (8, 1, 3, 3), {"groups": 2}, r"conv2d: input has 4 channels but weight expects 2 "
-                                                r"\(groups=2"),
-    ((2, 4, 6, 6), (6, 1, 3, 3), {"groups": 3}, r"conv2d: groups=3 does not divide the 4 input channels"),
-    ((2, 4, 6, 6), (5, 2, 3, 3), {"groups": 2}, r"conv2d: groups=2 does not divide the 5 output channels"),
-    ((2, 4, 3, 3), (8, 4, 5, 5), {}, r"conv2d: kernel 5x5 is larger than the padded input 3x3"),
-    ((2, 4, 3, 3), (8, 4, 5, 5), {"padding": 1, "dilation": 2},
-     r"conv2d: kernel 5x5 \(dilation 2x2 stretches it to 9x9\) is larger than the padded input 5x5"),
-    ((4, 6, 6), (8, 4, 3, 3), {}, r"conv2d: input must be 4-D \(N, C, H, W\), got shape \(4, 6, 6\)"
-                                  r".*add a batch axis"),
-    ((2, 4, 6, 6), (8, 4, 3), {}, r"conv2d: weight \(C_out, C_in/groups, KH, KW\) must be 4-D"),
-])
+@pytest.mark.parametrize(
+    "x_shape,w_shape,kwargs,match",
+    [
+        (
+            (2, 3, 6, 6),
+            (8, 4, 3, 3),
+            {},
+            r"conv2d: input has 3 channels but weight expects 4 \(groups=1",
+        ),
+        (
+            (2, 4, 6, 6),
+            (8, 1, 3, 3),
+            {"groups": 2},
+            r"conv2d: input has 4 channels but weight expects 2 "
+            r"\(groups=2",
+        ),
+        (
+            (2, 4, 6, 6),
+            (6, 1, 3, 3),
+            {"groups": 3},
+            r"conv2d: groups=3 does not divide the 4 input channels",
+        ),
+        (
+            (2, 4, 6, 6),
+            (5, 2, 3, 3),
+            {"groups": 2},
+            r"conv2d: groups=2 does not divide the 5 output channels",
+        ),
+        ((2, 4, 3, 3), (8, 4, 5, 5), {}, r"conv2d: kernel 5x5 is larger than the padded input 3x3"),
+        (
+            (2, 4, 3, 3),
+            (8, 4, 5, 5),
+            {"padding": 1, "dilation": 2},
+            r"conv2d: kernel 5x5 \(dilation 2x2 stretches it to 9x9\) is larger than the "
+            r"padded input 5x5",
+        ),
+        (
+            (4, 6, 6),
+            (8, 4, 3, 3),
+            {},
+            r"conv2d: input must be 4-D \(N, C, H, W\), got shape \(4, 6, 6\)"
+            r".*add a batch axis",
+        ),
+        ((2, 4, 6, 6), (8, 4, 3), {}, r"conv2d: weight \(C_out, C_in/groups, KH, KW\) must be 4-D"),
+    ],
+)
 def test_conv2d_shape_errors(x_shape, w_shape, kwargs, match):
     with pytest.raises(ValueError, match=match):
         F.conv2d(_x(x_shape), t32(np.zeros(w_shape)), **kwargs)
 
 
-@pytest.mark.parametrize("kwargs,error,match", [
-    ({"stride": 0}, ValueError, r"conv2d: stride must be >= 1, got 0"),
-    ({"stride": (1, 0)}, ValueError, r"conv2d: stride must be >= 1, got \(1, 0\)"),
-    ({"padding": -1}, ValueError, r"conv2d: padding must be >= 0, got -1"),
-    ({"dilation": 0}, ValueError, r"conv2d: dilation must be >= 1"),
-    ({"stride": 1.5}, TypeError, r"conv2d: stride must be an int or a pair of ints, got 1.5"),
-    ({"padding": (1, 1, 1)}, TypeError, r"conv2d: padding must be an int or a pair of ints"),
-    ({"padding": "same"}, TypeError, r"conv2d: padding must be an int or a pair of ints, got 'same'"),
-    ({"groups": 0}, ValueError, r"conv2d: groups must be a positive int, got 0"),
-])
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        ({"stride": 0}, ValueError, r"conv2d: stride must be >= 1, got 0"),
+        ({"stride": (1, 0)}, ValueError, r"conv2d: stride must be >= 1, got \(1, 0\)"),
+        ({"padding": -1}, ValueError, r"conv2d: padding must be >= 0, got -1"),
+        ({"dilation": 0}, ValueError, r"conv2d: dilation must be >= 1"),
+        ({"stride": 1.5}, TypeError, r"conv2d: stride must be an int or a pair of ints, got 1.5"),
+        ({"padding": (1, 1, 1)}, TypeError, r"conv2d: padding must be an int or a pair of ints"),
+        (
+            {"padding": "same"},
+            TypeError,
+            r"conv2d: padding must be an int or a pair of ints, got 'same'",
+        ),
+        ({"groups": 0}, ValueError, r"conv2d: groups must be a positive int, got 0"),
+    ],
+)
 def test_conv2d_bad_settings(kwargs, error, match):
     with pytest.raises(error, match=match):
         F.conv2d(_x(), t32(np.zeros((8, 4, 3, 3))), **kwargs)
@@ -245,10 +318,15 @@ def test_conv2d_bad_settings(kwargs, error, match):
 
 def test_conv2d_bad_bias_and_dtype():
     w = t32(np.zeros((8, 4, 3, 3)))
-    with pytest.raises(ValueError, match=r"conv2d: bias must have shape \(8,\) for 8 output channels, "
-                                         r"got \(4,\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"conv2d: bias must have shape \(8,\) for 8 output channels, "
+        r"got \(4,\)",
+    ):
         F.conv2d(_x(), w, t32(np.zeros(4)))
-    with pytest.raises(TypeError, match=r"conv2d: input has dtype float32 but weight has dtype float64"):
+    with pytest.raises(
+        TypeError, match=r"conv2d: input has dtype float32 but weight has dtype float64"
+    ):
         F.conv2d(_x(), t64(np.zeros((8, 4, 3, 3))))
 
 
@@ -258,12 +336,19 @@ def test_col2im_checks_the_column_shape():
 
 
 # --- against PyTorch (skipped where torch is not installed) -------------------------------
-@pytest.mark.parametrize("x_shape,w_shape,kwargs", [
-    ((4, 16, 8, 8), (32, 16, 3, 3), dict(stride=2, padding=1)),
-    ((3, 8, 9, 7), (8, 2, 3, 3), dict(stride=(1, 2), padding=(2, 1), dilation=(2, 1), groups=4)),
-    ((2, 6, 7, 7), (6, 1, 3, 3), dict(padding=1, groups=6)),
-    ((2, 16, 8, 8), (8, 16, 1, 1), dict()),
-])
+@pytest.mark.parametrize(
+    "x_shape,w_shape,kwargs",
+    [
+        ((4, 16, 8, 8), (32, 16, 3, 3), dict(stride=2, padding=1)),
+        (
+            (3, 8, 9, 7),
+            (8, 2, 3, 3),
+            dict(stride=(1, 2), padding=(2, 1), dilation=(2, 1), groups=4),
+        ),
+        ((2, 6, 7, 7), (6, 1, 3, 3), dict(padding=1, groups=6)),
+        ((2, 16, 8, 8), (8, 16, 1, 1), dict()),
+    ],
+)
 def test_conv2d_matches_torch(x_shape, w_shape, kwargs):
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(6)
