@@ -313,3 +313,28 @@ def test_gradflow_log_writes_every_n_steps_and_a_heatmap(tmp_path):
     pytest.importorskip("matplotlib")
     plot_heatmap(tmp_path / "gradflow.jsonl", tmp_path / "heat.png")
     assert (tmp_path / "heat.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# --- the real CIFAR networks (conv blocks, option-A shortcuts that subsample and pad) ----------
+def test_resnet8_and_plain8_blocks_and_the_three_line_repl(device):
+    mr.manual_seed(9)
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((4, 3, 8, 8)).astype(np.float32)
+    y = np.array([0, 3, 5, 9])
+    models = {"plain8": mr.models.plain8().to(device), "resnet8": mr.models.resnet8().to(device)}
+    for name, model in models.items():
+        seen, handles = block_input_grads(model)
+        report = gradient_flow(model, x, y)
+        for h in handles:
+            h.remove()
+        assert [b["name"] for b in report.blocks] == ["layer1.0", "layer2.0", "layer3.0"]
+        for row in report.blocks:
+            (g_in,) = seen[row["name"]]
+            g_norm = float(np.linalg.norm(backend.to_numpy(g_in).astype(np.float64)))
+            assert row["total_grad_norm"] == pytest.approx(g_norm, rel=1e-4)
+            assert row["has_skip"] == name.startswith("resnet")
+        names, norms = report.weight_grad_norms()
+        assert len(names) == 8 and names[0] == "conv1" and names[-1] == "fc"   # depth 8
+    text = repr(compare(models, x, y))
+    assert "plain8" in text and "resnet8" in text
+    assert max(len(line) for line in text.splitlines()) <= 80

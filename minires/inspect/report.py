@@ -150,8 +150,9 @@ class FlowReport:
 
     # -- summary figures (also used by compare) ----------------------------------------------
     def weight_grad_norms(self):
-        """(names, grad norms) of the layers that have a weight, in forward order."""
-        rows = [r for r in self.layers if r["grad_norm"] is not None]
+        """(names, grad norms) of the convolution and linear layers (weights of 2+ axes), in
+        forward order -- the layers that count in a network's depth (batch-norm scales left out)."""
+        rows = [r for r in self.layers if r["grad_norm"] is not None and len(r["shape"]) >= 2]
         return [r["name"] for r in rows], [r["grad_norm"] for r in rows]
 
     def summary(self) -> dict:
