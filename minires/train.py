@@ -723,6 +723,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluate a checkpoint on the test set and exit")
     g.add_argument("--no-progress", dest="progress", action="store_false", default=None,
                    help="no progress bar (one line per epoch is still printed)")
+    g.add_argument("--inspect-every", type=int, metavar="N",
+                   help="every N steps, append each layer's weight-gradient norm to gradflow.jsonl "
+                        "in the run folder (minires.inspect); gradflow.png heat map at the end")
     return parser
 
 
@@ -761,7 +764,11 @@ def config_from_args(args) -> TrainConfig:
 
 def callbacks_from_args(args, out) -> list:
     """Callbacks the command line switches on (the place for options like --inspect-every)."""
-    return []
+    callbacks = []
+    if getattr(args, "inspect_every", None):
+        from .inspect import GradFlowLog
+        callbacks.append(GradFlowLog(None, Path(out) / "gradflow.jsonl", args.inspect_every))
+    return callbacks
 
 
 def _eval_only(args) -> int:

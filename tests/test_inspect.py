@@ -338,3 +338,25 @@ def test_resnet8_and_plain8_blocks_and_the_three_line_repl(device):
     text = repr(compare(models, x, y))
     assert "plain8" in text and "resnet8" in text
     assert max(len(line) for line in text.splitlines()) <= 80
+
+
+def test_train_cli_inspect_every_writes_gradflow_and_a_heatmap(tmp_path):
+    from minires.train import main
+    from tests.test_data import fake_cifar, write_binary
+    data_dir = tmp_path / "data"
+    write_binary(data_dir, fake_cifar(n=20))
+    out = tmp_path / "run"
+    assert main(["cifar", "--data-dir", str(data_dir), "--no-download", "--out", str(out),
+                 "--model", "tests.test_train:tiny_net", "--epochs", "2", "--batch-size", "16",
+                 "--limit-train", "64", "--limit-test", "16", "--no-progress", "--prefetch", "0",
+                 "--inspect-every", "3"]) == 0
+    records = [json.loads(line) for line in (out / "gradflow.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [3, 6]            # 4 steps per epoch, 2 epochs
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert list(records[0]["grad_norm"]) == ["1", "2", "5"]  # Linear, BatchNorm1d, Linear
+    assert all(v > 0 for r in records for v in r["grad_norm"].values())
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return
+    assert (out / "gradflow.png").read_bytes()[:4] == b"\x89PNG"

@@ -8,7 +8,10 @@ log reads them (no extra forward or backward pass, nothing changed) every
     {"step": 200, "epoch": 1, "grad_norm": {"conv1": 0.41, "layer1.0.conv1": 0.22, ...}}
 
 ``plot_heatmap`` turns the file into a picture: one row per layer, one column per
-logged step, colour = log10 of the gradient norm.
+logged step, colour = log10 of the gradient norm. ``GradFlowLog`` also has the methods
+of a ``minires.train.Callback``, so ``fit(..., callbacks=[GradFlowLog(model, path, 50)])``
+logs during training and draws ``gradflow.png`` at the end (what
+``python -m minires.train cifar --inspect-every 50`` does).
 """
 from __future__ import annotations
 
@@ -39,18 +42,23 @@ def layer_grad_norms(model) -> dict:
 class GradFlowLog:
     """Append the per-layer gradient norms to a JSON-lines file every ``every`` steps.
 
+    ``model`` may be None when the log is a training callback: it then reads the trainer's.
+
     ``log(step, epoch)`` after ``loss.backward()``; it returns True when it wrote a line.
     Each line is written and flushed whole, so a crash leaves only complete lines.
     """
 
     def __init__(self, model, path, every):
-        if not isinstance(every, int) or every < 1:
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"GradFlowLog: every must be a positive int (steps), got {every!r}")
         self.model, self.path, self.every = model, os.fspath(path), every
 
     def __call__(self, step, epoch=None) -> bool:
         if step % self.every:
             return False
+        if self.model is None:
+            raise ValueError("GradFlowLog: no model to read gradients from (give one, or use the "
+                             "log as a training callback)")
         record = {"step": int(step), "epoch": epoch, "grad_norm": layer_grad_norms(self.model)}
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
@@ -58,6 +66,32 @@ class GradFlowLog:
         return True
 
     log = __call__
+
+    # -- as a minires.train callback (duck-typed: the loop calls these five methods) ------------
+    def on_train_begin(self, trainer):
+        pass
+
+    def on_after_backward(self, trainer):
+        """Every ``.grad`` holds this step's gradient; the step's number is global_step + 1."""
+        if self.model is None:
+            self.model = trainer.model
+        self(trainer.global_step + 1, epoch=trainer.epoch + 1)
+
+    def on_step_end(self, trainer, loss):
+        pass
+
+    def on_epoch_end(self, trainer, metrics):
+        pass
+
+    def on_train_end(self, trainer, result):
+        """Draw ``gradflow.png`` beside the log when matplotlib is installed and steps were logged."""
+        png = os.path.splitext(self.path)[0] + ".png"
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            return
+        if os.path.exists(self.path) and read_gradflow(self.path):
+            plot_heatmap(self.path, png)
 
 
 def read_gradflow(path):
