@@ -31,7 +31,7 @@ def tiny(name, tmp_path, *extra):
 
 # --- each experiment, end to end ----------------------------------------------------------------
 def test_gradient_at_init_tiny(tmp_path):
-    results, saved = tiny("gradient-at-init", tmp_path)
+    _results, saved = tiny("gradient-at-init", tmp_path)
     assert set(saved["models"]) == {"plain8", "plain14", "resnet8", "resnet14"}
     for name, r in saved["models"].items():
         assert len(r["grad_norms"]) == len(r["layer_names"]) > 0
@@ -43,7 +43,7 @@ def test_gradient_at_init_tiny(tmp_path):
 
 
 def test_path_lengths_tiny(tmp_path):
-    results, saved = tiny("path-lengths", tmp_path)
+    _results, saved = tiny("path-lengths", tmp_path)
     n = saved["blocks"]
     assert n == 6 and saved["lengths"] == list(range(n + 1))
     assert sum(saved["path_fraction"]) == pytest.approx(1.0)
@@ -53,7 +53,7 @@ def test_path_lengths_tiny(tmp_path):
 
 
 def test_lesion_tiny(tmp_path):
-    results, saved = tiny("lesion", tmp_path)
+    _results, saved = tiny("lesion", tmp_path)
     res, plain = saved["models"]["resnet8"], saved["models"]["plain8"]
     assert [r["removed"] for r in res["lesions"]] == ["layer1.0", "layer2.0", "layer3.0"]
     # plain8: layer1.0 keeps 16 channels (both convs removable); later stages only conv2
@@ -67,7 +67,7 @@ def test_lesion_tiny(tmp_path):
 
 
 def test_degradation_tiny_and_layer_responses_from_its_weights(tmp_path):
-    results, saved = tiny("degradation", tmp_path)
+    _results, saved = tiny("degradation", tmp_path)
     assert set(saved["models"]) == {"plain8", "plain14", "resnet8", "resnet14"}
     for r in saved["models"].values():
         hist = r["history"]
@@ -157,7 +157,7 @@ def test_lesions_replace_outputs_without_touching_weights():
         handle.remove()
     np.testing.assert_array_equal(out.numpy(), xt.numpy())    # identity shortcut, relu of x >= 0
     plain = mr.models.get_model("plain8").eval()
-    (label, hooks), = [les for les in plain_lesions(plain) if les[0] == "layer1.0.conv2"]
+    (_label, hooks), = [les for les in plain_lesions(plain) if les[0] == "layer1.0.conv2"]
     conv, bn = [m for m, _ in hooks]
     assert conv is plain.layer1[0].conv2 and bn is plain.layer1[0].bn2
     for key, value in model.state_dict().items():

@@ -333,7 +333,7 @@ def test_resnet8_and_plain8_blocks_and_the_three_line_repl(device):
             g_norm = float(np.linalg.norm(backend.to_numpy(g_in).astype(np.float64)))
             assert row["total_grad_norm"] == pytest.approx(g_norm, rel=1e-4)
             assert row["has_skip"] == name.startswith("resnet")
-        names, norms = report.weight_grad_norms()
+        names, _norms = report.weight_grad_norms()
         assert len(names) == 8 and names[0] == "conv1" and names[-1] == "fc"   # depth 8
     text = repr(compare(models, x, y))
     assert "plain8" in text and "resnet8" in text

@@ -290,7 +290,10 @@ def add_training_arguments(parser, epochs, limit_train, limit_test=2000):
 
 def trained_model(name, args, out_dir, train_split, test_split, from_dir=None):
     """``name`` trained with the shared recipe (weights saved to ``out_dir/NAME.npz``), or loaded
-    from ``from_dir/NAME.npz`` when given. Returns (model, history or None, where the weights came from)."""
+    from ``from_dir/NAME.npz`` when given.
+
+    Returns (model, history or None, a note saying where the weights came from).
+    """
     model = build(name, args.seed, args.device)
     if from_dir:
         path = Path(from_dir) / f"{name}.npz"

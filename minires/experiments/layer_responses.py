@@ -28,7 +28,8 @@ DESCRIPTION = ("Standard deviation of each 3x3 layer's response (after BN, befor
 
 def add_arguments(parser):
     parser.add_argument("--models", default=None, help="comma-separated model names (default: "
-                        "plain20,plain56,resnet20,resnet56; with --tiny plain8,plain14,resnet8,resnet14)")
+                        "plain20,plain56,resnet20,resnet56; with --tiny "
+                        "plain8,plain14,resnet8,resnet14)")
     parser.add_argument("--from", dest="from_dir", default=None, help="load NAME.npz weights "
                         "from this folder (e.g. runs/experiments/degradation) instead of training")
     parser.add_argument("--images", type=int, default=500, help="test images the responses are "

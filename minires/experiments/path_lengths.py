@@ -131,7 +131,8 @@ def summarise(n, norms):
         return next(k for k, c in zip(ks, cumulative) if c >= q)
 
     return {"blocks": n, "lengths": ks, "path_fraction": [c / 2 ** n for c in counts],
-            "single_path_grad_norm": mean, "single_path_grad_norm_std": [float(np.std(r)) for r in norms],
+            "single_path_grad_norm": mean,
+            "single_path_grad_norm_std": [float(np.std(r)) for r in norms],
             "samples": [len(r) for r in norms], "total_grad_magnitude": total,
             "grad_share": share, "cumulative_grad_share": cumulative,
             "typical_path_length": n / 2,
@@ -159,7 +160,8 @@ def run(args):
     x, y = first_batch(test, n_batch)
     model.train()   # batch statistics, as when the network trains
     samples = min(args.samples, 2) if args.tiny else args.samples
-    n, norms = sample_path_gradients(model, x, y, samples, np.random.default_rng(args.seed), args.device)
+    rng = np.random.default_rng(args.seed)
+    n, norms = sample_path_gradients(model, x, y, samples, rng, args.device)
     s = summarise(n, norms)
     results = {"experiment": NAME, "environment": environment(args), "model": model_name,
                "weights": trained, "batch_size": n_batch, **s, "seconds": clock.seconds}

@@ -14,6 +14,6 @@ from .flow import compare, cosine, default_loss, gradient_flow, norm, residual_b
 from .report import BLOCK_FIELDS, LAYER_FIELDS, Comparison, FlowReport
 from .training import GradFlowLog, layer_grad_norms, plot_heatmap, read_gradflow
 
-__all__ = ["gradient_flow", "compare", "residual_blocks", "FlowReport", "Comparison",
-           "LAYER_FIELDS", "BLOCK_FIELDS", "norm", "cosine", "default_loss", "GradFlowLog",
-           "layer_grad_norms", "plot_heatmap", "read_gradflow"]
+__all__ = ["BLOCK_FIELDS", "LAYER_FIELDS", "Comparison", "FlowReport", "GradFlowLog", "compare",
+           "cosine", "default_loss", "gradient_flow", "layer_grad_norms", "norm", "plot_heatmap",
+           "read_gradflow", "residual_blocks"]

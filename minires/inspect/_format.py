@@ -58,7 +58,8 @@ def log_fraction(value, scale) -> float | None:
     lo, hi = scale
     if hi <= lo:
         return 1.0
-    return min(1.0, max(0.0, (math.log10(value) - math.log10(lo)) / (math.log10(hi) - math.log10(lo))))
+    frac = (math.log10(value) - math.log10(lo)) / (math.log10(hi) - math.log10(lo))
+    return min(1.0, max(0.0, frac))
 
 
 def bar(value, scale, width) -> str:

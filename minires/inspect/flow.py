@@ -145,7 +145,7 @@ class _LayerWatch:
 
     def __call__(self, module, inputs, output):
         if not is_tensor(output):
-            return None
+            return
         self.calls += 1
         name = self.name if self.calls == 1 else f"{self.name}#{self.calls}"
         out = output.data
@@ -164,7 +164,6 @@ class _LayerWatch:
                     (row["out_grad_norm"] ** 2 + _sumsq(grad)) ** 0.5
             output.register_hook(catch)
         self.rows.append(row)
-        return None
 
 
 class _BlockWatch:
@@ -187,7 +186,6 @@ class _BlockWatch:
                     row[path] = grad if row[path] is None else row[path] + grad
                 tensor.register_hook(catch)
         self.rows.append(row)
-        return None
 
 
 def _layer_row(raw):

@@ -144,7 +144,7 @@ class FlowReport:
         return "\n".join(lines)
 
     def __repr__(self):
-        return "\n\n".join([self.header(), self.layers_table(), self.blocks_table()])
+        return f"{self.header()}\n\n{self.layers_table()}\n\n{self.blocks_table()}"
 
     __str__ = __repr__
 
@@ -259,8 +259,9 @@ class Comparison:
         batch = {r.batch_size for r in self.reports.values()}
         head = (f"{'model':<14} {'layers':>6} {'blocks':>6} {'loss':>7} {'|g| first':>9} "
                 f"{'|g| last':>9} {'first/last':>10} {'skip share':>10}")
-        lines = [f"gradient flow compared on the same batch ({', '.join(map(str, sorted(batch)))} "
-                 f"examples)", head, "-" * tf.WIDTH]
+        sizes = ", ".join(map(str, sorted(batch)))
+        title = f"gradient flow compared on the same batch ({sizes} examples)"
+        lines = [title, head, "-" * tf.WIDTH]
         for name, report in self.reports.items():
             s = report.summary()
             lines.append(f"{tf.clip_name(name, 14)} {s['layers']:>6} {s['blocks']:>6} "
@@ -279,7 +280,8 @@ class Comparison:
         lines.append(f"  ('{tf.RAMP[1:]}' from low to high, '_' zero)")
         for name, report in self.reports.items():
             norms = report.weight_grad_norms()[1]
-            lines.append(f"{tf.clip_name(name, 14)}  [{tf.profile(norms, scale, min(length, max(len(norms), 1)))}]")
+            bars = tf.profile(norms, scale, min(length, max(len(norms), 1)))
+            lines.append(f"{tf.clip_name(name, 14)}  [{bars}]")
         return "\n".join(lines)
 
     __str__ = __repr__
