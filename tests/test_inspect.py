@@ -186,6 +186,27 @@ def test_inspection_leaves_weights_buffers_grads_modes_and_rng_unchanged(device)
     assert [m.training for m in model.modules()] == flags
 
 
+class Noise(nn.Module):
+    """Adds Gaussian noise from a generator the module keeps (as some layers do)."""
+
+    def __init__(self):
+        super().__init__()
+        self.rng = np.random.default_rng(0)
+
+    def forward(self, x):
+        return x + mr.tensor(self.rng.normal(size=x.shape).astype(np.float32))
+
+
+def test_a_generator_kept_by_a_module_is_restored_too():
+    model = nn.Sequential(MLPNet(), Noise())
+    x, y = batch()
+    before = model[1].rng.bit_generator.state
+    draws = model[1].rng.normal(size=3)
+    model[1].rng.bit_generator.state = before
+    gradient_flow(model, x, y)
+    np.testing.assert_array_equal(model[1].rng.normal(size=3), draws)
+
+
 def test_hooks_are_removed_even_when_the_loss_fails():
     model = MLPNet()
     x, y = batch()

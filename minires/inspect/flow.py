@@ -16,8 +16,9 @@ How it sees each number:
 What it leaves as it was (tested): the weights, the batch-norm running statistics
 (a train-mode forward updates them; they are snapshotted and written back), the
 gradients already in ``.grad`` (put aside, then put back), each module's
-train/eval flag, and minires' and NumPy's global random-number state (dropout
-draws from it; it is saved and restored).
+train/eval flag, and the random-number state: minires' default generator (dropout
+draws from it), NumPy's global one and any ``numpy.random.Generator`` a module keeps
+as an attribute are saved and restored.
 """
 from __future__ import annotations
 
@@ -116,6 +117,9 @@ class _Preserved:
         self.flags = [(mod, mod.training) for mod in m.modules()]
         self.rng = backend.get_rng_state()
         self.np_rng = np.random.get_state()
+        # a module may keep its own generator (e.g. a noise layer seeded separately)
+        self.generators = [(g, g.bit_generator.state) for mod in m.modules()
+                           for g in vars(mod).values() if isinstance(g, np.random.Generator)]
         for p in self.params:
             p.grad = None
         if self.mode is not None:
@@ -132,6 +136,8 @@ class _Preserved:
             mod.training = flag
         backend.set_rng_state(self.rng)
         np.random.set_state(self.np_rng)
+        for g, state in self.generators:
+            g.bit_generator.state = state
         return False
 
 
@@ -239,7 +245,7 @@ def gradient_flow(model, x, y, loss_fn=None, mode=None) -> FlowReport:
 
     The model is left exactly as it was: weights, batch-norm running statistics (a
     train-mode pass updates them; they are written back), existing ``.grad``,
-    train/eval flags and the global random state (dropout draws from it).
+    train/eval flags and the random state (global generators, and any a module keeps).
     """
     from ..nn import Module
     if not isinstance(model, Module):
