@@ -335,5 +335,13 @@ def get_model(name, **kwargs):
     return builder(**kwargs)
 
 
-__all__ = ["ResNet", "CifarResNet", "MODELS", "get_model", "cifar_resnet", "cifar_plain",
-           "preact_resnet", "wide_resnet", "cifar_resnext", *MODELS]
+__all__ = [
+    "ResNet", "CifarResNet", "MODELS", "get_model", "cifar_resnet", "cifar_plain",
+    "preact_resnet", "wide_resnet", "cifar_resnext", "resnet8", "resnet14", "resnet20",
+    "resnet32", "resnet44", "resnet56", "resnet110", "plain8", "plain14", "plain20",
+    "plain32", "plain44", "plain56", "plain110", "preact_resnet20", "preact_resnet32",
+    "preact_resnet44", "preact_resnet56", "preact_resnet110", "preact_resnet164", "wrn16_4",
+    "wrn16_8", "wrn28_10", "resnext29_8x64d", "resnext29_16x64d", "resnext29_4x16d",
+    "resnest20", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+    "resnext50_32x4d",
+]

@@ -160,7 +160,7 @@ def test_batchnorm_layers_gradcheck(train, seed, affine, device):
         bn.running_var.data[...] = rng.uniform(0.5, 2, size=3)
         bn.to(device).train(train)
         x = t64(rng.standard_normal(shape), device=device)
-        assert mr.gradcheck(lambda x, *p: bn(x), x, *bn.parameters())
+        assert mr.gradcheck(lambda x, *p, bn=bn: bn(x), x, *bn.parameters())
 
 
 # --- Linear, activations, pooling, reshaping ----------------------------------------------
@@ -249,3 +249,8 @@ def test_conv_and_batchnorm_layers_match_pytorch():
     ours.eval(), theirs.eval()
     np.testing.assert_allclose(ours(mr.tensor(x)).numpy(), theirs(torch.from_numpy(x)).detach().numpy(),
                                rtol=1e-4, atol=1e-5)
+    # ... and torch's state_dict (torch tensors) loads into ours.
+    fresh = nn.BatchNorm2d(6)
+    fresh.load_state_dict(theirs.state_dict())
+    for k, v in theirs.state_dict().items():
+        np.testing.assert_array_equal(fresh.state_dict()[k], v.numpy())

@@ -80,7 +80,7 @@ def test_reassigning_and_deleting_attributes():
     del m.fc2
     assert "fc2" not in m._modules
     with pytest.raises(AttributeError, match="'TwoLayer' object has no attribute 'fc2'"):
-        m.fc2
+        _ = m.fc2
 
 
 def test_assigning_before_init_is_a_clear_error():
@@ -102,7 +102,7 @@ def test_register_buffer_and_parameter_check_their_arguments():
         m.register_parameter("w", mr.tensor([1.0]))
     m.register_buffer("b", mr.tensor([1.0, 2.0]))
     m.b = mr.tensor([3.0, 4.0])                    # assigning a Tensor updates the buffer
-    assert list(m.buffers())[0].numpy().tolist() == [3.0, 4.0]
+    assert next(iter(m.buffers())).numpy().tolist() == [3.0, 4.0]
 
 
 def test_parameter_dtype_rules():

@@ -26,7 +26,7 @@ from collections import OrderedDict, namedtuple
 import numpy as np
 
 from ..autograd import Function, is_grad_enabled
-from ..backend import DEFAULT_DTYPE, check_device, get_array_module, to_device
+from ..backend import DEFAULT_DTYPE, check_device, device_of, get_array_module, to_device
 from ..tensor import Tensor
 
 
@@ -425,7 +425,7 @@ class Module:
                 continue
             value = state_dict[key]
             value = value.data if isinstance(value, Tensor) else value
-            if get_array_module(value) is np:
+            if get_array_module(value) is np:      # NumPy, a CPU torch.Tensor, a number ...
                 value = np.asarray(value)
             if tuple(value.shape) != tuple(target.shape):
                 mismatched.append(f"{key}: the state_dict has shape {tuple(value.shape)}, the model "
@@ -443,8 +443,8 @@ class Module:
                                f"(nothing was loaded):\n  " + "\n  ".join(problems))
         for key, value in values.items():
             target = own[key]
-            xp = get_array_module(target.data)
-            target.data[...] = xp.asarray(value).astype(target.dtype, copy=False)
+            value = to_device(value, device_of(target.data))   # e.g. CuPy arrays into a CPU model
+            target.data[...] = value.astype(target.dtype, copy=False)
         return _IncompatibleKeys(missing, unexpected)
 
     # -- hooks -------------------------------------------------------------------------------
