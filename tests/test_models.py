@@ -35,8 +35,8 @@ def test_resnet152_parameter_count():
 def cifar_resnet_count(depth, option):
     """The CIFAR ResNet's parameters counted by hand, stage by stage (He et al. 2015, 4.2)."""
     n = (depth - 2) // 6
-    conv = lambda cin, cout, k: cin * cout * k * k       # noqa: E731 - bias-free convs
-    bn = lambda c: 2 * c                                 # noqa: E731 - gamma and beta
+    conv = lambda cin, cout, k: cin * cout * k * k       # bias-free convs
+    bn = lambda c: 2 * c                                 # gamma and beta
     total = conv(3, 16, 3) + bn(16)
     cin = 16
     for width in (16, 32, 64):
