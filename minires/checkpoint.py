@@ -3,12 +3,14 @@
 Layout of a checkpoint file (a plain NumPy ``.npz``, readable with ``np.load(path)``):
 
     model/<name>          one array per entry of ``model.state_dict()`` (conv1.weight, ...)
-    optimizer/<path>      the optimizer's arrays (momentum buffers ...), e.g. optimizer/state/3/momentum_buffer
+    optimizer/<path>      the optimizer's arrays, e.g. optimizer/state/3/momentum_buffer
     __meta__              uint8 bytes of a UTF-8 JSON document:
-                          {"format": "minires-checkpoint", "format_version": 1, "minires_version": ...,
-                           "optimizer": <its state_dict with each array replaced by {"__array__": key}>,
-                           "scheduler": <its state_dict>, "meta": <anything JSON: config, epoch, step,
-                           random-generator states, history ...>}
+                            {"format": "minires-checkpoint", "format_version": 1,
+                             "minires_version": ...,
+                             "optimizer": <its state_dict, arrays replaced by {"__array__": key}>,
+                             "scheduler": <its state_dict>,
+                             "meta": <anything JSON: config, epoch, step, random-generator
+                                      states, history ...>}
 
 Writing goes to a temporary file in the destination folder, is flushed and fsync'ed, and
 only then ``os.replace``d over the old file: a crash or a full disk mid-save leaves the
@@ -49,13 +51,13 @@ class Checkpoint:
     path: Path | None = None
 
 
-# --- JSON <-> arrays -------------------------------------------------------------------------------
+# --- JSON <-> arrays ------------------------------------------------------------------------------
 def _is_array(x):
     return isinstance(x, np.ndarray) or hasattr(x, "__cuda_array_interface__")
 
 
 def _encode(value, prefix: str, arrays: dict):
-    """A JSON-able copy of ``value``; arrays go to ``arrays[key]`` and are replaced by {"__array__": key}.
+    """A JSON-able copy of ``value``; arrays go to ``arrays[key]``, replaced by {"__array__": key}.
 
     Dicts whose keys are not all strings (an optimizer's {0: ..., 1: ...}) become
     {"__items__": [[key, value], ...]} so the keys come back with their type.
@@ -63,7 +65,8 @@ def _encode(value, prefix: str, arrays: dict):
     if _is_array(value):
         array = to_numpy(value)
         if array.dtype == object:
-            raise TypeError(f"checkpoint: {prefix} is an object array; only numeric arrays can be saved")
+            raise TypeError(f"checkpoint: {prefix} is an object array; only numeric arrays "
+                            f"can be saved")
         arrays[prefix] = array
         return {"__array__": prefix}
     if isinstance(value, dict):
@@ -95,13 +98,13 @@ def _decode(value, arrays):
     return value
 
 
-# --- saving ----------------------------------------------------------------------------------------
+# --- saving --------------------------------------------------------------------------------------
 def _state_of(obj):
     return obj.state_dict() if hasattr(obj, "state_dict") else obj
 
 
 def _write_npz(fileobj, arrays: dict):
-    """Write ``arrays`` as an uncompressed .npz into the open binary file (arrays only, no pickle)."""
+    """Write ``arrays`` as an uncompressed .npz into the open binary file (no pickle)."""
     with zipfile.ZipFile(fileobj, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
         for key, array in arrays.items():
             with zf.open(f"{key}.npy", mode="w", force_zip64=True) as member:
@@ -122,8 +125,10 @@ def save(path, model, optimizer=None, scheduler=None, meta=None) -> Path:
         _encode(array, f"model/{name}", arrays)
     document = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "minires_version": __version__,
-        "optimizer": None if optimizer is None else _encode(_state_of(optimizer), "optimizer", arrays),
-        "scheduler": None if scheduler is None else _encode(_state_of(scheduler), "scheduler", arrays),
+        "optimizer": None if optimizer is None else _encode(_state_of(optimizer), "optimizer",
+                                                             arrays),
+        "scheduler": None if scheduler is None else _encode(_state_of(scheduler), "scheduler",
+                                                             arrays),
         "meta": _encode(meta or {}, "meta", arrays),
     }
     if META_KEY in arrays:  # pragma: no cover - the prefixes above make this impossible
@@ -160,9 +165,9 @@ def _fsync_folder(folder):
         os.close(fd)
 
 
-# --- loading ---------------------------------------------------------------------------------------
+# --- loading -------------------------------------------------------------------------------------
 def load(path) -> Checkpoint:
-    """Read a checkpoint written by ``save`` (arrays with ``allow_pickle=False``, metadata with json)."""
+    """Read a checkpoint written by ``save`` (arrays: ``allow_pickle=False``; metadata: json)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path}: no such file")
@@ -171,19 +176,22 @@ def load(path) -> Checkpoint:
             arrays = {key: npz[key] for key in npz.files}
     except Exception as err:
         raise CheckpointError(f"checkpoint {path}: cannot read it as a .npz file of arrays "
-                              f"({type(err).__name__}: {err}); the file is damaged or not a checkpoint") from err
+                              f"({type(err).__name__}: {err}); the file is damaged or not a "
+                              f"checkpoint") from err
     if META_KEY not in arrays:
         raise CheckpointError(f"checkpoint {path}: no {META_KEY} entry; not a minires checkpoint")
     try:
         document = json.loads(arrays.pop(META_KEY).tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"checkpoint {path}: its {META_KEY} entry is not valid JSON ({err})") from err
+        raise CheckpointError(f"checkpoint {path}: its {META_KEY} entry is not valid JSON "
+                              f"({err})") from err
     if not isinstance(document, dict) or document.get("format") != FORMAT:
-        raise CheckpointError(f"checkpoint {path}: not a minires checkpoint (format "
-                              f"{document.get('format') if isinstance(document, dict) else None!r})")
+        found = document.get("format") if isinstance(document, dict) else None
+        raise CheckpointError(f"checkpoint {path}: not a minires checkpoint (format {found!r})")
     if document.get("format_version", 0) > FORMAT_VERSION:
         raise CheckpointError(f"checkpoint {path}: format version {document['format_version']} is "
-                              f"newer than this minires understands ({FORMAT_VERSION}); upgrade minires")
+                              f"newer than this minires understands ({FORMAT_VERSION}); "
+                              f"upgrade minires")
     try:
         model = {key[len("model/"):]: a for key, a in arrays.items() if key.startswith("model/")}
         return Checkpoint(model=model,
@@ -192,7 +200,8 @@ def load(path) -> Checkpoint:
                           meta=_decode(document.get("meta") or {}, arrays),
                           minires_version=document.get("minires_version", ""), path=path)
     except KeyError as err:
-        raise CheckpointError(f"checkpoint {path}: metadata refers to a missing array {err}") from err
+        raise CheckpointError(f"checkpoint {path}: metadata refers to a missing array "
+                              f"{err}") from err
 
 
 def state_differences(expected: dict, found: dict) -> list:
@@ -206,15 +215,15 @@ def state_differences(expected: dict, found: dict) -> list:
     if unexpected:
         lines.append(f"not in the model ({len(unexpected)}): {', '.join(unexpected[:10])}"
                      + (" ..." if len(unexpected) > 10 else ""))
-    for k in expected:
-        if k in found and tuple(np.shape(expected[k])) != tuple(np.shape(found[k])):
-            lines.append(f"{k}: model has shape {tuple(np.shape(expected[k]))}, checkpoint "
+    for k, array in expected.items():
+        if k in found and tuple(np.shape(array)) != tuple(np.shape(found[k])):
+            lines.append(f"{k}: model has shape {tuple(np.shape(array))}, checkpoint "
                          f"{tuple(np.shape(found[k]))}")
     return lines
 
 
 def load_model_state(model, state: dict, source="checkpoint"):
-    """``model.load_state_dict(state)`` after checking every name and shape; lists all differences."""
+    """``model.load_state_dict(state)`` after checking all names and shapes (errors list them)."""
     differences = state_differences(model.state_dict(), state)
     if differences:
         raise CheckpointError(f"{source} does not fit this model ({type(model).__name__}):\n  "
@@ -224,7 +233,9 @@ def load_model_state(model, state: dict, source="checkpoint"):
 
 def restore(path_or_checkpoint, model, optimizer=None, scheduler=None) -> Checkpoint:
     """Load a checkpoint into ``model`` (and optimizer, schedule); returns the ``Checkpoint``."""
-    ckpt = path_or_checkpoint if isinstance(path_or_checkpoint, Checkpoint) else load(path_or_checkpoint)
+    ckpt = path_or_checkpoint
+    if not isinstance(ckpt, Checkpoint):
+        ckpt = load(ckpt)
     load_model_state(model, ckpt.model, source=f"checkpoint {ckpt.path}")
     if optimizer is not None:
         if ckpt.optimizer is None:

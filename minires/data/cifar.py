@@ -181,7 +181,8 @@ def _check_member(tar_path, member: tarfile.TarInfo) -> None:
     if name.startswith(("/", "\\")) or Path(name).is_absolute() or (parts and ":" in parts[0]):
         raise DataError(f"{tar_path}: refusing to extract {name!r}: absolute path")
     if ".." in parts:
-        raise DataError(f"{tar_path}: refusing to extract {name!r}: '..' would leave the target folder")
+        raise DataError(f"{tar_path}: refusing to extract {name!r}: '..' would leave the target "
+                        f"folder")
     if member.issym() or member.islnk():
         raise DataError(f"{tar_path}: refusing to extract {name!r}: links are not allowed "
                         f"(it points to {member.linkname!r})")
@@ -215,7 +216,8 @@ def extract_archive(tar_path, root, folder: str) -> Path:
         try:
             for member in wanted:
                 target = staging.joinpath(*Path(member.name).parts[1:])
-                if os.path.commonpath([staging.resolve(), target.resolve()]) != str(staging.resolve()):
+                inside = staging.resolve()
+                if os.path.commonpath([inside, target.resolve()]) != str(inside):
                     raise DataError(f"{tar_path}: refusing to extract {member.name!r}: "
                                     f"it resolves outside the target folder")
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -228,7 +230,7 @@ def extract_archive(tar_path, root, folder: str) -> Path:
     return root / folder
 
 
-# --- parsing: binary --------------------------------------------------------------------------------
+# --- parsing: binary -----------------------------------------------------------------------------
 def read_binary_batch(path) -> tuple[np.ndarray, np.ndarray]:
     """One ``*.bin`` batch -> images uint8 (N, C, H, W), labels int64 (N,)."""
     path = Path(path)
@@ -237,9 +239,10 @@ def read_binary_batch(path) -> tuple[np.ndarray, np.ndarray]:
                         f"extract the archive again")
     raw = np.fromfile(path, dtype=np.uint8)
     if raw.size == 0 or raw.size % RECORD_BYTES:
-        raise DataError(f"{path}: size {raw.size} bytes is not a whole number of {RECORD_BYTES}-byte "
-                        f"records (1 label byte + {IMAGE_BYTES} pixel bytes); the file is truncated "
-                        f"or corrupt. Delete {path.parent} and extract the archive again.")
+        raise DataError(f"{path}: size {raw.size} bytes is not a whole number of "
+                        f"{RECORD_BYTES}-byte records (1 label byte + {IMAGE_BYTES} pixel bytes); "
+                        f"the file is truncated or corrupt. Delete {path.parent} and extract the "
+                        f"archive again.")
     records = raw.reshape(-1, RECORD_BYTES)                        # (N, 1 + C*H*W)
     labels = records[:, 0].astype(np.int64)
     images = records[:, 1:].reshape(-1, C, H, W)                   # (N, C, H, W), a view
@@ -250,11 +253,12 @@ def read_binary_batch(path) -> tuple[np.ndarray, np.ndarray]:
 def _check_labels(path, labels):
     bad = np.flatnonzero((labels < 0) | (labels >= NUM_CLASSES))
     if bad.size:
-        raise DataError(f"{path}: record {bad[0]} has label {labels[bad[0]]}, but CIFAR-10 labels "
-                        f"lie in 0..{NUM_CLASSES - 1} ({bad.size} bad records); the file is corrupt.")
+        raise DataError(f"{path}: record {bad[0]} has label {labels[bad[0]]}, but CIFAR-10 "
+                        f"labels lie in 0..{NUM_CLASSES - 1} ({bad.size} bad records); the file "
+                        f"is corrupt.")
 
 
-# --- parsing: Python pickles, restricted --------------------------------------------------------------
+# --- parsing: Python pickles, restricted ---------------------------------------------------------
 class _Refused(pickle.UnpicklingError):
     """The restricted unpickler met something a CIFAR-10 batch never holds."""
 
@@ -293,9 +297,9 @@ class RestrictedUnpickler(pickle.Unpickler):
             return self._allowed[(module, name)]
         except KeyError:
             raise _Refused(
-                f"{self.source}: refusing to load global {module}.{name} -- a CIFAR-10 pickle holds "
-                f"only dicts, lists and NumPy arrays; this file is not a genuine CIFAR-10 batch "
-                f"and may be malicious") from None
+                f"{self.source}: refusing to load global {module}.{name} -- a CIFAR-10 pickle "
+                f"holds only dicts, lists and NumPy arrays; this file is not a genuine CIFAR-10 "
+                f"batch and may be malicious") from None
 
     def persistent_load(self, pid):
         raise _Refused(f"{self.source}: refusing persistent id {pid!r}")
@@ -332,17 +336,19 @@ def read_python_batch(path) -> tuple[np.ndarray, np.ndarray]:
     try:
         data, labels = _get(batch, "data"), _get(batch, "labels")
     except (KeyError, TypeError):
+        keys = f" with keys {list(batch)}" if isinstance(batch, dict) else ""
         raise DataError(f"{path}: expected a dict with 'data' and 'labels', got "
-                        f"{type(batch).__name__}{' with keys ' + str(list(batch)) if isinstance(batch, dict) else ''}")
+                        f"{type(batch).__name__}{keys}") from None
     if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2
             and data.shape[1] == IMAGE_BYTES):
-        desc = f"{data.dtype} array of shape {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
-        raise DataError(f"{path}: 'data' must be a uint8 array of shape (N, {IMAGE_BYTES}), got {desc}; "
-                        f"the file is corrupt")
+        desc = (f"{data.dtype} array of shape {data.shape}" if isinstance(data, np.ndarray)
+                else type(data).__name__)
+        raise DataError(f"{path}: 'data' must be a uint8 array of shape (N, {IMAGE_BYTES}), got "
+                        f"{desc}; the file is corrupt")
     labels = np.asarray(labels)
     if labels.shape != (data.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
-        raise DataError(f"{path}: {data.shape[0]} images but labels of shape {labels.shape} and dtype "
-                        f"{labels.dtype}; the file is truncated or corrupt")
+        raise DataError(f"{path}: {data.shape[0]} images but labels of shape {labels.shape} and "
+                        f"dtype {labels.dtype}; the file is truncated or corrupt")
     labels = labels.astype(np.int64)
     _check_labels(path, labels)
     return data.reshape(-1, C, H, W), labels                       # (N, C, H, W)
@@ -351,7 +357,7 @@ def read_python_batch(path) -> tuple[np.ndarray, np.ndarray]:
 READERS = {"bin": read_binary_batch, "py": read_python_batch}
 
 
-# --- the whole set ---------------------------------------------------------------------------------
+# --- the whole set -------------------------------------------------------------------------------
 @dataclass
 class Split:
     """Images uint8 (N, C, H, W) and labels int64 (N,)."""
@@ -380,7 +386,7 @@ class CIFAR10:
 
 
 def read_folder(folder, fmt: str) -> tuple[Split, Split]:
-    """Parse an extracted folder of either format; every file must hold as many records as the others."""
+    """Parse an extracted folder of either format; all files must hold as many records."""
     folder = Path(folder)
     archive, reader = ARCHIVES[fmt], READERS[fmt]
     names = (*archive.train_files, archive.test_file)
@@ -389,9 +395,10 @@ def read_folder(folder, fmt: str) -> tuple[Split, Split]:
     common = max(set(counts.values()), key=list(counts.values()).count)
     odd = [name for name, n in counts.items() if n != common]
     if odd:
-        raise DataError(f"{folder / odd[0]}: holds {counts[odd[0]]} records but the other batch files "
-                        f"hold {common} each (official: {OFFICIAL_RECORDS_PER_FILE}); the file is "
-                        f"truncated or corrupt. Delete {folder} and extract the archive again.")
+        raise DataError(f"{folder / odd[0]}: holds {counts[odd[0]]} records but the other batch "
+                        f"files hold {common} each (official: {OFFICIAL_RECORDS_PER_FILE}); the "
+                        f"file is truncated or corrupt. Delete {folder} and extract the archive "
+                        f"again.")
     train = Split(np.concatenate([parts[n][0] for n in archive.train_files]),
                   np.concatenate([parts[n][1] for n in archive.train_files]))
     test = Split(*parts[archive.test_file])

@@ -136,7 +136,7 @@ def _prefetched(iterator, depth: int):
                 if not put(item):
                     return
             put(_END)
-        except BaseException as err:  # handed to the consumer, re-raised there
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer, re-raised there
             put(_Failure(err))
 
     thread = threading.Thread(target=work, name="minires-prefetch", daemon=True)

@@ -37,14 +37,15 @@ def random_crop_flip(images: np.ndarray, rng: np.random.Generator, padding: int 
     Returns a new (N, C, H, W) array of the same dtype.
     """
     if images.ndim != 4:
-        raise ValueError(f"random_crop_flip: expected images of shape (N, C, H, W), got {images.shape}")
+        raise ValueError(f"random_crop_flip: expected images of shape (N, C, H, W), got "
+                         f"{images.shape}")
     N, C, H, W = images.shape
     p = padding
     dy, dx, mirror = _draw(rng, N, p, flip)
     padded = np.zeros((N, C, H + 2 * p, W + 2 * p), dtype=images.dtype)     # (N, C, H+2p, W+2p)
     padded[:, :, p:p + H, p:p + W] = images
-    windows = sliding_window_view(padded, (H, W), axis=(2, 3))             # (N, C, 2p+1, 2p+1, H, W), a view
-    out = windows[np.arange(N), :, dy, dx]                                 # (N, C, H, W), one copy
+    windows = sliding_window_view(padded, (H, W), axis=(2, 3))  # (N, C, 2p+1, 2p+1, H, W), a view
+    out = windows[np.arange(N), :, dy, dx]                      # (N, C, H, W), one copy
     out[mirror] = out[mirror, :, :, ::-1]
     return out
 
@@ -52,7 +53,7 @@ def random_crop_flip(images: np.ndarray, rng: np.random.Generator, padding: int 
 def random_crop_flip_reference(images: np.ndarray, rng: np.random.Generator, padding: int = 4,
                                flip: bool = True) -> np.ndarray:
     """The same as ``random_crop_flip`` (same random draws), one image at a time. For tests."""
-    N, C, H, W = images.shape
+    N, _, H, W = images.shape
     p = padding
     dy, dx, mirror = _draw(rng, N, p, flip)
     out = np.empty_like(images)

@@ -28,13 +28,15 @@ class Adam(Optimizer):
     decoupled = False
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+        super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps,
+                                  "weight_decay": weight_decay})
 
     def _check_group(self, group):
         super()._check_group(group)
         b1, b2 = group["betas"]
         if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
-            raise ValueError(f"{type(self).__name__}: betas must lie in [0, 1), got {group['betas']}")
+            raise ValueError(f"{type(self).__name__}: betas must lie in [0, 1), got "
+                             f"{group['betas']}")
         if group["eps"] <= 0:
             raise ValueError(f"{type(self).__name__}: eps must be > 0, got {group['eps']}")
 

@@ -22,7 +22,7 @@ import math
 
 
 class LRScheduler:
-    """Base class: subclasses write ``lr_for(base_lr, t)`` (or ``factor(t)`` for base_lr * factor)."""
+    """Base class: subclasses write ``lr_for(base_lr, t)``, or ``factor(t)`` (base_lr * factor)."""
 
     def __init__(self, optimizer):
         self.optimizer = optimizer
@@ -89,7 +89,8 @@ class MultiStepLR(LRScheduler):
     def __init__(self, optimizer, milestones, gamma=0.1, steps_per_epoch=1):
         milestones = [int(m) for m in milestones]
         if milestones != sorted(milestones) or any(m < 0 for m in milestones):
-            raise ValueError(f"MultiStepLR: milestones must be increasing and >= 0, got {milestones}")
+            raise ValueError(f"MultiStepLR: milestones must be increasing and >= 0, got "
+                             f"{milestones}")
         if steps_per_epoch < 1:
             raise ValueError(f"MultiStepLR: steps_per_epoch must be >= 1, got {steps_per_epoch}")
         self.milestones = [m * int(steps_per_epoch) for m in milestones]    # in iterations
@@ -115,7 +116,8 @@ class CosineAnnealingLR(LRScheduler):
 
 
 class OneCycleLR(LRScheduler):
-    """Smith's one-cycle: up from base/div_factor to base, then down to base/(div_factor*final_div_factor).
+    """Smith's one-cycle: from base/div_factor up to base, then down to
+    base/(div_factor * final_div_factor).
 
     The group's ``lr`` is the peak. With T = total_steps and U = pct_start * T - 1 (as in
     PyTorch): cosine from the start rate to the peak over iterations 0..U, cosine from
@@ -123,7 +125,8 @@ class OneCycleLR(LRScheduler):
     (Momentum is not cycled.)
     """
 
-    def __init__(self, optimizer, total_steps, pct_start=0.3, div_factor=25.0, final_div_factor=1e4):
+    def __init__(self, optimizer, total_steps, pct_start=0.3, div_factor=25.0,
+                 final_div_factor=1e4):
         if total_steps < 2:
             raise ValueError(f"OneCycleLR: total_steps must be >= 2, got {total_steps}")
         if not 0.0 < pct_start < 1.0:

@@ -41,8 +41,8 @@ class Optimizer:
         params = [params] if hasattr(params, "data") else list(params)
         for p in params:
             if not (hasattr(p, "data") and hasattr(p, "grad")):
-                raise TypeError(f"{type(self).__name__}: expected parameters (objects with .data and "
-                                f".grad), got {type(p).__name__}")
+                raise TypeError(f"{type(self).__name__}: expected parameters (objects with .data "
+                                f"and .grad), got {type(p).__name__}")
         seen = {id(p) for g in self.param_groups for p in g["params"]}
         if any(id(p) in seen for p in params):
             raise ValueError(f"{type(self).__name__}: a parameter appears in more than one group")
@@ -50,7 +50,8 @@ class Optimizer:
         if unknown:
             raise ValueError(f"{type(self).__name__}: unknown group settings {sorted(unknown)}; "
                              f"known: {sorted(self.defaults)}")
-        full = {**self.defaults, **{k: v for k, v in group.items() if k != "params"}, "params": params}
+        settings = {k: v for k, v in group.items() if k != "params"}
+        full = {**self.defaults, **settings, "params": params}
         self._check_group(full)
         self.param_groups.append(full)
 
@@ -79,8 +80,8 @@ class Optimizer:
                 if p.grad is None:
                     continue
                 if p.grad.shape != p.data.shape:
-                    raise ValueError(f"{type(self).__name__}.step: a gradient of shape {p.grad.shape} "
-                                     f"for a parameter of shape {p.data.shape}")
+                    raise ValueError(f"{type(self).__name__}.step: a gradient of shape "
+                                     f"{p.grad.shape} for a parameter of shape {p.data.shape}")
                 self._update(p, p.grad, self.state.setdefault(id(p), {}), group)
 
     def _update(self, p, grad, state, group):  # pragma: no cover - abstract
@@ -88,7 +89,8 @@ class Optimizer:
 
     # -- saving and restoring ----------------------------------------------------------
     def state_dict(self) -> dict:
-        """``{"state": {index: {name: array or number}}, "param_groups": [settings + "params": [indices]]}``
+        """``{"state": {index: {name: array or number}},
+              "param_groups": [{settings..., "params": [indices]}]}``
 
         Parameters are named by their position across the groups (as in PyTorch), so the
         state loads into an optimizer built the same way over a freshly built model.
@@ -101,7 +103,7 @@ class Optimizer:
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict: dict):
-        """Restore settings and state saved by ``state_dict`` (arrays copied to the params' device)."""
+        """Restore what ``state_dict`` saved (arrays are copied to each parameter's device)."""
         name = type(self).__name__
         groups = state_dict["param_groups"]
         if len(groups) != len(self.param_groups):
@@ -119,8 +121,8 @@ class Optimizer:
             for k, v in saved.items():
                 if isinstance(v, np.ndarray) or hasattr(v, "__cuda_array_interface__"):
                     if v.shape != p.data.shape:
-                        raise ValueError(f"{name}.load_state_dict: state {k!r} of parameter {key} has "
-                                         f"shape {v.shape}, the parameter {p.data.shape}")
+                        raise ValueError(f"{name}.load_state_dict: state {k!r} of parameter {key} "
+                                         f"has shape {v.shape}, the parameter {p.data.shape}")
                     v = get_array_module(p.data).array(to_device(v, device_of(p.data)),
                                                        dtype=p.data.dtype)   # a copy we own
                 entry[k] = v
