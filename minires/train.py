@@ -1,6 +1,6 @@
 """Train a ResNet on CIFAR-10: ``python -m minires.train cifar``, and ``fit()``, the loop it wraps.
 
-    python -m minires.train cifar                         # the `fast` recipe: resnet20, ~1 h on 2 cores
+    python -m minires.train cifar                     # the `fast` recipe: resnet20, ~1 h, 2 cores
     python -m minires.train cifar --recipe paper --model resnet56 --device cuda
     python -m minires.train cifar --resume runs/<run>/last.npz
     python -m minires.train cifar --eval-only runs/<run>/best.npz
@@ -56,7 +56,7 @@ from .optim import (SGD, Adam, AdamW, ConstantLR, CosineAnnealingLR, MultiStepLR
                     Warmup, split_weight_decay)
 from .tensor import Tensor
 
-# --- recipes ----------------------------------------------------------------------------------------
+# --- recipes --------------------------------------------------------------------------------------
 # `fast`: the best accuracy we can get in about an hour on a 2-core CPU. The number of
 # epochs is the budget knob: change FAST_EPOCHS (or pass --epochs).
 FAST_EPOCHS = 30
@@ -116,7 +116,8 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; valid: "
+                             f"{', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; valid: {', '.join(SCHEDULES)}")
         if self.schedule in ("step", "multistep") and not self.milestones:
@@ -137,7 +138,8 @@ def recipe_config(recipe="fast", **overrides) -> TrainConfig:
     values = {**RECIPES[recipe], **{k: v for k, v in overrides.items() if v is not None}}
     if values["lr"] is None:
         values["lr"] = 0.1 * values["batch_size"] / 128
-    if recipe == "paper" and values["model"] == "resnet110" and overrides.get("warmup_epochs") is None:
+    if (recipe == "paper" and values["model"] == "resnet110"
+            and overrides.get("warmup_epochs") is None):
         # He et al.: lr 0.01 until the training error is below 80% (about 400 iterations)
         values.update(warmup_steps=400, warmup_mode="constant", warmup_factor=0.1)
     return TrainConfig(recipe=recipe, **values)
@@ -151,7 +153,8 @@ def build_model(name: str, num_classes=10):
         try:
             builder = getattr(importlib.import_module(module_name), attr)
         except (ImportError, AttributeError) as err:
-            raise ValueError(f"--model {name!r}: cannot import {attr} from {module_name} ({err})") from err
+            raise ValueError(f"--model {name!r}: cannot import {attr} from {module_name} "
+                             f"({err})") from err
         return builder(num_classes=num_classes)
     from .models import get_model
     return get_model(name, num_classes=num_classes)
@@ -164,7 +167,8 @@ def build_optimizer(config: TrainConfig, model):
         return SGD(params, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
                    weight_decay=config.weight_decay)
     cls = Adam if config.optimizer == "adam" else AdamW
-    return cls(params, lr=config.lr, betas=(config.momentum, 0.999), weight_decay=config.weight_decay)
+    return cls(params, lr=config.lr, betas=(config.momentum, 0.999),
+               weight_decay=config.weight_decay)
 
 
 def build_schedule(config: TrainConfig, optimizer, steps_per_epoch: int, total_steps: int):
@@ -216,7 +220,8 @@ def check_writable(out) -> Path:
         os.close(fd)
         os.unlink(probe)
     except OSError as err:
-        raise OSError(err.errno, f"cannot write to the run folder {out} (--out): {err.strerror or err}") from err
+        raise OSError(err.errno, f"cannot write to the run folder {out} (--out): "
+                                 f"{err.strerror or err}") from err
     return out
 
 
@@ -277,12 +282,12 @@ def _module_generators(model):
 
 
 def _format_time(seconds):
-    m, s = divmod(int(round(seconds)), 60)
+    m, s = divmod(round(seconds), 60)
     h, m = divmod(m, 60)
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
-# --- the loop ------------------------------------------------------------------------------------------
+# --- the loop -------------------------------------------------------------------------------------
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or Inf; the run stopped before that step touched the weights."""
 
@@ -326,7 +331,8 @@ class Trainer:
 
     def __init__(self, model, data, config: TrainConfig, out=None, callbacks=(), progress=None,
                  verbose=True):
-        self.config, self.callbacks, self.progress, self.verbose = config, list(callbacks), progress, verbose
+        self.config, self.callbacks = config, list(callbacks)
+        self.progress, self.verbose = progress, verbose
         self.out = None if out is None else check_writable(out)
         self.model = model.to(config.device)
         self.train_split = data.train.take(config.limit_train)
@@ -346,9 +352,12 @@ class Trainer:
                 self.epochs = min(self.epochs, config.epochs)
         else:
             self.epochs = config.epochs
-        self.total_steps = min(x for x in (config.max_steps, self.epochs * self.steps_per_epoch) if x)
+        self.total_steps = self.epochs * self.steps_per_epoch
+        if config.max_steps is not None:
+            self.total_steps = min(self.total_steps, config.max_steps)
         self.optimizer = build_optimizer(config, self.model)
-        self.scheduler = build_schedule(config, self.optimizer, self.steps_per_epoch, self.total_steps)
+        self.scheduler = build_schedule(config, self.optimizer, self.steps_per_epoch,
+                                        self.total_steps)
         self.epoch = self.batch = self.global_step = 0
         self.partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "time": 0.0}
         self.history = []
@@ -374,7 +383,7 @@ class Trainer:
         self._say(f"\n{signal.Signals(signum).name}: finishing this step and saving a checkpoint "
                   f"(send it again to abort without saving)")
 
-    # -- state ---------------------------------------------------------------------------------------
+    # -- state -----------------------------------------------------------------------------------
     def state_meta(self) -> dict:
         return {
             "config": dataclasses.asdict(self.config),
@@ -383,10 +392,11 @@ class Trainer:
             "history": self.history, "best": self.best,
             "rng": {
                 # the data pipeline draws from default_rng([seed, 0, epoch]) (order) and
-                # default_rng([seed, 1, epoch, batch]) (augmentation): these three numbers are its state
+                # default_rng([seed, 1, epoch, batch]) (augmentation): these numbers are its state
                 "data": {"seed": self.config.seed, "epoch": self.epoch, "batch": self.batch},
                 "minires_default": backend.get_rng_state(),
-                "modules": {name: g.bit_generator.state for name, g in _module_generators(self.model)},
+                "modules": {name: g.bit_generator.state
+                            for name, g in _module_generators(self.model)},
             },
         }
 
@@ -408,8 +418,9 @@ class Trainer:
                                  f"{saved[key]!r}, now: {getattr(self.config, key)!r}): the data "
                                  f"order would not continue where it stopped")
         if meta.get("steps_per_epoch", self.steps_per_epoch) != self.steps_per_epoch:
-            raise ValueError(f"cannot resume {ckpt.path}: it has {meta['steps_per_epoch']} steps per "
-                             f"epoch, this run {self.steps_per_epoch} (different training set?)")
+            raise ValueError(f"cannot resume {ckpt.path}: it has {meta['steps_per_epoch']} steps "
+                             f"per epoch, this run {self.steps_per_epoch} (different training "
+                             f"set?)")
         checkpoint.restore(ckpt, self.model, self.optimizer, self.scheduler)
         self.epoch, self.batch = int(meta["epoch"]), int(meta["batch"])
         self.global_step = int(meta["global_step"])
@@ -422,7 +433,7 @@ class Trainer:
             if name in generators:
                 generators[name].bit_generator.state = state
 
-    # -- the loop --------------------------------------------------------------------------------------
+    # -- the loop --------------------------------------------------------------------------------
     def _say(self, message):
         if self.verbose:
             from tqdm.auto import tqdm
@@ -458,7 +469,7 @@ class Trainer:
         batches = self.loader.epoch(self.epoch, start=self.batch)
         bar = tqdm(total=self.steps_per_epoch, initial=self.batch, leave=False, dynamic_ncols=True,
                    desc=f"epoch {self.epoch + 1}/{self.epochs}", unit="batch",
-                   disable=None if self.progress is None else not self.progress)  # None: only on a terminal
+                   disable=None if self.progress is None else not self.progress)  # None: on a tty
         start = time.perf_counter()
         elapsed_before = self.partial["time"]
         try:
@@ -491,7 +502,8 @@ class Trainer:
                "train_acc": p["correct"] / max(p["seen"], 1)}
         start = time.perf_counter()
         for split_name, split in self.eval_splits.items():
-            loss, acc = evaluate(self.model, split, max(self.config.batch_size, 256), self.config.device)
+            loss, acc = evaluate(self.model, split, max(self.config.batch_size, 256),
+                                 self.config.device)
             row[f"{split_name}_loss"], row[f"{split_name}_acc"] = loss, acc
         row.update(lr=self.last_lr, epoch_time=p["time"],
                    eval_time=time.perf_counter() - start,
@@ -533,7 +545,8 @@ class Trainer:
                 cb.on_train_begin(self)
             while not self._finished():
                 self._train_epoch()
-                epoch_done = self.batch >= self.steps_per_epoch or self.global_step >= self.total_steps
+                epoch_done = (self.batch >= self.steps_per_epoch
+                              or self.global_step >= self.total_steps)
                 if epoch_done:
                     self._end_epoch()
                 if self.stop_requested:
@@ -551,7 +564,8 @@ class Trainer:
         if status == "completed":
             result.summary = self._summarize(result)
         elif self.out is not None:
-            self._say(f"stopped at epoch {self.epoch + 1}, step {self.batch} of {self.steps_per_epoch}; "
+            self._say(f"stopped at epoch {self.epoch + 1}, step {self.batch} of "
+                      f"{self.steps_per_epoch}; "
                       f"checkpoint saved to {self.last_checkpoint}. Continue with: "
                       f"python -m minires.train cifar --resume {self.last_checkpoint}")
         for cb in self.callbacks:
@@ -610,9 +624,9 @@ def fit(model, data, config: TrainConfig | None = None, *, out=None, resume=None
         if trainer.out is not None:
             _write_metrics(trainer.out / "metrics.jsonl", trainer.history)
     if trainer.out is not None:
-        _write_json_atomic(trainer.out / "config.json",
-                           {**dataclasses.asdict(config), "resumed_from": None if resume is None else str(resume),
-                            "minires_version": _version()})
+        _write_json_atomic(trainer.out / "config.json", {
+            **dataclasses.asdict(config), "minires_version": _version(),
+            "resumed_from": None if resume is None else str(resume)})
     return trainer.run(handle_signals=handle_signals)
 
 
@@ -621,13 +635,16 @@ def _version():
     return __version__
 
 
-# --- the command line -------------------------------------------------------------------------------
+# --- the command line -----------------------------------------------------------------------------
 def set_threads(n: int) -> str:
     """Limit BLAS threads to ``n``; returns how (or why not)."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
-        return "unchanged (threadpoolctl is not installed)"
+        if all(os.environ.get(v) == str(n) for v in THREAD_VARS):
+            return f"{n} (set by {'/'.join(THREAD_VARS)} before NumPy loaded)"
+        return ("unchanged: install threadpoolctl, or set OMP_NUM_THREADS / OPENBLAS_NUM_THREADS "
+                "before starting Python")
     threadpool_limits(n)
     return f"{n} (threadpoolctl)"
 
@@ -663,9 +680,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "Recipes (every option below overrides the recipe's value):\n"
                     f"  fast   {_describe('fast')}\n"
                     f"  paper  {_describe('paper')}\n\n"
-                    "The run folder gets config.json, metrics.jsonl (one line per epoch), last.npz "
-                    "(each epoch, and\non Ctrl-C/SIGTERM at the current step), best.npz, summary.json "
-                    "and curves.png (with matplotlib).")
+                    "The run folder gets config.json, metrics.jsonl (one line per epoch), "
+                    "last.npz (each epoch,\nand on Ctrl-C/SIGTERM at the current step), best.npz, "
+                    "summary.json and curves.png (with matplotlib).")
     g = p.add_argument_group("model and recipe")
     g.add_argument("--recipe", choices=sorted(RECIPES), default="fast",
                    help="fast (default): about an hour on a 2-core CPU; paper: He et al. 2015")
@@ -697,23 +714,25 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-augment", dest="augment", action="store_false", default=None,
                    help="switch off random crop + flip")
     g = p.add_argument_group("data")
-    g.add_argument("--data-dir", help="folder with cifar-10-batches-bin/ (or -py/, or the .tar.gz); "
-                                      "default $MINIRES_DATA, else ~/.cache/minires; downloaded if absent")
+    g.add_argument("--data-dir",
+                   help="folder with cifar-10-batches-bin/ (or -py/, or the .tar.gz); default "
+                        "$MINIRES_DATA, else ~/.cache/minires; downloaded if absent")
     g.add_argument("--no-download", dest="download", action="store_false",
                    help="never download; fail with instructions if the data is missing")
     g.add_argument("--val-split", type=int,
                    help="hold out the last N training images for validation; best.npz then "
                         "follows validation accuracy (paper: 5000, fast: 0)")
     g.add_argument("--limit-train", type=int, help="use only the first N training examples")
-    g.add_argument("--limit-test", type=int, help="use only the first N test (and validation) examples")
+    g.add_argument("--limit-test", type=int,
+                   help="use only the first N test (and validation) examples")
     g.add_argument("--prefetch", type=int, default=2,
                    help="batches prepared ahead by a background thread (0: off; default 2)")
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=int, help="seed for initialisation, data order, augmentation (0)")
     g.add_argument("--device", choices=backend.DEVICES, help="cpu (default) or cuda (needs CuPy)")
     g.add_argument("--threads", type=int,
-                   help="BLAS threads (threadpoolctl when installed; otherwise the command restarts "
-                        "itself once with OMP/OPENBLAS/MKL_NUM_THREADS=N)")
+                   help="BLAS threads (threadpoolctl when installed; otherwise the command "
+                        "restarts itself once with OMP/OPENBLAS/MKL_NUM_THREADS=N)")
     g.add_argument("--out", help="run folder (default runs/cifar-MODEL-RECIPE-TIME; with --resume, "
                                  "the checkpoint's folder)")
     g.add_argument("--resume", metavar="CHECKPOINT",
@@ -771,6 +790,15 @@ def callbacks_from_args(args, out) -> list:
     return callbacks
 
 
+def _check_device(device):
+    """Fail with CuPy's clear message (not a traceback) when "cuda" cannot work here."""
+    if device == "cuda":
+        try:
+            backend.get_cupy()
+        except RuntimeError as err:
+            raise ValueError(str(err)) from err
+
+
 def _eval_only(args) -> int:
     ckpt = checkpoint.load(args.eval_only)
     saved = ckpt.meta.get("config", {})
@@ -780,6 +808,7 @@ def _eval_only(args) -> int:
     model = build_model(name)
     checkpoint.load_model_state(model, ckpt.model, source=f"checkpoint {args.eval_only}")
     device = args.device or saved.get("device", "cpu")
+    _check_device(device)
     model.to(device)
     data = load_cifar10(args.data_dir or saved.get("data_dir"), download=args.download)
     test = data.test.take(args.limit_test)
@@ -804,13 +833,18 @@ def main(argv=None, allow_reexec=False) -> int:
         if args.eval_only:
             return _eval_only(args)
         config = config_from_args(args)
-        out = Path(args.out) if args.out else (
-            Path(args.resume).parent if args.resume else
-            Path("runs") / f"cifar-{config.model.replace(':', '-')}-{config.recipe}-{time.strftime('%Y%m%d-%H%M%S')}")
+        if args.out:
+            out = Path(args.out)
+        elif args.resume:
+            out = Path(args.resume).parent
+        else:
+            name = config.model.replace(":", "-")
+            out = Path("runs") / f"cifar-{name}-{config.recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
         check_writable(out)                                          # fail before any work
         if not args.resume and (out / "last.npz").exists():
             raise FileExistsError(f"{out / 'last.npz'} exists: resume it with --resume "
                                   f"{out / 'last.npz'} or choose another --out")
+        _check_device(config.device)
         backend.manual_seed(config.seed)
         model = build_model(config.model)
         data = load_cifar10(config.data_dir, download=args.download, val_split=config.val_split)
