@@ -41,11 +41,13 @@ def test_round_trip_is_exact(tmp_path):
     for name, array in model.state_dict().items():
         assert ck.model[name].dtype == array.dtype
         np.testing.assert_array_equal(ck.model[name], array)
-    assert ck.model["1.num_batches_tracked"].dtype == model.state_dict()["1.num_batches_tracked"].dtype
+    tracked = "1.num_batches_tracked"
+    assert ck.model[tracked].dtype == model.state_dict()[tracked].dtype
     saved = opt.state_dict()
     assert set(ck.optimizer["state"]) == set(saved["state"])           # int keys come back as ints
     for i, state in saved["state"].items():
-        np.testing.assert_array_equal(ck.optimizer["state"][i]["momentum_buffer"], state["momentum_buffer"])
+        np.testing.assert_array_equal(ck.optimizer["state"][i]["momentum_buffer"],
+                                      state["momentum_buffer"])
     assert ck.optimizer["param_groups"][0]["lr"] == saved["param_groups"][0]["lr"]
     assert ck.scheduler == sched.state_dict()
     assert ck.meta["rng"]["data"] == rng.bit_generator.state             # 128-bit ints intact
@@ -141,7 +143,8 @@ def test_bad_files_are_named(tmp_path):
 
 def test_incompatible_model_lists_the_differences(tmp_path):
     path = checkpoint.save(tmp_path / "ck.npz", small_model())
-    other = mr.nn.Sequential(mr.nn.Linear(4, 5), mr.nn.BatchNorm1d(5), mr.nn.Linear(5, 2), mr.nn.Linear(2, 2))
+    nn = mr.nn
+    other = nn.Sequential(nn.Linear(4, 5), nn.BatchNorm1d(5), nn.Linear(5, 2), nn.Linear(2, 2))
     with pytest.raises(CheckpointError) as err:
         checkpoint.restore(path, other)
     message = str(err.value)
@@ -150,5 +153,6 @@ def test_incompatible_model_lists_the_differences(tmp_path):
     assert "0.weight: model has shape (5, 4), checkpoint (3, 4)" in message
     assert "1.running_mean: model has shape (5,), checkpoint (3,)" in message
     fewer = mr.nn.Sequential(mr.nn.Linear(4, 3))
-    with pytest.raises(CheckpointError, match=r"not in the model \(7\): 1.weight, 1.bias, 1.running_mean"):
+    with pytest.raises(CheckpointError,
+                       match=r"not in the model \(7\): 1.weight, 1.bias, 1.running_mean"):
         checkpoint.restore(path, fewer)

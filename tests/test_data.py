@@ -158,7 +158,8 @@ def test_download_with_wrong_checksum_keeps_nothing(tmp_path):
 
 def test_archive_with_wrong_checksum_names_the_file(tmp_path):
     make_tar(write_binary(tmp_path / "src", fake_cifar()), tmp_path / BINARY.filename)
-    with pytest.raises(DataError, match=f"{BINARY.filename}: MD5 checksum mismatch .*expected {BINARY.md5}"):
+    with pytest.raises(DataError,
+                       match=f"{BINARY.filename}: MD5 checksum mismatch .*expected {BINARY.md5}"):
         load_cifar10(tmp_path, download=False)
     with pytest.raises(DataError, match="checksum mismatch"):
         verify_md5(tmp_path / BINARY.filename, "f" * 32)
@@ -196,13 +197,13 @@ def test_validation_split_is_the_last_training_images(tmp_path):
         load_cifar10(tmp_path, download=False, val_split=5 * N_PER_FILE)
 
 
-# --- corrupt files ----------------------------------------------------------------------------------
+# --- corrupt files --------------------------------------------------------------------------------
 def test_truncated_binary_file_is_named(tmp_path):
     folder = write_binary(tmp_path, fake_cifar())
     path = folder / "data_batch_3.bin"
     path.write_bytes(path.read_bytes()[:-100])
-    with pytest.raises(DataError, match=r"data_batch_3\.bin: size 18338 bytes is not a whole number "
-                                        r"of 3073-byte records"):
+    with pytest.raises(DataError, match=r"data_batch_3\.bin: size 18338 bytes is not a whole "
+                                        r"number of 3073-byte records"):
         load_cifar10(tmp_path, download=False)
 
 
@@ -268,7 +269,8 @@ def test_pickle_that_runs_code_is_refused_and_does_not_run(tmp_path, py2):
     assert pickle.loads(payload, encoding="bytes") == {b"data": 0, b"labels": [0]} \
         and marker.exists(), "the test pickle should run its command under plain pickle"
     marker.unlink()
-    with pytest.raises(DataError, match=r"data_batch_1: refusing to load global (posix|os|nt)\.system"):
+    with pytest.raises(DataError,
+                       match=r"data_batch_1: refusing to load global (posix|os|nt)\.system"):
         load_cifar10(tmp_path, download=False)
     assert not marker.exists()
 
@@ -316,7 +318,7 @@ def test_corrupt_archive_is_named(tmp_path):
         extract_archive(path, tmp_path, BINARY.folder)
 
 
-# --- augmentation ----------------------------------------------------------------------------------
+# --- augmentation ---------------------------------------------------------------------------------
 def _images(n=16, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)
 
@@ -355,13 +357,14 @@ def test_normalize_is_float32_and_per_channel():
     images = _images(4)
     x = normalize(images)
     assert x.dtype == np.float32 and x.shape == images.shape
-    expected = (images / 255.0 - np.array(CIFAR_MEAN)[:, None, None]) / np.array(CIFAR_STD)[:, None, None]
+    mean, std = np.array(CIFAR_MEAN)[:, None, None], np.array(CIFAR_STD)[:, None, None]
+    expected = (images / 255.0 - mean) / std
     np.testing.assert_allclose(x, expected, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="one value per channel"):
         normalize(images, mean=(0.5, 0.5), std=(1, 1))
 
 
-# --- the loader ------------------------------------------------------------------------------------
+# --- the loader -----------------------------------------------------------------------------------
 def _loader(n=50, **kw):
     images = _images(n, seed=9)
     labels = np.arange(n) % 10
@@ -423,7 +426,7 @@ def test_prefetch_gives_the_same_batches_and_stops_its_thread():
 
 def test_prefetch_reraises_errors_from_the_thread():
     loader = _loader(prefetch=1)
-    loader.mean = (0.5, 0.5)                                  # wrong: normalize raises in the thread
+    loader.mean = (0.5, 0.5)                      # wrong: normalize raises in the thread
     with pytest.raises(ValueError, match="one value per channel"):
         list(loader.epoch(0))
 

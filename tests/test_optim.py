@@ -26,7 +26,7 @@ def run(opt_cls, grads, p0=1.0, **kw):
     return out
 
 
-# --- SGD, by hand -----------------------------------------------------------------------------------
+# --- SGD, by hand ---------------------------------------------------------------------------------
 def test_sgd_plain_and_weight_decay():
     assert run(SGD, [1.0, 2.0], lr=0.1) == pytest.approx([0.9, 0.7])
     # g' = g + wd * p: 1 + 0.1 * 1 = 1.1 -> p = 1 - 0.11 = 0.89
@@ -59,7 +59,7 @@ def test_sgd_dampening_by_hand():
     assert run(SGD, [1.0, 2.0], lr=0.1, momentum=0.9, dampening=0.5) == pytest.approx([0.9, 0.71])
 
 
-# --- Adam, by hand ----------------------------------------------------------------------------------
+# --- Adam, by hand --------------------------------------------------------------------------------
 def test_adam_by_hand():
     lr, b1, b2, eps = 0.01, 0.9, 0.999, 1e-8
     # step 1: m = 0.1, v = 0.001; m_hat = 1, v_hat = 1 -> p = 1 - 0.01 * 1 / (1 + eps)
@@ -80,7 +80,7 @@ def test_adam_l2_and_adamw_decoupled_decay_by_hand():
     assert run(AdamW, [-1.0], lr=lr, weight_decay=wd) == pytest.approx([1.05], rel=1e-6)
 
 
-# --- against PyTorch ----------------------------------------------------------------------------------
+# --- against PyTorch ------------------------------------------------------------------------------
 @pytest.mark.parametrize("name, kw", [
     ("SGD", dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)),
     ("SGD", dict(lr=0.05, momentum=0.9, weight_decay=1e-4)),
@@ -94,8 +94,10 @@ def test_against_torch(name, kw):
     w = [rng.standard_normal(s).astype(np.float32) for s in [(4, 3), (3,)]]
     ours = [param(a) for a in w]
     theirs = [torch.tensor(a, requires_grad=True) for a in w]
-    opt = getattr(mr.optim, name)([{"params": ours[:1]}, {"params": ours[1:], "weight_decay": 0.0}], **kw)
-    ref = getattr(torch.optim, name)([{"params": theirs[:1]}, {"params": theirs[1:], "weight_decay": 0.0}], **kw)
+    opt = getattr(mr.optim, name)(
+        [{"params": ours[:1]}, {"params": ours[1:], "weight_decay": 0.0}], **kw)
+    ref = getattr(torch.optim, name)(
+        [{"params": theirs[:1]}, {"params": theirs[1:], "weight_decay": 0.0}], **kw)
     for _ in range(6):
         for p, t in zip(ours, theirs):
             g = rng.standard_normal(p.shape).astype(np.float32)
@@ -106,7 +108,7 @@ def test_against_torch(name, kw):
         np.testing.assert_allclose(p.data, t.detach().numpy(), rtol=1e-5, atol=1e-6)
 
 
-# --- mechanics ---------------------------------------------------------------------------------------
+# --- mechanics ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("make", [
     lambda ps: SGD(ps, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3),
     lambda ps: Adam(ps, lr=0.1, weight_decay=1e-3),
@@ -132,13 +134,14 @@ def test_param_groups_and_split_weight_decay():
     groups = split_weight_decay(model, 0.1)
     names = {id(p): n for n, p in model.named_parameters()}
     assert sorted(names[id(p)] for p in groups[0]["params"]) == ["0.weight", "2.weight"]
-    assert sorted(names[id(p)] for p in groups[1]["params"]) == ["0.bias", "1.bias", "1.weight", "2.bias"]
+    assert sorted(names[id(p)] for p in groups[1]["params"]) == \
+        ["0.bias", "1.bias", "1.weight", "2.bias"]
     opt = SGD(groups, lr=1.0)
     assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0]
     for p in model.parameters():
         p.grad = np.zeros_like(p.data)
     before = {n: p.data.copy() for n, p in model.named_parameters()}
-    opt.step()                                   # zero gradient: only weight decay moves a parameter
+    opt.step()                          # zero gradient: only weight decay moves a parameter
     for n, p in model.named_parameters():
         if n.endswith("weight") and n != "1.weight":
             np.testing.assert_allclose(p.data, before[n] * 0.9, rtol=1e-6)
@@ -190,17 +193,19 @@ def test_bad_settings_are_named():
         SGD([{"params": [p], "wd": 0}], lr=0.1)
     with pytest.raises(ValueError, match="more than one group"):
         SGD([{"params": [p]}, {"params": [p]}], lr=0.1)
-    with pytest.raises(TypeError, match=r"expected parameters \(objects with .data and .grad\), got ndarray"):
+    with pytest.raises(TypeError,
+                       match=r"expected parameters \(objects with .data and .grad\), got ndarray"):
         SGD([np.ones(2)], lr=0.1)
     with pytest.raises(ValueError, match=r"betas must lie in \[0, 1\)"):
         Adam([p], betas=(0.9, 1.0))
     opt = SGD([p], lr=0.1)
     p.grad = np.ones(3, np.float32)
-    with pytest.raises(ValueError, match=r"gradient of shape \(3,\) for a parameter of shape \(1,\)"):
+    with pytest.raises(ValueError,
+                       match=r"gradient of shape \(3,\) for a parameter of shape \(1,\)"):
         opt.step()
 
 
-# --- schedules ----------------------------------------------------------------------------------------
+# --- schedules ------------------------------------------------------------------------------------
 def sgd(lr=0.1):
     return SGD([param([0.0])], lr=lr)
 
@@ -217,8 +222,10 @@ def lrs(sched, steps):
 def test_paper_step_schedule_by_iteration():
     sched = MultiStepLR(sgd(), [32000, 48000], gamma=0.1)
     assert sched.lr_at(0) == [0.1] and sched.lr_at(31999) == [0.1]
-    assert sched.lr_at(32000) == [pytest.approx(0.01)] and sched.lr_at(47999) == [pytest.approx(0.01)]
-    assert sched.lr_at(48000) == [pytest.approx(0.001)] and sched.lr_at(63999) == [pytest.approx(0.001)]
+    assert sched.lr_at(32000) == [pytest.approx(0.01)]
+    assert sched.lr_at(47999) == [pytest.approx(0.01)]
+    assert sched.lr_at(48000) == [pytest.approx(0.001)]
+    assert sched.lr_at(63999) == [pytest.approx(0.001)]
 
 
 def test_multistep_by_epoch():
@@ -231,12 +238,14 @@ def test_cosine_values():
     assert sched.lr_at(0)[0] == pytest.approx(0.1)
     assert sched.lr_at(50)[0] == pytest.approx((0.1 + 0.001) / 2)
     assert sched.lr_at(25)[0] == pytest.approx(0.001 + 0.099 * (1 + math.cos(math.pi / 4)) / 2)
-    assert sched.lr_at(100)[0] == pytest.approx(0.001) and sched.lr_at(150)[0] == pytest.approx(0.001)
+    assert sched.lr_at(100)[0] == pytest.approx(0.001)
+    assert sched.lr_at(150)[0] == pytest.approx(0.001)
 
 
 def test_linear_warmup_alone_and_composed_with_cosine():
     warm = Warmup(sgd(), warmup_steps=10, start_factor=0.1)
-    assert lrs(warm, 12) == pytest.approx([0.1 * (0.1 + 0.9 * t / 10) for t in range(10)] + [0.1, 0.1])
+    ramp = [0.1 * (0.1 + 0.9 * t / 10) for t in range(10)]
+    assert lrs(warm, 12) == pytest.approx(ramp + [0.1, 0.1])
     opt = sgd()
     both = Warmup(opt, 10, start_factor=0.0, schedule=CosineAnnealingLR(opt, total_steps=100))
     cosine = CosineAnnealingLR(sgd(), total_steps=100)
@@ -251,7 +260,8 @@ def test_constant_warmup_of_the_paper_for_resnet110():
     sched = Warmup(opt, 400, start_factor=0.1, mode="constant",
                    schedule=MultiStepLR(opt, [32000, 48000]))
     assert sched.lr_at(0)[0] == pytest.approx(0.01) and sched.lr_at(399)[0] == pytest.approx(0.01)
-    assert sched.lr_at(400)[0] == pytest.approx(0.1) and sched.lr_at(32000)[0] == pytest.approx(0.01)
+    assert sched.lr_at(400)[0] == pytest.approx(0.1)
+    assert sched.lr_at(32000)[0] == pytest.approx(0.01)
 
 
 def test_one_cycle_values():
@@ -260,9 +270,11 @@ def test_one_cycle_values():
     assert sched.lr_at(29)[0] == pytest.approx(0.1)                    # peak at pct * T - 1
     assert sched.lr_at(99)[0] == pytest.approx(0.1 / 25 / 1e4)
     # up phase: cosine from 0.004 (t = 0) to the peak 0.1 (t = 29)
-    assert sched.lr_at(14)[0] == pytest.approx(0.1 + (0.004 - 0.1) / 2 * (math.cos(math.pi * 14 / 29) + 1))
+    up = 0.1 + (0.004 - 0.1) / 2 * (math.cos(math.pi * 14 / 29) + 1)
+    assert sched.lr_at(14)[0] == pytest.approx(up)
     # down phase: cosine from the peak (t = 29) to the final rate (t = 99)
-    assert sched.lr_at(64)[0] == pytest.approx(4e-7 + (0.1 - 4e-7) / 2 * (math.cos(math.pi * 35 / 70) + 1))
+    down = 4e-7 + (0.1 - 4e-7) / 2 * (math.cos(math.pi * 35 / 70) + 1)
+    assert sched.lr_at(64)[0] == pytest.approx(down)
     assert max(sched.lr_at(t)[0] for t in range(100)) == pytest.approx(0.1)
 
 
@@ -282,8 +294,10 @@ def test_schedules_match_torch():
 
     L = torch.optim.lr_scheduler
     pairs = [
-        (OneCycleLR(sgd(), T + 1), lambda o: L.OneCycleLR(o, 0.1, total_steps=T + 1, cycle_momentum=False)),
-        (CosineAnnealingLR(sgd(), T, min_lr=1e-3), lambda o: L.CosineAnnealingLR(o, T, eta_min=1e-3)),
+        (OneCycleLR(sgd(), T + 1),
+         lambda o: L.OneCycleLR(o, 0.1, total_steps=T + 1, cycle_momentum=False)),
+        (CosineAnnealingLR(sgd(), T, min_lr=1e-3),
+         lambda o: L.CosineAnnealingLR(o, T, eta_min=1e-3)),
         (MultiStepLR(sgd(), [20, 45]), lambda o: L.MultiStepLR(o, [20, 45])),
         (Warmup(sgd(), 15, 0.2), lambda o: L.LinearLR(o, 0.2, 1.0, 15)),
     ]
