@@ -1,0 +1,93 @@
+"""What every lesson shares: fast mode, the output folder, figures and data.
+
+Read it once; the lessons then say ``from lesson_utils import ...`` and get on with it.
+
+* ``FAST``: True when the environment variable ``MINIRES_TUTORIAL_FAST=1`` is set. The
+  test suite sets it: data sets shrink to a few hundred synthetic images and training
+  to a few dozen steps, so all lessons together run in minutes. The numbers a lesson
+  prints in fast mode check that the code runs; they say nothing about ResNets.
+* ``out_dir(lesson)``: where a lesson writes figures and run folders --
+  ``$MINIRES_TUTORIAL_OUT/<lesson>`` when that variable is set (the tests point it at a
+  temporary folder), else ``tutorials/out/<lesson>`` (git-ignored).
+* ``new_figure`` / ``save_figure``: matplotlib is optional. Without it a lesson prints
+  a note instead of writing a PNG and carries on.
+* ``load_data``: CIFAR-10 from ``~/.cache/minires`` (or ``$MINIRES_DATA``), the first
+  ``n`` images of each split -- or, in fast mode, a small synthetic stand-in that needs
+  no files.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+try:
+    import minires  # noqa: F401
+except ImportError:
+    # A fresh clone without `pip install -e .`: use the minires next to this folder.
+    sys.path.insert(0, str(HERE.parent))
+
+FAST = os.environ.get("MINIRES_TUTORIAL_FAST", "").strip() not in ("", "0")
+
+
+def fast_or_full(fast, full):
+    """``fast`` in fast mode, else ``full``: the one place a lesson's budget is chosen."""
+    return fast if FAST else full
+
+
+def out_dir(lesson: str) -> Path:
+    """The lesson's output folder (created if missing)."""
+    root = os.environ.get("MINIRES_TUTORIAL_OUT")
+    folder = (Path(root) if root else HERE / "out") / lesson
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def new_figure(figsize=(8, 4)):
+    """A matplotlib ``Figure`` (no pyplot, no window), or None when matplotlib is missing."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        return None
+    return Figure(figsize=figsize, layout="constrained")
+
+
+def save_figure(fig, path):
+    """Write ``fig`` as PNG and say where; without matplotlib (``fig is None``) say so instead."""
+    if fig is None:
+        print(f"(matplotlib is not installed: {Path(path).name} not drawn; pip install matplotlib)")
+        return None
+    fig.savefig(os.fspath(path), dpi=100)
+    print(f"figure: {path}")
+    return Path(path)
+
+
+def mode_line() -> str:
+    return ("FAST MODE: tiny synthetic data and budgets -- the numbers check the code, "
+            "they say nothing about ResNets" if FAST else "full mode: real CIFAR-10 data")
+
+
+def synthetic_cifar(n_train=256, n_test=128, size=8, seed=0):
+    """A learnable stand-in for CIFAR-10 (a noisy fixed template per class), as ``mr.data.CIFAR10``."""
+    import minires as mr
+    from minires.experiments.common import synthetic_split
+    return mr.data.CIFAR10(train=synthetic_split(n_train, size=size, seed=seed + 1),
+                           test=synthetic_split(n_test, size=size, seed=seed + 2), folder=None)
+
+
+def load_data(n_train=None, n_test=None, fast_train=256, fast_test=128, fast_size=8):
+    """CIFAR-10 limited to the first ``n_train`` / ``n_test`` images (None: all), or in fast
+    mode ``synthetic_cifar(fast_train, fast_test, fast_size)``."""
+    import minires as mr
+    if FAST:
+        return synthetic_cifar(fast_train, fast_test, fast_size)
+    try:
+        data = mr.data.load_cifar10(download=False)
+    except mr.data.DataError as err:
+        raise SystemExit(
+            f"{err}\n\nThis lesson uses the real CIFAR-10 data. Put it in ~/.cache/minires (or "
+            f"set MINIRES_DATA), or run the lesson in fast mode: MINIRES_TUTORIAL_FAST=1") from None
+    return mr.data.CIFAR10(train=data.train.take(n_train), test=data.test.take(n_test),
+                           folder=data.folder)
