@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 import minires as mr
 import minires.functional as F
 from minires.backend import to_numpy
-from minires.functional.conv import Conv2d, col2im, conv2d_naive, im2col
+from minires.functional.conv import Conv2d, col2im, col2im_wide, conv2d_naive, im2col, im2col_wide
 from tests.helpers import assert_forward, t32, t64
 
 
@@ -185,30 +185,93 @@ def test_col2im_is_the_adjoint_of_im2col(device, case):
     assert lhs == pytest.approx(rhs, rel=1e-10, abs=1e-10)
 
 
+@pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("groups", [1, 2])
-def test_chunked_conv2d_equals_one_chunk(device, monkeypatch, groups):
+def test_chunked_conv2d_equals_one_chunk(device, monkeypatch, groups, stride):
     """Forward and all three gradients do not depend on how the batch is chunked
-    (chunks of 2 images of a batch of 5 leave an uneven last chunk)."""
+    (chunks of 2 images of a batch of 5 leave an uneven last chunk); stride 1 takes the
+    wide layout, stride 2 the plain one."""
     rng = np.random.default_rng(3)
     x_np, w_np = rng.standard_normal((5, 4, 6, 6)), rng.standard_normal((6, 4 // groups, 3, 3))
-    b_np, gy = rng.standard_normal(6), rng.standard_normal((5, 6, 3, 3))
+    OH = 6 // stride
+    b_np, gy = rng.standard_normal(6), rng.standard_normal((5, 6, OH, OH))
 
     def run():
         x, w, b = t64(x_np, device), t64(w_np, device), t64(b_np, device)
-        y = F.conv2d(x, w, b, stride=2, padding=1, groups=groups)
+        y = F.conv2d(x, w, b, stride=stride, padding=1, groups=groups)
         y.backward(mr.tensor(gy, dtype=np.float64, device=device))
         return [y.numpy()] + [to_numpy(t.grad) for t in (x, w, b)]
 
     monkeypatch.setattr(Conv2d, "CPU_CHUNK_BYTES", 1 << 40)
     whole = run()
-    per_image = 4 * 9 * 3 * 3 * 8  # C*KH*KW*OH*OW float64 bytes
+    fn = Conv2d(stride=stride, padding=1, groups=groups)
+    fn._plan(x_np, w_np, OH, OH)
+    assert fn.layout == ("wide" if stride == 1 else "plain") and len(fn.chunks) == 1
+    per_image = 4 * 9 * OH * fn.grid_w * 8  # C*KH*KW * OH*grid width * float64 bytes
     monkeypatch.setattr(Conv2d, "CPU_CHUNK_BYTES", 2 * per_image)
-    if device == "cpu":
-        fn = Conv2d(stride=2, padding=1, groups=groups)
-        assert len(fn._chunks(np.empty((5, 4, 6, 6)), np.empty((6, 4 // groups, 3, 3)), 3, 3)) == 3
+    fn._plan(x_np, w_np, OH, OH)
+    assert fn.chunks == [(0, 2), (2, 4), (4, 5)]
     chunked = run()
     for a, b in zip(whole, chunked):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+@given(case=conv_cases(max_batch=3, max_groups=2, max_group_channels=3))
+def test_wide_and_plain_layouts_agree(device, monkeypatch, case):
+    """The stride-1 fast path (wide grid) gives the plain im2col path's output and gradients."""
+    results = []
+    for wide in (True, False):
+        monkeypatch.setattr(Conv2d, "WIDE_STRIDE1", wide)
+        x, w, b = make_inputs(dict(case, stride=1), device)
+        y = F.conv2d(x, w, b, **settings(dict(case, stride=1)))
+        gy = np.random.default_rng(case["seed"]).standard_normal(y.shape)
+        y.backward(mr.tensor(gy, dtype=np.float64, device=device))
+        results.append([y.numpy()] + [to_numpy(t.grad) for t in (x, w, b) if t is not None])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+@given(case=conv_cases(max_batch=3, max_groups=1, max_group_channels=3))
+def test_wide_columns_match_im2col(device, case):
+    """im2col_wide holds im2col's columns at q = i*Wp + j (j < OW); col2im_wide, given zeros in
+    the other columns, equals col2im."""
+    rng = np.random.default_rng(case["seed"])
+    kernel, padding, dilation = case["w_shape"][2:], case["padding"], case["dilation"]
+    x = mr.tensor(rng.standard_normal(case["x_shape"]), dtype=np.float64, device=device).data
+    N, C, H, W = x.shape
+    plain = to_numpy(im2col(x, kernel, 1, padding, dilation))
+    wide = to_numpy(im2col_wide(x, kernel, padding, dilation))
+    (ph, pw), (dh, dw) = ((v, v) if isinstance(v, int) else v for v in (padding, dilation))
+    Wp = W + 2 * pw
+    OH, OW = H + 2 * ph - dh * (kernel[0] - 1), W + 2 * pw - dw * (kernel[1] - 1)
+    assert wide.shape == (N, plain.shape[1], OH * Wp)
+    np.testing.assert_array_equal(
+        wide.reshape(N, -1, OH, Wp)[..., :OW], plain.reshape(N, -1, OH, OW)
+    )
+
+    c = rng.standard_normal(plain.shape)
+    c_wide = np.zeros(wide.shape)
+    c_wide.reshape(N, -1, OH, Wp)[..., :OW] = c.reshape(N, -1, OH, OW)
+    back_plain = to_numpy(
+        col2im(
+            mr.tensor(c, device=device, dtype=np.float64).data,
+            x.shape,
+            kernel,
+            1,
+            padding,
+            dilation,
+        )
+    )
+    back_wide = to_numpy(
+        col2im_wide(
+            mr.tensor(c_wide, device=device, dtype=np.float64).data,
+            x.shape,
+            kernel,
+            padding,
+            dilation,
+        )
+    )
+    np.testing.assert_allclose(back_wide, back_plain, rtol=1e-12, atol=1e-12)
 
 
 def test_conv2d_keeps_float32(device):
