@@ -1,0 +1,184 @@
+"""Time conv2d forward + backward on every ResNet-20 layer shape, minires against PyTorch CPU.
+
+    python benchmarks/conv_layers.py                 # batch 128, median of 7, torch if installed
+    python benchmarks/conv_layers.py --variants      # also the alternatives listed below
+
+Both libraries run in this one process, alternating (minires, torch, minires, ...), so a
+noisy neighbour slows both alike; each figure is the median of the repeats. The input
+gradient is computed for every layer except the first (whose input is the image), as
+in training. ``--variants`` adds alternatives to minires' default (chunks of a few
+images, the wide layout for stride 1, columns recomputed in backward):
+  whole-recompute   im2col of the whole batch at once, recomputed in backward
+  whole-keep        im2col of the whole batch at once, kept from forward for backward
+  plain-layout      chunked, but the plain im2col layout for stride 1 too (no wide grid)
+which are the measurements behind the choices documented in minires/functional/conv.py.
+"whole-keep" also needs the columns of every layer in memory until its backward: the
+table's last line says how much that is for the 19 convolutions of ResNet-20.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+import minires as mr  # noqa: E402  (after the sys.path line)
+from minires.functional.conv import Conv2d  # noqa: E402
+
+# (name, C_in, C_out, H=W of the input, stride, how many convs of this shape in ResNet-20)
+RESNET20_CONVS = [
+    ("conv1",          3, 16, 32, 1, 1),
+    ("layer1.*",      16, 16, 32, 1, 6),
+    ("layer2.0.conv1", 16, 32, 32, 2, 1),
+    ("layer2.*",      32, 32, 16, 1, 5),
+    ("layer3.0.conv1", 32, 64, 16, 2, 1),
+    ("layer3.*",      64, 64,  8, 1, 5),
+]
+
+
+class Conv2dPlain(Conv2d):
+    """Variant: the plain im2col layout for every stride (no wide grid for stride 1)."""
+
+    WIDE_STRIDE1 = False
+
+
+class Conv2dWholeBatch(Conv2d):
+    """Variant: one chunk for the whole batch (columns of all images at once), recomputed."""
+
+    CPU_CHUNK_BYTES = 1 << 62
+
+
+class Conv2dKeepCols(Conv2dWholeBatch):
+    """Variant: one chunk for the whole batch, the columns KEPT from forward for backward."""
+
+    def forward(self, x, weight, bias):
+        self._kept = None
+        return super().forward(x, weight, bias)
+
+    def _cols(self, x_chunk, weight, OH, buffer):
+        if self._kept is None:                      # forward: build them and keep them
+            self._kept = super()._cols(x_chunk, weight, OH, buffer)
+        return self._kept                           # backward: reuse
+
+
+def minires_step(fn_class, x, w, gy, stride):
+    y = fn_class(stride=stride, padding=1)(x, w, None)
+    y.backward(gy)
+    x.grad = None
+    w.grad = None
+
+
+def torch_step(torch, x, w, gy, stride):
+    y = torch.nn.functional.conv2d(x, w, None, stride=stride, padding=1)
+    y.backward(gy)
+    x.grad = None
+    w.grad = None
+
+
+def timed(fn, *args):
+    t0 = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t0
+
+
+def machine_description():
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+    threads = {k: os.environ[k] for k in names if k in os.environ}
+    return f"{cpu}, {os.cpu_count()} CPUs" + (f", {threads}" if threads else "")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--variants", action="store_true",
+                        help="also time the other layouts / backward strategies")
+    parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--chunk-bytes", type=int, default=None,
+                        help="override Conv2d.CPU_CHUNK_BYTES (bytes of columns per chunk)")
+    args = parser.parse_args()
+    if args.chunk_bytes:
+        Conv2d.CPU_CHUNK_BYTES = args.chunk_bytes
+
+    torch = None
+    if not args.no_torch:
+        try:
+            import torch
+        except ImportError:
+            print("(torch is not installed: minires only)")
+
+    variants = [("minires", Conv2d)]
+    if args.variants:
+        variants += [("plain-layout", Conv2dPlain), ("whole-recompute", Conv2dWholeBatch),
+                     ("whole-keep", Conv2dKeepCols)]
+    versions = f"numpy {np.__version__}"
+    if torch:
+        versions += f", torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    print(f"machine: {machine_description()}; {versions}")
+    print(f"conv2d 3x3 padding 1, forward + backward, batch {args.batch}, float32, median of "
+          f"{args.repeats} (ms); Conv2d.CPU_CHUNK_BYTES = {Conv2d.CPU_CHUNK_BYTES}")
+    header = f"{'layer':<16}{'C_in->C_out @HxW /stride':<26}{'count':>5}"
+    header += "".join(f"{name:>16}" for name, _ in variants)
+    if torch:
+        header += f"{'torch':>10}{'minires/torch':>15}"
+    print(header)
+
+    rng = np.random.default_rng(0)
+    totals = dict.fromkeys([name for name, _ in variants] + ["torch"], 0.0)
+    kept_bytes = 0
+    for name, C, O, HW, stride, count in RESNET20_CONVS:
+        x_np = rng.standard_normal((args.batch, C, HW, HW), dtype=np.float32)
+        w_np = rng.standard_normal((O, C, 3, 3), dtype=np.float32) * np.float32(0.1)
+        OH = (HW + 2 - 3) // stride + 1
+        gy_np = rng.standard_normal((args.batch, O, OH, OH), dtype=np.float32)
+        kept_bytes += count * args.batch * C * 9 * OH * (HW + 2 if stride == 1 else OH) * 4
+        needs_x = name != "conv1"               # the first layer's input is the image
+        x = mr.tensor(x_np, requires_grad=needs_x)
+        w = mr.tensor(w_np, requires_grad=True)
+        times = {key: [] for key in totals}
+        if torch:
+            tx = torch.from_numpy(x_np.copy()).requires_grad_(needs_x)
+            tw = torch.from_numpy(w_np.copy()).requires_grad_(True)
+            tgy = torch.from_numpy(gy_np.copy())
+        for rep in range(args.repeats + 1):     # round 0 warms up and is dropped
+            for vname, cls in variants:
+                t = timed(minires_step, cls, x, w, gy_np, stride)
+                if rep:
+                    times[vname].append(t)
+            if torch:
+                t = timed(torch_step, torch, tx, tw, tgy, stride)
+                if rep:
+                    times["torch"].append(t)
+        medians = {key: statistics.median(v) * 1e3 for key, v in times.items() if v}
+        for key, med in medians.items():
+            totals[key] += med * count
+        row = f"{name:<16}{f'{C}->{O} @{HW}x{HW} /{stride}':<26}{count:>5}"
+        row += "".join(f"{medians[vname]:>16.1f}" for vname, _ in variants)
+        if torch:
+            row += f"{medians['torch']:>10.1f}{medians['minires'] / medians['torch']:>14.2f}x"
+        print(row, flush=True)
+    row = f"{'ResNet-20':<16}{'all 19 convs (x count)':<26}{'':>5}"
+    row += "".join(f"{totals[vname]:>16.1f}" for vname, _ in variants)
+    if torch:
+        row += f"{totals['torch']:>10.1f}{totals['minires'] / totals['torch']:>14.2f}x"
+    print(row)
+    if args.variants:
+        print(f"whole-keep holds the columns of all 19 layers until their backward: "
+              f"{kept_bytes / 2**20:.0f} MiB at batch {args.batch}")
+
+
+if __name__ == "__main__":
+    main()
