@@ -116,6 +116,18 @@ def offset_slices(kh, kw, out_hw, stride, dilation):
             slice(kw * dw, kw * dw + sw * (OW - 1) + 1, sw))
 
 
+def strided_view(a, shape, strides):
+    """A read-only view of ``a`` with the given shape and strides (in bytes): no copy.
+
+    NumPy's and CuPy's ``as_strided`` (CuPy's has no ``writeable`` flag: its views are
+    never written here either).
+    """
+    xp = get_array_module(a)
+    if xp is np:
+        return np.lib.stride_tricks.as_strided(a, shape=shape, strides=strides, writeable=False)
+    return xp.lib.stride_tricks.as_strided(a, shape=shape, strides=strides)
+
+
 def window_view(x_pad, kernel_size, out_hw, stride, dilation):
     """A read-only strided view (N, C, KH, KW, OH, OW) of a padded input: no copy.
 
@@ -123,13 +135,11 @@ def window_view(x_pad, kernel_size, out_hw, stride, dilation):
     along kh moves dh rows in memory, one step along i moves sh rows: the view is
     just the input's strides recombined.
     """
-    xp = get_array_module(x_pad)
     N, C = x_pad.shape[:2]
     (KH, KW), (OH, OW), (sh, sw), (dh, dw) = kernel_size, out_hw, stride, dilation
     sN, sC, sH, sW = x_pad.strides
-    return xp.lib.stride_tricks.as_strided(
-        x_pad, shape=(N, C, KH, KW, OH, OW),
-        strides=(sN, sC, dh * sH, dw * sW, sh * sH, sw * sW), writeable=False)
+    return strided_view(x_pad, (N, C, KH, KW, OH, OW),
+                        (sN, sC, dh * sH, dw * sW, sh * sH, sw * sW))
 
 
 # --- im2col / col2im ------------------------------------------------------------------
@@ -234,9 +244,8 @@ def im2col_wide(x, kernel_size, padding=0, dilation=1, out=None):
     Wp = W + 2 * padding[1]
     flat = _flat_planes(x, padding, extra=(KW - 1) * dw)                # (N, C, Hp*Wp + extra)
     sN, sC, s1 = flat.strides
-    runs = xp.lib.stride_tricks.as_strided(                             # (N, C, KH, KW, OH*Wp)
-        flat, shape=(N, C, KH, KW, OH * Wp), strides=(sN, sC, dh * Wp * s1, dw * s1, s1),
-        writeable=False)
+    runs = strided_view(flat, (N, C, KH, KW, OH * Wp),                  # (N, C, KH, KW, OH*Wp)
+                        (sN, sC, dh * Wp * s1, dw * s1, s1))
     if out is None:
         out = xp.empty((N, C * KH * KW, OH * Wp), dtype=x.dtype)
     xp.copyto(out.reshape(N, C, KH, KW, OH * Wp), runs)                 # the one copy
@@ -426,7 +435,7 @@ class Conv2d(Function):
         xp = get_array_module(gy)
         need_x, need_w, need_b = self.needs_input_grad
         G, Wq = self.groups, self.grid_w
-        N, O, OH, OW = gy.shape
+        O, OH, OW = gy.shape[1:]
         C, H, W = x.shape[1:]
         KH, KW = weight.shape[2:]
         w = weight.reshape(G, O // G, -1)                               # (G, O/G, C/G*KH*KW)
