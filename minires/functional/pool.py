@@ -59,7 +59,7 @@ class MaxPool2d(Function):
                     continue
                 better = v > y                                  # strictly: the first maximum stays
                 xp.copyto(y, v, where=better)
-                arg[better] = kh * KW + kw
+                xp.copyto(arg, kh * KW + kw, where=better)
         self.save_for_backward(arg)
         self.shapes = (x.shape, x_pad.shape)
         return y
