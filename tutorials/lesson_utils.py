@@ -45,6 +45,14 @@ def out_dir(lesson: str) -> Path:
     return folder
 
 
+def has_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def new_figure(figsize=(8, 4)):
     """A matplotlib ``Figure`` (no pyplot, no window), or None when matplotlib is missing."""
     try:
