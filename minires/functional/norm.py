@@ -118,15 +118,17 @@ class BatchNorm(Function):
         scale = invstd if weight is None else invstd * weight           # (C,) w / sigma
         sum_gy = gy3.sum(axis=(0, 2)) if (need_b or need_x) else None  # (C,)
         if need_w or (need_x and self.training):
-            x_hat = (x.reshape(N, C, -1) - _per_channel(mean)) * _per_channel(invstd)   # (N, C, L)
+            x_hat = x.reshape(N, C, -1) - _per_channel(mean)            # (N, C, L), recomputed
+            x_hat *= _per_channel(invstd)
             sum_gy_xhat = xp.einsum("ncl,ncl->c", gy3, x_hat)           # (C,)
         gx = None
         if need_x:
-            if self.training:
-                gx = gy3 - _per_channel(sum_gy / M)
-                x_hat *= _per_channel(sum_gy_xhat / M)
-                gx -= x_hat
-                gx *= _per_channel(scale)
+            if self.training:                                           # in x_hat's buffer:
+                gx = x_hat
+                gx *= _per_channel(-sum_gy_xhat / M)                    # - x_hat * mean(gy x_hat)
+                gx += gy3                                               # + gy
+                gx -= _per_channel(sum_gy / M)                          # - mean(gy)
+                gx *= _per_channel(scale)                               # times w / sigma
             else:
                 gx = gy3 * _per_channel(scale)
             gx = gx.reshape(x.shape)
