@@ -40,9 +40,9 @@ def add_arguments(parser):
                         "(default: 20,56,110; with --tiny 8,14)")
     parser.add_argument("--families", default="plain,resnet", help="model families, built as "
                         "FAMILY + DEPTH with minires.models.get_model (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=32, help="images in the batch for "
+    parser.add_argument("--batch-size", type=int, default=64, help="images in the batch for "
                         "the per-layer gradient norms (default: %(default)s)")
-    parser.add_argument("--points", type=int, default=48, help="points on the line between two "
+    parser.add_argument("--points", type=int, default=64, help="points on the line between two "
                         "test images for the gradient correlation (default: %(default)s)")
 
 

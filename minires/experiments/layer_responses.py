@@ -34,7 +34,7 @@ def add_arguments(parser):
                         "from this folder (e.g. runs/experiments/degradation) instead of training")
     parser.add_argument("--images", type=int, default=500, help="test images the responses are "
                         "measured on (default: %(default)s)")
-    add_training_arguments(parser, epochs=2, limit_train=5000)
+    add_training_arguments(parser, epochs=2, limit_train=4000, limit_test=1000)
 
 
 def response_layers(model):

@@ -27,11 +27,11 @@ DESCRIPTION = ("Delete single residual blocks from a trained residual network (a
 def add_arguments(parser):
     parser.add_argument("--depth", type=int, default=None, help="depth of resnetD and plainD "
                         "(default: 20; with --tiny 8)")
-    parser.add_argument("--epochs", type=int, default=4, help="training epochs for each model "
+    parser.add_argument("--epochs", type=int, default=3, help="training epochs for each model "
                         "when no weights are given (default: %(default)s)")
     parser.add_argument("--limit-train", type=int, default=10000, help="train on the first N "
                         "training images (default: %(default)s; 50000 = all)")
-    parser.add_argument("--limit-test", type=int, default=2000, help="measure the error on the "
+    parser.add_argument("--limit-test", type=int, default=1000, help="measure the error on the "
                         "first N test images (default: %(default)s; 10000 = all)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=0.1)

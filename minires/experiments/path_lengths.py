@@ -49,7 +49,7 @@ def add_arguments(parser):
                         "training images only")
     parser.add_argument("--batch-size", type=int, default=32, help="images in the measured batch "
                         "(default: %(default)s)")
-    parser.add_argument("--samples", type=int, default=6, help="random paths sampled per path "
+    parser.add_argument("--samples", type=int, default=10, help="random paths sampled per path "
                         "length (default: %(default)s)")
 
 
