@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -316,3 +317,29 @@ def test_cli_one_epoch_then_eval_only_then_resume(tmp_path, capsys):
     assert main(["cifar", "--resume", str(out / "last.npz"), "--epochs", "2", "--no-progress"]) == 0
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2] and rows[1]["step"] == 8
+
+
+def test_cli_ctrl_c_saves_and_exits_with_130(tmp_path):
+    data_dir = tmp_path / "data"
+    write_binary(data_dir, fake_cifar(n=20))
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "minires.train", "cifar", "--data-dir", str(data_dir),
+               "--no-download", "--out", str(out), "--model", TINY, "--epochs", "10000",
+               "--batch-size", "16", "--limit-train", "64", "--limit-test", "16", "--no-progress"]
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        for _ in range(600):                       # wait (at most a minute) for the first epoch
+            if (out / "metrics.jsonl").exists() or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, output
+    assert "SIGINT: finishing this step and saving a checkpoint" in output
+    assert f"--resume {out / 'last.npz'}" in output and "Traceback" not in output
+    meta = checkpoint.load(out / "last.npz").meta
+    assert meta["global_step"] >= 4 and meta["config"]["epochs"] == 10000
