@@ -274,6 +274,15 @@ def test_wide_columns_match_im2col(device, case):
     np.testing.assert_allclose(back_wide, back_plain, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("kwargs", [{"padding": 1}, {"stride": 2}, {}])
+def test_conv2d_empty_batch(kwargs):
+    x, w = t64(np.zeros((0, 3, 5, 5))), t64(np.ones((4, 3, 3, 3)))
+    y = F.conv2d(x, w, **kwargs)
+    assert y.shape[:2] == (0, 4)
+    y.sum().backward()
+    assert x.grad.shape == x.shape and not w.grad.any()
+
+
 def test_conv2d_keeps_float32(device):
     rng = np.random.default_rng(4)
     x = t32(rng.standard_normal((2, 3, 5, 5)), device, requires_grad=True)

@@ -389,7 +389,7 @@ class Conv2d(Function):
         if self.layout == "pointwise":
             return None
         C, (KH, KW) = x.shape[1], weight.shape[2:]
-        biggest = max(n1 - n0 for n0, n1 in self.chunks)
+        biggest = max((n1 - n0 for n0, n1 in self.chunks), default=0)
         return get_array_module(x).empty((biggest, C * KH * KW, OH * self.grid_w), dtype=x.dtype)
 
     def _cols(self, x_chunk, weight, OH, buffer):
@@ -443,8 +443,8 @@ class Conv2d(Function):
         gx = xp.empty(x.shape, dtype=x.dtype) if need_x else None
         gw = xp.zeros(w.shape, dtype=weight.dtype) if need_w else None
         buffer = self._buffer(x, weight, OH) if need_w else None
-        if self.layout == "wide":                                       # gy on the wide grid:
-            biggest = max(n1 - n0 for n0, n1 in self.chunks)            # zero where it is cut off
+        if self.layout == "wide":       # gy on the wide grid, zero in the columns cut off
+            biggest = max((n1 - n0 for n0, n1 in self.chunks), default=0)
             gy_wide = xp.zeros((biggest, O, OH, Wq), dtype=gy.dtype)
         for n0, n1 in self.chunks:
             n = n1 - n0
