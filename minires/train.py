@@ -564,10 +564,10 @@ class Trainer:
         if status == "completed":
             result.summary = self._summarize(result)
         elif self.out is not None:
-            self._say(f"stopped at epoch {self.epoch + 1}, step {self.batch} of "
-                      f"{self.steps_per_epoch}; "
-                      f"checkpoint saved to {self.last_checkpoint}. Continue with: "
-                      f"python -m minires.train cifar --resume {self.last_checkpoint}")
+            where = (f"after epoch {self.epoch}" if self.batch == 0 else
+                     f"in epoch {self.epoch + 1} after step {self.batch}/{self.steps_per_epoch}")
+            self._say(f"stopped {where}; checkpoint saved to {self.last_checkpoint}. Continue "
+                      f"with: python -m minires.train cifar --resume {self.last_checkpoint}")
         for cb in self.callbacks:
             cb.on_train_end(self, result)
         return result
