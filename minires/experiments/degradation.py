@@ -19,8 +19,8 @@ from .common import (Timer, add_training_arguments, depth_list, environment, eva
                      new_figure, output_folder, save_figure, save_json, trained_model)
 
 NAME = "degradation"
-DESCRIPTION = ("Plain vs residual networks of two depths, same recipe and budget: training-error "
-               "curves\nlike He et al. 2015 Figure 6.")
+DESCRIPTION = ("Training error of plain vs residual nets of two depths (He et al. 2015, Fig. 6).\n"
+               "Every model gets the same recipe, data and budget.")
 
 
 def add_arguments(parser):

@@ -30,9 +30,9 @@ from .common import (Timer, build, calibrate_batch_norm, depth_list, environment
                      load_splits, new_figure, output_folder, save_figure, save_json)
 
 NAME = "gradient-at-init"
-DESCRIPTION = ("Gradient norm per layer at initialisation for plain and residual nets of several "
-               "depths,\nand the correlation of input gradients between nearby inputs (shattered "
-               "gradients).")
+DESCRIPTION = ("Gradient norm per layer, and shattered gradients, at initialisation.\n"
+               "Plain and residual nets of several depths; the correlation of input gradients "
+               "between\nnearby inputs follows Balduzzi et al. 2017.")
 
 
 def add_arguments(parser):

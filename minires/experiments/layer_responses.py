@@ -22,8 +22,8 @@ from .common import (Timer, add_training_arguments, environment, first_batch, lo
                      new_figure, output_folder, save_figure, save_json, trained_model)
 
 NAME = "layer-responses"
-DESCRIPTION = ("Standard deviation of each 3x3 layer's response (after BN, before ReLU/addition) "
-               "in\ntrained plain and residual networks (He et al. 2015, Figure 7).")
+DESCRIPTION = ("Std of each 3x3 layer's response in trained nets (He et al. 2015, Fig. 7).\n"
+               "Responses are taken after BN, before the ReLU or the addition.")
 
 
 def add_arguments(parser):

@@ -20,8 +20,8 @@ from .common import (Timer, build, environment, evaluate, load_splits, load_weig
                      output_folder, save_figure, save_json, save_weights, train)
 
 NAME = "lesion"
-DESCRIPTION = ("Delete single residual blocks from a trained residual network (and single layers "
-               "from a\nplain one) and measure the test error (Veit et al. 2016).")
+DESCRIPTION = ("Delete one block (or layer) of a trained net, measure the test error (Veit 2016).\n"
+               "Single residual blocks of a residual net, single layers of a plain net.")
 
 
 def add_arguments(parser):
@@ -33,8 +33,9 @@ def add_arguments(parser):
                         "training images (default: %(default)s; 50000 = all)")
     parser.add_argument("--limit-test", type=int, default=1000, help="measure the error on the "
                         "first N test images (default: %(default)s; 10000 = all)")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=0.1)
+    parser.add_argument("--batch-size", type=int, default=128, help="(default: %(default)s)")
+    parser.add_argument("--lr", type=float, default=0.1, help="peak learning rate of SGD with "
+                        "momentum 0.9, weight decay 1e-4, warm-up then cosine (default: %(default)s)")
     parser.add_argument("--resnet-checkpoint", default=None, help="trained weights of resnetD")
     parser.add_argument("--plain-checkpoint", default=None, help="trained weights of plainD")
     parser.add_argument("--from", dest="from_dir", default=None, help="a folder holding "

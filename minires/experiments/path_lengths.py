@@ -34,8 +34,8 @@ from .common import (Timer, build, environment, first_batch, load_splits, load_w
                      output_folder, save_figure, save_json, save_weights, train)
 
 NAME = "path-lengths"
-DESCRIPTION = ("Distribution of path lengths in a residual network and the gradient carried by "
-               "paths of\neach length, estimated by sampling as Veit et al. 2016 did.")
+DESCRIPTION = ("Which path lengths carry the gradient in a residual net (Veit et al. 2016).\n"
+               "Path-length distribution and gradient per length, estimated by sampling paths.")
 
 
 def add_arguments(parser):
