@@ -66,6 +66,7 @@ def test_lesion_tiny(tmp_path):
     assert again["models"]["resnet8"]["test_error"] == pytest.approx(res["test_error"])
 
 
+@pytest.mark.slow
 def test_degradation_tiny_and_layer_responses_from_its_weights(tmp_path):
     _results, saved = tiny("degradation", tmp_path)
     assert set(saved["models"]) == {"plain8", "plain14", "resnet8", "resnet14"}
