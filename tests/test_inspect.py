@@ -207,6 +207,14 @@ def test_a_generator_kept_by_a_module_is_restored_too():
     np.testing.assert_array_equal(model[1].rng.normal(size=3), draws)
 
 
+def test_the_callers_input_tensor_is_left_alone():
+    x, y = batch()
+    xt = mr.tensor(x, requires_grad=True)
+    gradient_flow(MLPNet(), xt, y)
+    assert xt.grad is None and xt.requires_grad
+    np.testing.assert_array_equal(xt.numpy(), x)
+
+
 def test_hooks_are_removed_even_when_the_loss_fails():
     model = MLPNet()
     x, y = batch()
