@@ -90,7 +90,8 @@ save_figure(fig, OUT / "augmentation.png")
 
 # %%
 config = recipe_config("fast", model="resnet20", epochs=fast_or_full(2, 3),
-                       batch_size=fast_or_full(32, 128), prefetch=0, seed=0)
+                       batch_size=fast_or_full(32, 128), prefetch=0, seed=0,
+                       augment=fast_or_full(False, True))   # fast mode: 8x8 images, no shifts
 for key in ("model", "epochs", "batch_size", "optimizer", "lr", "momentum", "nesterov",
             "weight_decay", "schedule", "warmup_epochs", "label_smoothing", "augment"):
     print(f"  {key:<16} {getattr(config, key)}")
