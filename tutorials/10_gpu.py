@@ -46,6 +46,10 @@ print(mode_line())
 # on the GPU, so the op does not know or care where it runs. Only
 # `minires/backend.py` imports CuPy, lazily: `import minires` never pays for it, and a
 # machine without a GPU never needs it.
+#
+# Without a GPU the next cell prints why and stops the lesson (`SystemExit(0)`: a
+# script exits cleanly; in a notebook the cell shows "SystemExit: 0" and "Run All"
+# stops there).
 
 # %%
 GPU = mr.gpu_available()
