@@ -24,7 +24,6 @@
 
 # %%
 import numpy as np
-
 from lesson_utils import mode_line
 
 import minires as mr

@@ -22,7 +22,6 @@
 
 # %%
 import numpy as np
-
 from lesson_utils import mode_line, new_figure, out_dir, save_figure
 
 import minires as mr

@@ -25,7 +25,6 @@
 import time
 
 import numpy as np
-
 from lesson_utils import FAST, fast_or_full, load_data, mode_line, new_figure, out_dir, save_figure
 
 import minires as mr
@@ -119,6 +118,9 @@ print("im2col by loops == F.im2col, and w_mat @ cols == the convolution")
 # shape (N, C, KH, KW, OH, OW), then one copy into the contiguous matrix BLAS wants.
 # A 3x3 convolution's matrix is 9 times the size of its input — memory traffic, not
 # arithmetic, is what im2col costs.
+
+# %%
+assert F.im2col(x, 3, padding=1).size == 9 * x.size      # stride 1, padding 1: one column per pixel
 #
 # ## 3. The backward pass, and col2im
 #
@@ -159,8 +161,8 @@ print("dW, dx (col2im), db by hand == F.conv2d's backward")
 # groups (small shapes: the check does two forward passes per input element).
 
 # %%
-settings = [dict(stride=1, padding=0), dict(stride=2, padding=1), dict(padding=2, dilation=2),
-            dict(stride=1, padding=1, groups=2)]
+settings = [{"stride": 1, "padding": 0}, {"stride": 2, "padding": 1},
+            {"padding": 2, "dilation": 2}, {"stride": 1, "padding": 1, "groups": 2}]
 for kw in settings:
     groups = kw.get("groups", 1)
     xs = mr.tensor(rng.standard_normal((2, 4, 5, 5)), requires_grad=True)

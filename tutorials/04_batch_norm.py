@@ -21,7 +21,6 @@
 
 # %%
 import numpy as np
-
 from lesson_utils import load_data, mode_line, new_figure, out_dir, save_figure
 
 import minires as mr
@@ -61,6 +60,7 @@ assert np.allclose(y, gamma.reshape(1, 3, 1, 1) * x_hat + beta.reshape(1, 3, 1, 
 assert np.allclose(running_mean, 0.1 * mu)                       # updated in place
 assert np.allclose(running_var, 0.9 + 0.1 * var * M / (M - 1))
 print("per-channel mean of y:", y.mean(axis=(0, 2, 3)).round(6), "= beta:", beta.round(6))
+assert np.allclose(y.mean(axis=(0, 2, 3)), beta)        # x_hat has mean 0 in every channel
 
 # %% [markdown]
 # ## 2. The backward pass, on paper
@@ -125,7 +125,7 @@ print("MyBatchNorm: same gradient as F.batch_norm, and gradcheck passes")
 # %%
 class BuggyBatchNorm(MyBatchNorm):
     def backward(self, g):
-        x_hat, invstd = self.saved
+        _, invstd = self.saved
         return (invstd * (g - g.mean(axis=(0, 2, 3), keepdims=True)),)   # a term is missing
 
 

@@ -33,7 +33,6 @@
 import time
 
 import numpy as np
-
 from lesson_utils import FAST, fast_or_full, load_data, mode_line, new_figure, out_dir, save_figure
 
 import minires as mr
@@ -134,8 +133,8 @@ for name, model in models.items():
     last_epoch = float(np.mean(history[name][-steps_per_epoch:]))
     eval_loss, eval_err = evaluate(model, probe)
     test_loss, test_err = evaluate(model, data.test)
-    results[name] = dict(last_epoch=last_epoch, eval_loss=eval_loss, eval_err=eval_err,
-                         test_err=test_err)
+    results[name] = {"last_epoch": last_epoch, "eval_loss": eval_loss, "eval_err": eval_err,
+                     "test_err": test_err}
     print(f"{name:>8}: training loss (last epoch) {last_epoch:.3f} | eval mode on {len(probe)} "
           f"training images: loss {eval_loss:.3f}, error {100 * eval_err:.1f}% | test error "
           f"{100 * test_err:.1f}%")

@@ -25,9 +25,16 @@
 
 # %%
 import numpy as np
-
-from lesson_utils import (FAST, fast_or_full, has_matplotlib, load_data, mode_line, new_figure,
-                          out_dir, save_figure)
+from lesson_utils import (
+    FAST,
+    fast_or_full,
+    has_matplotlib,
+    load_data,
+    mode_line,
+    new_figure,
+    out_dir,
+    save_figure,
+)
 
 import minires as mr
 import minires.functional as F
@@ -188,7 +195,7 @@ comparison = mr.inspect.compare(models, x_batch, y_batch)
 print(comparison)
 
 summary = {name: comparison[name].summary() for name in models}
-for name, s in summary.items():
+for name in summary:
     shares = [b["skip_share"] for b in comparison[name].blocks]
     if name.startswith("plain"):
         assert all(b["skip_grad_norm"] == 0 for b in comparison[name].blocks)

@@ -24,7 +24,6 @@
 
 # %%
 import numpy as np
-
 from lesson_utils import fast_or_full, mode_line, new_figure, out_dir, save_figure
 
 import minires as mr

@@ -31,7 +31,6 @@
 import time
 
 import numpy as np
-
 from lesson_utils import fast_or_full, mode_line, new_figure, out_dir, save_figure
 
 import minires as mr
@@ -91,6 +90,21 @@ print("pre-activation stage: x_L == x_0 + sum of the branches, and the output gr
       "the last block's input unchanged")
 print(f"gradient norms along the skips, last block first: "
       f"{[round(float(np.linalg.norm(g)), 2) for g in skip_grads]}")
+
+# %% [markdown]
+# The difference shows at once in a block whose branch is zero (`zero_init_residual`
+# zeroes the last scale of the branch): the pre-activation block is the identity, the
+# post-activation one is a ReLU.
+
+# %%
+post, pre = nn.BasicBlock(16, 16), nn.PreActBlock(16, 16)
+for blk in (post, pre):
+    blk.zero_init_residual()
+    blk.eval()
+xz = mr.tensor(rng.standard_normal((2, 16, 4, 4)).astype(np.float32))
+assert np.array_equal(pre(xz).numpy(), xz.numpy())
+assert np.array_equal(post(xz).numpy(), np.maximum(xz.numpy(), 0))
+print("zero branch: pre-activation block == identity, post-activation block == relu")
 
 # %% [markdown]
 # ## 2. Wide ResNets: width costs quadratically

@@ -27,7 +27,6 @@
 import time
 
 import numpy as np
-
 from lesson_utils import FAST, fast_or_full, load_data, mode_line, new_figure, out_dir, save_figure
 
 import minires as mr

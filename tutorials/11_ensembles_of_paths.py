@@ -29,7 +29,6 @@
 import math
 
 import numpy as np
-
 from lesson_utils import FAST, fast_or_full, load_data, mode_line, new_figure, out_dir, save_figure
 
 import minires as mr
