@@ -20,8 +20,8 @@
 #
 # **Budget without fast mode:** one batch of 64 CIFAR-10 training images through
 # plain20, plain56, resnet20 and resnet56 at initialisation (one forward and backward
-# pass each); under a minute on a 2-core CPU. Fast mode: 16 synthetic 8x8 images,
-# depths 8 and 20.
+# pass each); 1–5 minutes on a 2-core CPU, depending on what else it is doing. Fast
+# mode: 16 synthetic 8x8 images, depths 8 and 20.
 
 # %%
 import numpy as np
