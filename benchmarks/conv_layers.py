@@ -7,10 +7,9 @@ Both libraries run in this one process, alternating (minires, torch, minires, ..
 noisy neighbour slows both alike; each figure is the median of the repeats. The input
 gradient is computed for every layer except the first (whose input is the image), as
 in training. ``--variants`` adds alternatives to minires' default (chunks of a few
-images, the wide layout for stride 1, columns recomputed in backward):
+images, columns recomputed in backward):
   whole-recompute   im2col of the whole batch at once, recomputed in backward
   whole-keep        im2col of the whole batch at once, kept from forward for backward
-  plain-layout      chunked, but the plain im2col layout for stride 1 too (no wide grid)
 which are the measurements behind the choices documented in minires/functional/conv.py.
 "whole-keep" also needs the columns of every layer in memory until its backward: the
 table's last line says how much that is for the 19 convolutions of ResNet-20.
@@ -42,12 +41,6 @@ RESNET20_CONVS = [
 ]
 
 
-class Conv2dPlain(Conv2d):
-    """Variant: the plain im2col layout for every stride (no wide grid for stride 1)."""
-
-    WIDE_STRIDE1 = False
-
-
 class Conv2dWholeBatch(Conv2d):
     """Variant: one chunk for the whole batch (columns of all images at once), recomputed."""
 
@@ -61,9 +54,9 @@ class Conv2dKeepCols(Conv2dWholeBatch):
         self._kept = None
         return super().forward(x, weight, bias)
 
-    def _cols(self, x_chunk, weight, OH, buffer):
+    def _columns(self, x_chunk, weight, buffer):
         if self._kept is None:                      # forward: build them and keep them
-            self._kept = super()._cols(x_chunk, weight, OH, buffer)
+            self._kept = super()._columns(x_chunk, weight, buffer)
         return self._kept                           # backward: reuse
 
 
@@ -122,8 +115,7 @@ def main():
 
     variants = [("minires", Conv2d)]
     if args.variants:
-        variants += [("plain-layout", Conv2dPlain), ("whole-recompute", Conv2dWholeBatch),
-                     ("whole-keep", Conv2dKeepCols)]
+        variants += [("whole-recompute", Conv2dWholeBatch), ("whole-keep", Conv2dKeepCols)]
     versions = f"numpy {np.__version__}"
     if torch:
         versions += f", torch {torch.__version__} ({torch.get_num_threads()} threads)"

@@ -19,7 +19,15 @@ from hypothesis import strategies as st
 import minires as mr
 import minires.functional as F
 from minires.backend import to_numpy
-from minires.functional.conv import Conv2d, col2im, col2im_wide, conv2d_naive, im2col, im2col_wide
+from minires.functional.conv import (
+    Conv2d,
+    batch_grid_width,
+    col2im,
+    col2im_batch,
+    conv2d_naive,
+    im2col,
+    im2col_batch,
+)
 from tests.helpers import assert_forward, t32, t64
 
 
@@ -41,9 +49,7 @@ def conv_cases(draw, max_batch=2, max_groups=3, max_group_channels=2, max_kernel
         )
 
     stride, padding, dilation = int_or_pair(1, 2), int_or_pair(0, 2), int_or_pair(1, 2)
-    (sh, sw), (ph, pw), (dh, dw) = (
-        (v, v) if isinstance(v, int) else v for v in (stride, padding, dilation)
-    )
+    (ph, pw), (dh, dw) = pair(padding), pair(dilation)
     span_h, span_w = dh * (KH - 1) + 1, dw * (KW - 1) + 1
     H = draw(st.integers(max(1, span_h - 2 * ph), max(1, span_h - 2 * ph) + 3))
     W = draw(st.integers(max(1, span_w - 2 * pw), max(1, span_w - 2 * pw) + 3))
@@ -58,6 +64,10 @@ def conv_cases(draw, max_batch=2, max_groups=3, max_group_channels=2, max_kernel
         bias=draw(st.booleans()),
         seed=draw(st.integers(0, 2**31)),
     )
+
+
+def pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
 
 
 def make_inputs(case, device, make=t64):
@@ -146,14 +156,9 @@ def test_im2col_matches_definition(device, case):
     x = np.random.default_rng(case["seed"]).standard_normal(case["x_shape"])
     N, C, H, W = x.shape
     KH, KW = case["w_shape"][2:]
-    (sh, sw), (ph, pw), (dh, dw) = (
-        (v, v) if isinstance(v, int) else v
-        for v in (case["stride"], case["padding"], case["dilation"])
-    )
-    cols = mr.tensor(x, device=device).data
-    cols = mr.tensor(
-        im2col(cols, (KH, KW), case["stride"], case["padding"], case["dilation"])
-    ).numpy()
+    (sh, sw), (ph, pw), (dh, dw) = (pair(case[k]) for k in ("stride", "padding", "dilation"))
+    x_device = mr.tensor(x, dtype=np.float64, device=device).data
+    cols = to_numpy(im2col(x_device, (KH, KW), case["stride"], case["padding"], case["dilation"]))
     OH = (H + 2 * ph - dh * (KH - 1) - 1) // sh + 1
     OW = (W + 2 * pw - dw * (KW - 1) - 1) // sw + 1
     assert cols.shape == (N, C * KH * KW, OH * OW)
@@ -189,8 +194,8 @@ def test_col2im_is_the_adjoint_of_im2col(device, case):
 @pytest.mark.parametrize("groups", [1, 2])
 def test_chunked_conv2d_equals_one_chunk(device, monkeypatch, groups, stride):
     """Forward and all three gradients do not depend on how the batch is chunked
-    (chunks of 2 images of a batch of 5 leave an uneven last chunk); stride 1 takes the
-    wide layout, stride 2 the plain one."""
+    (chunks of 2 images of a batch of 5 leave an uneven last chunk, which reuses the
+    first chunk's buffers); stride 1 uses the wide grid, stride 2 the plain one."""
     rng = np.random.default_rng(3)
     x_np, w_np = rng.standard_normal((5, 4, 6, 6)), rng.standard_normal((6, 4 // groups, 3, 3))
     OH = 6 // stride
@@ -206,8 +211,8 @@ def test_chunked_conv2d_equals_one_chunk(device, monkeypatch, groups, stride):
     whole = run()
     fn = Conv2d(stride=stride, padding=1, groups=groups)
     fn._plan(x_np, w_np, OH, OH)
-    assert fn.layout == ("wide" if stride == 1 else "plain") and len(fn.chunks) == 1
-    per_image = 4 * 9 * OH * fn.grid_w * 8  # C*KH*KW * OH*grid width * float64 bytes
+    assert fn.grid_w == (8 if stride == 1 else 3) and fn.chunks == [(0, 5)]
+    per_image = 4 * 9 * OH * fn.grid_w * 8  # C*KH*KW * OH*Wq * float64 bytes
     monkeypatch.setattr(Conv2d, "CPU_CHUNK_BYTES", 2 * per_image)
     fn._plan(x_np, w_np, OH, OH)
     assert fn.chunks == [(0, 2), (2, 4), (4, 5)]
@@ -216,62 +221,41 @@ def test_chunked_conv2d_equals_one_chunk(device, monkeypatch, groups, stride):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
-@given(case=conv_cases(max_batch=3, max_groups=2, max_group_channels=3))
-def test_wide_and_plain_layouts_agree(device, monkeypatch, case):
-    """The stride-1 fast path (wide grid) gives the plain im2col path's output and gradients."""
-    results = []
-    for wide in (True, False):
-        monkeypatch.setattr(Conv2d, "WIDE_STRIDE1", wide)
-        x, w, b = make_inputs(dict(case, stride=1), device)
-        y = F.conv2d(x, w, b, **settings(dict(case, stride=1)))
-        gy = np.random.default_rng(case["seed"]).standard_normal(y.shape)
-        y.backward(mr.tensor(gy, dtype=np.float64, device=device))
-        results.append([y.numpy()] + [to_numpy(t.grad) for t in (x, w, b) if t is not None])
-    for a, b in zip(*results):
-        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
-
-
 @given(case=conv_cases(max_batch=3, max_groups=1, max_group_channels=3))
-def test_wide_columns_match_im2col(device, case):
-    """im2col_wide holds im2col's columns at q = i*Wp + j (j < OW); col2im_wide, given zeros in
-    the other columns, equals col2im."""
+def test_batch_columns_match_im2col(device, case):
+    """im2col_batch holds im2col's columns side by side, channel-major, on the grid of width
+    Wq (the wide grid for stride 1); col2im_batch, given zeros in the cut-off columns,
+    equals col2im. A too-big reused ``out`` buffer gives the same columns."""
     rng = np.random.default_rng(case["seed"])
-    kernel, padding, dilation = case["w_shape"][2:], case["padding"], case["dilation"]
+    args = (case["w_shape"][2:], case["stride"], case["padding"], case["dilation"])
     x = mr.tensor(rng.standard_normal(case["x_shape"]), dtype=np.float64, device=device).data
-    N, C, H, W = x.shape
-    plain = to_numpy(im2col(x, kernel, 1, padding, dilation))
-    wide = to_numpy(im2col_wide(x, kernel, padding, dilation))
-    (ph, pw), (dh, dw) = ((v, v) if isinstance(v, int) else v for v in (padding, dilation))
-    Wp = W + 2 * pw
-    OH, OW = H + 2 * ph - dh * (kernel[0] - 1), W + 2 * pw - dw * (kernel[1] - 1)
-    assert wide.shape == (N, plain.shape[1], OH * Wp)
-    np.testing.assert_array_equal(
-        wide.reshape(N, -1, OH, Wp)[..., :OW], plain.reshape(N, -1, OH, OW)
-    )
+    N, _, H, W = x.shape
+    plain = to_numpy(im2col(x, *args))  # (N, K, OH*OW)
+    K = plain.shape[1]
+    (sh, sw), (ph, pw), (dh, dw) = (pair(case[k]) for k in ("stride", "padding", "dilation"))
+    KH, KW = case["w_shape"][2:]
+    OH = (H + 2 * ph - dh * (KH - 1) - 1) // sh + 1
+    OW = (W + 2 * pw - dw * (KW - 1) - 1) // sw + 1
+    Wq = W + 2 * pw if (sh, sw) == (1, 1) else OW
+    assert batch_grid_width(W, OW, (sh, sw), (ph, pw)) == Wq
 
-    c = rng.standard_normal(plain.shape)
-    c_wide = np.zeros(wide.shape)
-    c_wide.reshape(N, -1, OH, Wp)[..., :OW] = c.reshape(N, -1, OH, OW)
-    back_plain = to_numpy(
-        col2im(
-            mr.tensor(c, device=device, dtype=np.float64).data,
-            x.shape,
-            kernel,
-            1,
-            padding,
-            dilation,
-        )
-    )
-    back_wide = to_numpy(
-        col2im_wide(
-            mr.tensor(c_wide, device=device, dtype=np.float64).data,
-            x.shape,
-            kernel,
-            padding,
-            dilation,
-        )
-    )
-    np.testing.assert_allclose(back_wide, back_plain, rtol=1e-12, atol=1e-12)
+    batch = to_numpy(im2col_batch(x, *args))
+    assert batch.shape == (K, N * OH * Wq)
+    on_grid = batch.reshape(K, N, OH, Wq)[..., :OW]
+    np.testing.assert_array_equal(on_grid, plain.reshape(N, K, OH, OW).transpose(1, 0, 2, 3))
+    buffer = mr.tensor(np.full(batch.size + 7, np.nan), dtype=np.float64, device=device).data
+    np.testing.assert_array_equal(to_numpy(im2col_batch(x, *args, out=buffer)), batch)
+
+    c = rng.standard_normal(plain.shape)  # (N, K, OH*OW)
+    c_batch = np.zeros((K, N, OH, Wq))
+    c_batch[..., :OW] = c.reshape(N, K, OH, OW).transpose(1, 0, 2, 3)
+
+    def on_device(a):
+        return mr.tensor(a, dtype=np.float64, device=device).data
+
+    back_plain = to_numpy(col2im(on_device(c), x.shape, *args))
+    back_batch = to_numpy(col2im_batch(on_device(c_batch.reshape(K, -1)), x.shape, *args))
+    np.testing.assert_allclose(back_batch, back_plain, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("kwargs", [{"padding": 1}, {"stride": 2}, {}])

@@ -9,16 +9,17 @@ one matrix product, which BLAS computes fast:
     y[n]    = W @ cols[n]            (C_out, C*KH*KW) @ (C*KH*KW, OH*OW) = (C_out, OH*OW)
 
 Layout. Each image gets its own (C*KH*KW, OH*OW) matrix, so ``W @ cols[n]`` is
-already image n of the output in NCHW order: the GEMM writes the result where it
-belongs and no big transpose is ever needed (neither in forward nor backward).
-A 1x1 convolution with stride 1 and no padding is the extreme case: its columns
-*are* the pixels, ``x.reshape(N, C, H*W)``, and im2col copies nothing.
+already image n of the output in NCHW order. That is ``im2col`` / ``col2im`` below,
+the readable version. ``conv2d`` itself puts the columns of several images side by
+side in one matrix (``im2col_batch``: one GEMM instead of one per image, faster) --
+see the comment above it. A 1x1 convolution with stride 1 and no padding needs no
+im2col at all: its columns *are* the pixels, ``x.reshape(N, C, H*W)``.
 
 Backward, from y[n] = W @ cols[n]:
 
     dW       = sum over n of  gy[n] @ cols[n].T        (C_out, C*KH*KW)
     dcols[n] = W.T @ gy[n]                             (C*KH*KW, OH*OW)
-    dx       = col2im(dcols)   -- every column adds its entries back to the pixels it was read from
+    dx       = col2im(dcols): each column entry goes back onto the pixel it was read from
     db       = sum of gy over N, OH, OW
 
 col2im is the adjoint (transpose) of im2col: <col2im(c), x> == <c, im2col(x)>.
@@ -27,18 +28,17 @@ Groups. With ``groups=G`` the C input channels split into G blocks of C/G and th
 output channels into G blocks of C_out/G; block g of the output sees only block g
 of the input. Because im2col orders rows channel-major (c, kh, kw), the rows of
 group g are one contiguous block, so the product is a batched matmul over G:
-(G, C_out/G, C/G*KH*KW) @ (N, G, C/G*KH*KW, OH*OW).
+(G, C_out/G, C/G*KH*KW) @ (G, C/G*KH*KW, columns).
 
-Speed (NumPy). The work is limited by memory traffic, not arithmetic: the column
-matrix of a 3x3 convolution is 9 times the size of its input. So ``Conv2d`` runs
-im2col and the GEMMs on a few images at a time (a chunk of about
-``Conv2d.CPU_CHUNK_BYTES`` of columns), so the columns stay in the CPU cache
-between being written and being read by BLAS, and the buffer is reused instead of
-a fresh allocation (page faults) for the whole batch. On the GPU the whole batch
-is one chunk. Backward recomputes the columns from the saved input instead of
-keeping them: keeping them costs 9x the input's memory per 3x3 layer (about
-0.9 GB for ResNet-20 at batch 128) for a small gain in time -- see
-benchmarks/conv_layers.py and the figures in benchmarks/RESULTS.md.
+Speed (NumPy). The work is limited by memory traffic more than by arithmetic: the
+column matrix of a 3x3 convolution is 9 times the size of its input. So ``Conv2d``
+builds the columns of a few images at a time (about ``Conv2d.CPU_CHUNK_BYTES``),
+which stay in the CPU cache between being written and being read by BLAS, in one
+buffer reused by every chunk (a fresh allocation of the whole batch's columns costs
+page faults). On the GPU the whole batch is one chunk. Backward recomputes the
+columns from the saved input instead of keeping them: keeping them would hold about
+0.8 GB for ResNet-20 at batch 128 to save a few percent of time (measured with
+``python benchmarks/conv_layers.py --variants``; figures in ``Conv2d``'s docstring).
 """
 from __future__ import annotations
 
@@ -202,20 +202,31 @@ def col2im(cols, x_shape, kernel_size, stride=1, padding=0, dilation=1):
     return gx_pad[:, :, ph:ph + H, pw:pw + W]
 
 
-# --- the stride-1 fast path: columns on the "wide" grid ---------------------------------
-# im2col above copies rows only OW pixels long (8 in ResNet's last stage), and col2im
-# adds them back the same way: NumPy then spends its time stepping between short rows,
-# not moving data. With stride 1 there is a layout where every copy and add is one long
-# contiguous run. Flatten each padded image plane (Hp x Wp) to one row. Output pixel
-# (i, j) at kernel offset (kh, kw) reads flat position
-#       (i + kh*dh) * Wp + (j + kw*dw)  =  q + (kh*dh*Wp + kw*dw),   with q = i*Wp + j.
-# So compute the output on a "wide" grid of OH x Wp pixels (q = 0 .. OH*Wp - 1): then
-# row (c, kh, kw) of the column matrix is the flat plane shifted by kh*dh*Wp + kw*dw,
-# ONE contiguous run. The Wp - OW extra pixels per output row (q with j >= OW) read
-# wrapped-around neighbours: they are computed and cut off (6% extra work at 32x32,
-# 25% at 8x8). In backward the gradient is zero there, so they add nothing.
-# Measured: about 1.3x faster convolution layers on ResNet-20 (benchmarks/RESULTS.md);
+# --- the fast path conv2d uses: the columns of a whole batch in ONE matrix ---------------
+# im2col above gives each image its own matrix, so a convolution would be N small GEMMs.
+# conv2d instead lays the columns of all the images of a chunk side by side, channel-major:
+#       cols (C*KH*KW, N*OH*Wq),   y = W @ cols  (C_out, N*OH*Wq)
+# one large GEMM per group and pass. BLAS spreads one big product over the cores much
+# better than many small ones; the price is a transpose of the output (C_out, N, ...) ->
+# (N, C_out, ...), a copy the size of the output, not of the columns.
+#
+# Stride 1 gets a second trick, the "wide" grid. im2col copies rows only OW pixels long
+# (8 in ResNet's last stage) and col2im adds them back the same way, so NumPy spends its
+# time stepping between short rows. Flatten each zero-padded plane (Hp x Wp) into one
+# row; output pixel (i, j) at kernel offset (kh, kw) reads flat position
+#       (i + kh*dh) * Wp + (j + kw*dw)  =  q + (kh*dh*Wp + kw*dw),   q = i*Wp + j.
+# Computing the output on a grid OH x Wq with Wq = Wp (q = 0 .. OH*Wp - 1) makes every
+# row (c, kh, kw) of the columns ONE contiguous run of the flat plane, and col2im KH*KW
+# contiguous adds. The Wp - OW extra outputs per row (j >= OW) read wrapped-around
+# neighbours: they are computed and cut off (6% extra GEMM work at 32x32, 25% at 8x8);
+# in backward the gradient there is zero, so they add nothing.
+# Measured on ResNet-20 shapes: benchmarks/conv_layers.py (figures in conv2d's docstring).
 # tests/test_conv.py checks both functions against im2col / col2im.
+
+def batch_grid_width(W, OW, stride, padding):
+    """Wq, the width of the output grid im2col_batch lays out: Wp (wide) for stride 1, else OW."""
+    return W + 2 * padding[1] if tuple(stride) == (1, 1) else OW
+
 
 def _flat_planes(x, padding, extra):
     """x (N, C, H, W) zero-padded, flattened: (N, C, Hp*Wp + extra), the last ``extra`` zero."""
@@ -228,54 +239,76 @@ def _flat_planes(x, padding, extra):
     return flat
 
 
-def im2col_wide(x, kernel_size, padding=0, dilation=1, out=None):
-    """Stride-1 columns on the wide grid: (N, C*KH*KW, OH*Wp), Wp = W + 2*pw.
+def _batch_settings(op, x_shape, kernel_size, stride, padding, dilation):
+    KH, KW = _pair(kernel_size, "kernel_size", op, 1)
+    stride, padding = _pair(stride, "stride", op, 1), _pair(padding, "padding", op, 0)
+    dilation = _pair(dilation, "dilation", op, 1)
+    H, W = x_shape[2:]
+    OH, OW = conv_output_size(H, W, (KH, KW), stride, padding, dilation, op)
+    return (KH, KW), stride, padding, dilation, (OH, OW), batch_grid_width(W, OW, stride, padding)
 
-    cols[n, (c, kh, kw), i*Wp + j] = x_pad[n, c, i + kh*dh, j + kw*dw] for j < OW, the
-    same entries as im2col; the columns with j >= OW hold values to be discarded.
+
+def im2col_batch(x, kernel_size, stride=1, padding=0, dilation=1, out=None):
+    """The columns of all images side by side: (C*KH*KW, N*OH*Wq), Wq = batch_grid_width(...).
+
+    cols[(c, kh, kw), (n, i, j)] = x_pad[n, c, i*sh + kh*dh, j*sw + kw*dw] -- im2col's
+    entries, channel-major. For stride 1 (Wq = Wp) the columns with j >= OW hold values
+    to discard. One strided view, one copy; ``out``, if given, is a flat buffer with room
+    for the result (reused across calls).
     """
-    op = "im2col_wide"
+    op = "im2col_batch"
     _check_4d(x, op)
     xp = get_array_module(x)
-    N, C, H, W = x.shape
-    (KH, KW), padding = _pair(kernel_size, "kernel_size", op, 1), _pair(padding, "padding", op, 0)
-    dh, dw = _pair(dilation, "dilation", op, 1)
-    OH, _ = conv_output_size(H, W, (KH, KW), 1, padding, (dh, dw), op)
-    Wp = W + 2 * padding[1]
-    flat = _flat_planes(x, padding, extra=(KW - 1) * dw)                # (N, C, Hp*Wp + extra)
-    sN, sC, s1 = flat.strides
-    runs = strided_view(flat, (N, C, KH, KW, OH * Wp),                  # (N, C, KH, KW, OH*Wp)
-                        (sN, sC, dh * Wp * s1, dw * s1, s1))
-    if out is None:
-        out = xp.empty((N, C * KH * KW, OH * Wp), dtype=x.dtype)
-    xp.copyto(out.reshape(N, C, KH, KW, OH * Wp), runs)                 # the one copy
-    return out                                                          # (N, C*KH*KW, OH*Wp)
+    N, C = x.shape[:2]
+    (KH, KW), (sh, sw), padding, (dh, dw), (OH, OW), Wq = _batch_settings(
+        op, x.shape, kernel_size, stride, padding, dilation)
+    if (sh, sw) == (1, 1):                                              # the wide grid
+        flat = _flat_planes(x, padding, extra=(KW - 1) * dw)            # (N, C, Hp*Wp + extra)
+        sN, sC, s1 = flat.strides
+        view = strided_view(flat, (C, KH, KW, N, OH * Wq),              # (C, KH, KW, N, OH*Wq)
+                            (sC, dh * Wq * s1, dw * s1, sN, s1))
+    else:
+        x_pad = pad2d(x, padding)                                       # (N, C, Hp, Wp)
+        sN, sC, sH, sW = x_pad.strides
+        view = strided_view(x_pad, (C, KH, KW, N, OH, OW),              # (C, KH, KW, N, OH, OW)
+                            (sC, dh * sH, dw * sW, sN, sh * sH, sw * sW))
+    size = C * KH * KW * N * OH * Wq
+    cols = xp.empty(size, dtype=x.dtype) if out is None else out[:size]
+    xp.copyto(cols.reshape(view.shape), view)                           # the one copy
+    return cols.reshape(C * KH * KW, N * OH * Wq)                       # (C*KH*KW, N*OH*Wq)
 
 
-def col2im_wide(cols, x_shape, kernel_size, padding=0, dilation=1):
-    """The adjoint of im2col_wide: (N, C*KH*KW, OH*Wp) -> (N, C, H, W).
+def col2im_batch(cols, x_shape, kernel_size, stride=1, padding=0, dilation=1):
+    """The adjoint of im2col_batch: (C*KH*KW, N*OH*Wq) -> (N, C, H, W).
 
-    Entries in the discarded columns (j >= OW) must be zero -- they are when cols is
-    W.T @ (a gradient zero-padded to the wide grid). One contiguous add per kernel offset.
+    For stride 1, the entries in the discarded columns (j >= OW) must be zero -- they are
+    when cols = W.T @ (a gradient zero-padded to the wide grid). One add per kernel offset.
     """
-    op = "col2im_wide"
+    op = "col2im_batch"
     xp = get_array_module(cols)
     N, C, H, W = x_shape
-    (KH, KW), (ph, pw) = _pair(kernel_size, "kernel_size", op, 1), _pair(padding, "padding", op, 0)
-    dh, dw = _pair(dilation, "dilation", op, 1)
-    OH, _ = conv_output_size(H, W, (KH, KW), 1, (ph, pw), (dh, dw), op)
+    (KH, KW), stride, (ph, pw), (dh, dw), (OH, OW), Wq = _batch_settings(
+        op, x_shape, kernel_size, stride, padding, dilation)
+    if cols.shape != (C * KH * KW, N * OH * Wq):
+        raise ValueError(f"{op}: cols must have shape {(C * KH * KW, N * OH * Wq)} for input "
+                         f"shape {tuple(x_shape)}, got {tuple(cols.shape)}")
     Hp, Wp = H + 2 * ph, W + 2 * pw
-    L = OH * Wp
-    if cols.shape != (N, C * KH * KW, L):
-        raise ValueError(f"{op}: cols must have shape {(N, C * KH * KW, L)}, "
-                         f"got {tuple(cols.shape)}")
-    runs = cols.reshape(N, C, KH, KW, L)                                # (N, C, KH, KW, OH*Wp)
-    flat = xp.zeros((N, C, Hp * Wp + (KW - 1) * dw), dtype=cols.dtype)
-    for kh in range(KH):
-        for kw in range(KW):
-            start = kh * dh * Wp + kw * dw
-            flat[:, :, start:start + L] += runs[:, :, kh, kw]
-    planes = flat[:, :, :Hp * Wp].reshape(N, C, Hp, Wp)                 # (N, C, Hp, Wp)
+    if stride == (1, 1):                                                # the wide grid
+        L = OH * Wq
+        runs = cols.reshape(C, KH, KW, N, L)                            # (C, KH, KW, N, OH*Wq)
+        flat = xp.zeros((N, C, Hp * Wp + (KW - 1) * dw), dtype=cols.dtype)
+        for kh in range(KH):
+            for kw in range(KW):
+                start = kh * dh * Wp + kw * dw
+                flat[:, :, start:start + L] += runs[:, kh, kw].transpose(1, 0, 2)
+        planes = flat[:, :, :Hp * Wp].reshape(N, C, Hp, Wp)             # (N, C, Hp, Wp)
+    else:
+        cols6 = cols.reshape(C, KH, KW, N, OH, OW)                      # (C, KH, KW, N, OH, OW)
+        planes = xp.zeros((N, C, Hp, Wp), dtype=cols.dtype)
+        for kh in range(KH):
+            for kw in range(KW):
+                rows, columns = offset_slices(kh, kw, (OH, OW), stride, (dh, dw))
+                planes[:, :, rows, columns] += cols6[:, kh, kw].transpose(1, 0, 2, 3)
     return planes[:, :, ph:ph + H, pw:pw + W]
 
 
@@ -319,21 +352,20 @@ def conv2d_naive(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1
 class Conv2d(Function):
     """2-D convolution on NCHW input with an OIHW weight, by im2col + GEMM.
 
-    Forward y[n] = W @ im2col(x)[n] (+ b), per group; see the module docstring for the
-    backward formulas. The columns come in one of three layouts, chosen per call:
-      "pointwise"  1x1 kernel, stride 1, no padding: the input itself, reshaped (no copy);
-      "wide"       other stride-1 convolutions: im2col_wide / col2im_wide (long contiguous
-                   copies; the output is computed on the OH x Wp grid and cropped);
-      "plain"      everything else: im2col / col2im.
-    keeps: x and the weight (the columns are recomputed in backward, a few images at a
-    time, rather than stored).
+    Two paths:
+      1x1 kernel, stride 1, no padding: the columns of image n are its pixels,
+        x[n].reshape(C, H*W) -- no im2col at all, y[n] = W @ x[n] for every image at once
+        (one batched matmul);
+      everything else: im2col_batch on chunks of a few images (about CPU_CHUNK_BYTES of
+        columns each, so they stay in the CPU cache and one buffer serves every chunk;
+        the whole batch at once on the GPU), one GEMM per group and chunk.
+    The backward formulas are in the module docstring. keeps: x and the weight -- the
+    columns are recomputed in backward rather than stored.
     """
 
     # Bytes of column matrix built at a time on the CPU: small enough to stay in cache,
     # large enough for efficient GEMMs (measured on ResNet-20 shapes, see benchmarks/).
     CPU_CHUNK_BYTES = 4 << 20
-    # Use the wide layout for stride-1 convolutions (False forces "plain": tests compare both).
-    WIDE_STRIDE1 = True
 
     def __init__(self, stride=1, padding=0, dilation=1, groups=1):
         super().__init__()
@@ -369,62 +401,45 @@ class Conv2d(Function):
         return conv_output_size(H, W, (KH, KW), self.stride, self.padding, self.dilation, op)
 
     def _plan(self, x, weight, OH, OW):
-        """Choose the column layout, the grid width the GEMM computes on (OW, or Wp for
-        "wide"), and the (n0, n1) batch chunks: about CPU_CHUNK_BYTES of columns each on
-        the CPU, the whole batch on the GPU. Sets self.layout, self.grid_w, self.chunks."""
+        """Sets self.pointwise, self.grid_w (Wq) and self.chunks, the (n0, n1) batch ranges."""
         N, C, _, W = x.shape
         KH, KW = weight.shape[2:]
-        if _is_pointwise((KH, KW), self.stride, self.padding):
-            self.layout, self.grid_w = "pointwise", OW
-        elif self.stride == (1, 1) and self.WIDE_STRIDE1:
-            self.layout, self.grid_w = "wide", W + 2 * self.padding[1]
-        else:
-            self.layout, self.grid_w = "plain", OW
+        self.pointwise = _is_pointwise((KH, KW), self.stride, self.padding)
+        self.grid_w = batch_grid_width(W, OW, self.stride, self.padding)
         per_image = C * KH * KW * OH * self.grid_w * x.itemsize
         step = N if get_array_module(x) is not np else max(1, self.CPU_CHUNK_BYTES // per_image)
         self.chunks = [(n0, min(N, n0 + step)) for n0 in range(0, N, step)]
+        self.step = max(1, min(step, N))
 
-    def _buffer(self, x, weight, OH):
-        """One columns buffer, reused by every chunk (None when no copy is made)."""
-        if self.layout == "pointwise":
-            return None
-        C, (KH, KW) = x.shape[1], weight.shape[2:]
-        biggest = max((n1 - n0 for n0, n1 in self.chunks), default=0)
-        return get_array_module(x).empty((biggest, C * KH * KW, OH * self.grid_w), dtype=x.dtype)
-
-    def _cols(self, x_chunk, weight, OH, buffer):
-        """The columns of a chunk of images as (n, G, C/G*KH*KW, OH*grid_w)."""
-        n, kernel = x_chunk.shape[0], weight.shape[2:]
-        if self.layout == "pointwise":
-            cols = im2col(x_chunk, kernel)                              # a reshape of x
-        elif self.layout == "wide":
-            cols = im2col_wide(x_chunk, kernel, self.padding, self.dilation, out=buffer[:n])
-        else:
-            cols = im2col(x_chunk, kernel, self.stride, self.padding, self.dilation, out=buffer[:n])
-        return cols.reshape(n, self.groups, -1, OH * self.grid_w)       # (n, G, C/G*KH*KW, OH*Wq)
-
-    def _col2im(self, dcols, x_shape, kernel):
-        if self.layout == "wide":
-            return col2im_wide(dcols, x_shape, kernel, self.padding, self.dilation)
-        return col2im(dcols, x_shape, kernel, self.stride, self.padding, self.dilation)
+    def _columns(self, x_chunk, weight, buffer):
+        """im2col_batch of a chunk into ``buffer``, as (G, C/G*KH*KW, n*OH*Wq)."""
+        cols = im2col_batch(x_chunk, weight.shape[2:], self.stride, self.padding, self.dilation,
+                            out=buffer)                                 # (C*KH*KW, n*OH*Wq)
+        return cols.reshape(self.groups, -1, cols.shape[1])             # (G, C/G*KH*KW, n*OH*Wq)
 
     def forward(self, x, weight, bias):
         xp = get_array_module(x)
         OH, OW = self._check(x, weight, bias)
-        N, G, O = x.shape[0], self.groups, weight.shape[0]
+        N, C, H, W = x.shape
+        G, O = self.groups, weight.shape[0]
         self._plan(x, weight, OH, OW)
-        Wq = self.grid_w
         w = weight.reshape(G, O // G, -1)                               # (G, O/G, C/G*KH*KW)
-        y = xp.empty((N, O, OH, OW), dtype=x.dtype)
-        buffer = self._buffer(x, weight, OH)
-        for n0, n1 in self.chunks:
-            n = n1 - n0
-            cols = self._cols(x[n0:n1], weight, OH, buffer)             # (n, G, C/G*KH*KW, OH*Wq)
-            if self.layout == "wide":
-                y_wide = xp.matmul(w, cols)                             # (n, G, O/G, OH*Wq)
-                y[n0:n1] = y_wide.reshape(n, O, OH, Wq)[:, :, :, :OW]   # crop the wide grid
-            else:
-                xp.matmul(w, cols, out=y[n0:n1].reshape(n, G, O // G, OH * OW))
+        if self.pointwise:
+            # 1x1, stride 1, no padding: a reshape is the whole im2col.
+            x4 = x.reshape(N, G, C // G, H * W)                         # (N, G, C/G, H*W)
+            y = xp.matmul(w, x4).reshape(N, O, OH, OW)                  # (N, G, O/G, H*W)
+        else:
+            Wq, KHKW = self.grid_w, weight.shape[2] * weight.shape[3]
+            y = xp.empty((N, O, OH, OW), dtype=x.dtype)
+            buffer = xp.empty(C * KHKW * self.step * OH * Wq, dtype=x.dtype)   # the columns
+            y_buffer = xp.empty(O * self.step * OH * Wq, dtype=x.dtype)        # W @ columns
+            for n0, n1 in self.chunks:
+                n = n1 - n0
+                cols = self._columns(x[n0:n1], weight, buffer)          # (G, C/G*KH*KW, n*OH*Wq)
+                y_cm = y_buffer[:O * n * OH * Wq].reshape(G, O // G, n * OH * Wq)
+                xp.matmul(w, cols, out=y_cm)                            # (G, O/G, n*OH*Wq)
+                y_cm = y_cm.reshape(O, n, OH, Wq)[:, :, :, :OW]         # (C_out, n, OH, OW)
+                y[n0:n1] = y_cm.transpose(1, 0, 2, 3)                   # (n, C_out, OH, OW)
         if bias is not None:
             y += bias.reshape(1, O, 1, 1)
         self.save_for_backward(x, weight)
@@ -434,35 +449,40 @@ class Conv2d(Function):
         x, weight = self.saved
         xp = get_array_module(gy)
         need_x, need_w, need_b = self.needs_input_grad
-        G, Wq = self.groups, self.grid_w
+        N, C, H, W = x.shape
         O, OH, OW = gy.shape[1:]
-        C, H, W = x.shape[1:]
-        KH, KW = weight.shape[2:]
+        G, (KH, KW) = self.groups, weight.shape[2:]
         w = weight.reshape(G, O // G, -1)                               # (G, O/G, C/G*KH*KW)
         wT = w.transpose(0, 2, 1)                                       # (G, C/G*KH*KW, O/G)
+        gb = gy.sum(axis=(0, 2, 3)) if need_b else None
+        if self.pointwise:
+            gy4 = gy.reshape(N, G, O // G, OH * OW)                     # (N, G, O/G, H*W)
+            x4 = x.reshape(N, G, C // G, H * W)                         # (N, G, C/G, H*W)
+            gw = xp.matmul(gy4, x4.transpose(0, 1, 3, 2)).sum(axis=0) if need_w else None
+            gx = xp.matmul(wT, gy4).reshape(x.shape) if need_x else None
+            return gx, (gw.reshape(weight.shape) if need_w else None), gb
+
+        Wq = self.grid_w
         gx = xp.empty(x.shape, dtype=x.dtype) if need_x else None
         gw = xp.zeros(w.shape, dtype=weight.dtype) if need_w else None
-        buffer = self._buffer(x, weight, OH) if need_w else None
-        if self.layout == "wide":       # gy on the wide grid, zero in the columns cut off
-            biggest = max((n1 - n0 for n0, n1 in self.chunks), default=0)
-            gy_wide = xp.zeros((biggest, O, OH, Wq), dtype=gy.dtype)
+        buffer = xp.empty(C * KH * KW * self.step * OH * Wq, dtype=x.dtype)  # columns, dcolumns
+        gy_buffer = xp.empty(O * self.step * OH * Wq, dtype=gy.dtype)
         for n0, n1 in self.chunks:
             n = n1 - n0
-            if self.layout == "wide":
-                gy_wide[:n, :, :, :OW] = gy[n0:n1]
-                gy_c = gy_wide[:n].reshape(n, G, O // G, OH * Wq)       # (n, G, O/G, OH*Wq)
-            else:
-                gy_c = gy[n0:n1].reshape(n, G, O // G, OH * OW)         # (n, G, O/G, OH*OW)
+            # gy of the chunk, channel-major on the grid: (C_out, n, OH, Wq), zero where cut off
+            g = gy_buffer[:O * n * OH * Wq].reshape(O, n, OH, Wq)
+            g[:, :, :, :OW] = gy[n0:n1].transpose(1, 0, 2, 3)
+            g[:, :, :, OW:] = 0
+            g = g.reshape(G, O // G, n * OH * Wq)                       # (G, O/G, n*OH*Wq)
             if need_w:
-                cols = self._cols(x[n0:n1], weight, OH, buffer)         # recomputed, not stored
-                # dW = sum over images of gy[n] @ cols[n].T; BLAS reads the transpose in place.
-                colsT = cols.transpose(0, 1, 3, 2)                      # (n, G, OH*Wq, C/G*KH*KW)
-                gw += xp.matmul(gy_c, colsT).sum(axis=0)                # (G, O/G, C/G*KH*KW)
+                cols = self._columns(x[n0:n1], weight, buffer)          # recomputed, not stored
+                # dW = gy @ cols.T over the whole chunk; BLAS reads the transpose in place.
+                gw += xp.matmul(g, cols.transpose(0, 2, 1))             # (G, O/G, C/G*KH*KW)
             if need_x:
-                dcols = xp.matmul(wT, gy_c)                             # (n, G, C/G*KH*KW, OH*Wq)
-                dcols = dcols.reshape(n, C * KH * KW, OH * Wq)          # (n, C*KH*KW, OH*Wq)
-                gx[n0:n1] = self._col2im(dcols, (n, C, H, W), (KH, KW))
-        gb = gy.sum(axis=(0, 2, 3)) if need_b else None
+                dcols = buffer[:C * KH * KW * n * OH * Wq].reshape(G, -1, n * OH * Wq)
+                xp.matmul(wT, g, out=dcols)                             # (G, C/G*KH*KW, n*OH*Wq)
+                gx[n0:n1] = col2im_batch(dcols.reshape(C * KH * KW, n * OH * Wq), (n, C, H, W),
+                                         (KH, KW), self.stride, self.padding, self.dilation)
         return gx, (gw.reshape(weight.shape) if need_w else None), gb
 
 
@@ -476,5 +496,5 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     return Conv2d(stride, padding, dilation, groups)(x, weight, bias)
 
 
-__all__ = ["Conv2d", "col2im", "col2im_wide", "conv2d", "conv2d_naive", "conv_output_size",
-           "im2col", "im2col_wide"]
+__all__ = ["Conv2d", "batch_grid_width", "col2im", "col2im_batch", "conv2d", "conv2d_naive",
+           "conv_output_size", "im2col", "im2col_batch"]
