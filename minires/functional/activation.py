@@ -4,19 +4,26 @@ from __future__ import annotations
 import math
 
 from ..autograd import Function
-from ..backend import default_rng, get_array_module
+from ..backend import default_rng, device_of, get_array_module
+from . import cuda_kernels
 
 
 class ReLU(Function):
     """max(x, 0). The backward reuses the mask from forward. keeps: the mask x > 0."""
 
     def forward(self, x):
+        if device_of(x) == "cuda":     # CuPy: y and the mask in one pass (cuda_kernels.py)
+            y, mask = cuda_kernels.relu_forward(x)
+            self.save_for_backward(mask)
+            return y
         mask = x > 0
         self.save_for_backward(mask)
         return x * mask
 
     def backward(self, gy):
         (mask,) = self.saved
+        if device_of(gy) == "cuda":    # CuPy: cuda_kernels.py (the same product)
+            return (cuda_kernels.relu_backward(gy, mask),)
         return (gy * mask,)
 
 

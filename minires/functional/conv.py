@@ -48,6 +48,7 @@ import numpy as np
 
 from ..autograd import Function
 from ..backend import get_array_module
+from . import cuda_kernels
 
 
 # --- argument handling --------------------------------------------------------------
@@ -165,6 +166,8 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1, out=None):
     if out is None and _is_pointwise((KH, KW), stride, padding) and x.flags.c_contiguous:
         # 1x1 kernel, stride 1, no padding: every pixel is its own column -- a reshape, no copy.
         return x.reshape(N, C, H * W)                                   # (N, C*1*1, OH*OW)
+    if xp is not np:    # CuPy: the same columns in one kernel (cuda_kernels.py)
+        return cuda_kernels.im2col(x, (KH, KW), stride, padding, dilation, out=out)
     x_pad = pad2d(x, padding)                                           # (N, C, H+2ph, W+2pw)
     win = window_view(x_pad, (KH, KW), (OH, OW), stride, dilation)     # (N, C, KH, KW, OH, OW)
     if out is None:
@@ -192,6 +195,8 @@ def col2im(cols, x_shape, kernel_size, stride=1, padding=0, dilation=1):
                          f"{tuple(x_shape)} and a {KH}x{KW} kernel, got {tuple(cols.shape)}")
     if _is_pointwise((KH, KW), stride, padding):
         return cols.reshape(N, C, H, W)                                 # 1x1: the reshape back
+    if xp is not np:    # CuPy: a gather kernel, one thread per pixel (cuda_kernels.py)
+        return cuda_kernels.col2im(cols, x_shape, (KH, KW), stride, padding, dilation)
     ph, pw = padding
     cols6 = cols.reshape(N, C, KH, KW, OH, OW)                          # (N, C, KH, KW, OH, OW)
     gx_pad = xp.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=cols.dtype)
@@ -262,6 +267,8 @@ def im2col_batch(x, kernel_size, stride=1, padding=0, dilation=1, out=None):
     N, C = x.shape[:2]
     (KH, KW), (sh, sw), padding, (dh, dw), (OH, OW), Wq = _batch_settings(
         op, x.shape, kernel_size, stride, padding, dilation)
+    if xp is not np:    # CuPy: the same columns in one kernel (cuda_kernels.py)
+        return cuda_kernels.im2col_batch(x, (KH, KW), (sh, sw), padding, (dh, dw), out=out)
     if (sh, sw) == (1, 1):                                              # the wide grid
         flat = _flat_planes(x, padding, extra=(KW - 1) * dw)            # (N, C, Hp*Wp + extra)
         sN, sC, s1 = flat.strides
@@ -292,6 +299,8 @@ def col2im_batch(cols, x_shape, kernel_size, stride=1, padding=0, dilation=1):
     if cols.shape != (C * KH * KW, N * OH * Wq):
         raise ValueError(f"{op}: cols must have shape {(C * KH * KW, N * OH * Wq)} for input "
                          f"shape {tuple(x_shape)}, got {tuple(cols.shape)}")
+    if xp is not np:    # CuPy: a gather kernel, one thread per pixel (cuda_kernels.py)
+        return cuda_kernels.col2im_batch(cols, x_shape, (KH, KW), stride, (ph, pw), (dh, dw))
     Hp, Wp = H + 2 * ph, W + 2 * pw
     if stride == (1, 1):                                                # the wide grid
         L = OH * Wq
