@@ -31,6 +31,7 @@ tested (tests/test_cuda_kernels.py runs it); its numbers mean nothing.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import io
 import json
 import os
@@ -50,6 +51,13 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+# minires needs tqdm at run time; a machine without it (and without internet) can be given a
+# copy of the pure-Python package in .gpu_data/pylib/tqdm, used only when tqdm is missing
+FALLBACK_LIB = ROOT / ".gpu_data" / "pylib"
+if importlib.util.find_spec("tqdm") is None and (FALLBACK_LIB / "tqdm").is_dir():
+    sys.path.append(str(FALLBACK_LIB))
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [os.environ.get("PYTHONPATH"), str(FALLBACK_LIB)]))
 
 import minires as mr
 import minires.functional as F
@@ -77,7 +85,8 @@ def say(text):
 
 # --- 1. the GPU tests -----------------------------------------------------------------------------
 def run_gpu_tests(stage, args, out_dir):
-    cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider"]
+    cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider",
+           "--durations=15"]
     if args.dry_run:   # just the plumbing: this file's GPU variants (skipped on the CPU)
         cmd += ["tests/test_cuda_kernels.py", "-k", "not dry_run"]
     say(f"$ {' '.join(cmd)}")
@@ -508,6 +517,8 @@ def parse_args(argv=None):
                    help="logs and summary.json (default $OUT, else the work folder)")
     p.add_argument("--skip", default="", help="comma-separated stages to skip: tests,step,train")
     p.add_argument("--epochs", type=int, help="training epochs (default: what fits the budget)")
+    p.add_argument("--tests-timeout", type=float,
+                   help="seconds for the GPU tests (default 240; dry run 120)")
     args = p.parse_args(argv)
     args.auto_dry_run = False
     if not args.dry_run and not backend.gpu_available():
@@ -515,12 +526,12 @@ def parse_args(argv=None):
     if args.dry_run:
         args.batch, args.repeats, args.warmup = 2, 2, 1
         args.train_batch, args.limit_train, args.limit_test = 16, 32, 16
-        args.tests_timeout, args.eval_images = 120, 16
+        args.tests_timeout, args.eval_images = args.tests_timeout or 120, 16
         args.epochs = args.epochs or 1
     else:
         args.batch, args.repeats, args.warmup = 128, 20, 3
         args.train_batch, args.limit_train, args.limit_test = 128, None, None
-        args.tests_timeout, args.eval_images = 240, 1000
+        args.tests_timeout, args.eval_images = args.tests_timeout or 240, 1000
     return args
 
 
