@@ -2,6 +2,7 @@
 
     python benchmarks/conv_layers.py                 # batch 128, median of 7, torch if installed
     python benchmarks/conv_layers.py --variants      # also the alternatives listed below
+    python benchmarks/conv_layers.py --threads 1     # one BLAS / torch thread for both
 
 Both libraries run in this one process, alternating (minires, torch, minires, ...), so a
 noisy neighbour slows both alike; each figure is the median of the repeats. The input
@@ -23,7 +24,13 @@ import statistics
 import sys
 import time
 
-import numpy as np
+# --threads N must reach OpenBLAS before NumPy loads it
+if "--threads" in sys.argv[:-1]:
+    _n = sys.argv[sys.argv.index("--threads") + 1]
+    for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[_var] = _n
+
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
@@ -100,6 +107,8 @@ def main():
     parser.add_argument("--variants", action="store_true",
                         help="also time the other layouts / backward strategies")
     parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="BLAS / torch threads for both libraries (default: their own)")
     parser.add_argument("--chunk-bytes", type=int, default=None,
                         help="override Conv2d.CPU_CHUNK_BYTES (bytes of columns per chunk)")
     args = parser.parse_args()
@@ -112,6 +121,8 @@ def main():
             import torch
         except ImportError:
             print("(torch is not installed: minires only)")
+    if torch and args.threads:
+        torch.set_num_threads(args.threads)
 
     variants = [("minires", Conv2d)]
     if args.variants:
