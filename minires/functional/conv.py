@@ -471,6 +471,21 @@ class Conv2d(Function):
             gx = xp.matmul(wT, gy4).reshape(x.shape) if need_x else None
             return gx, (gw.reshape(weight.shape) if need_w else None), gb
 
+        if not (need_x or need_w):
+            return None, None, gb
+        if self.stride == (1, 1) and self.TRANSPOSED_BACKWARD and self._transposed_padding(KH, KW):
+            return self._backward_transposed(gy, x, weight) + (gb,)
+        return self._backward_columns(gy, x, weight) + (gb,)
+
+    def _backward_columns(self, gy, x, weight):
+        """dx and dW from the columns of x: dW = gy @ cols.T, dx = col2im(W.T @ gy). Any stride."""
+        xp = get_array_module(gy)
+        need_x, need_w = self.needs_input_grad[:2]
+        N, C, H, W = x.shape
+        O, OH, OW = gy.shape[1:]
+        G, (KH, KW) = self.groups, weight.shape[2:]
+        w = weight.reshape(G, O // G, -1)                               # (G, O/G, C/G*KH*KW)
+        wT = w.transpose(0, 2, 1)                                       # (G, C/G*KH*KW, O/G)
         Wq = self.grid_w
         gx = xp.empty(x.shape, dtype=x.dtype) if need_x else None
         gw = xp.zeros(w.shape, dtype=weight.dtype) if need_w else None
@@ -492,7 +507,69 @@ class Conv2d(Function):
                 xp.matmul(wT, g, out=dcols)                             # (G, C/G*KH*KW, n*OH*Wq)
                 gx[n0:n1] = col2im_batch(dcols.reshape(C * KH * KW, n * OH * Wq), (n, C, H, W),
                                          (KH, KW), self.stride, self.padding, self.dilation)
-        return gx, (gw.reshape(weight.shape) if need_w else None), gb
+        return gx, (gw.reshape(weight.shape) if need_w else None)
+
+    # --- stride 1: backward as a convolution of gy (no col2im) ---------------------------
+    # For stride 1 the gradient of the input is itself a convolution: gy, padded by
+    # p' = (K-1)*d - p, convolved with the kernel flipped in both axes and with C_in and
+    # C_out swapped (the "transposed convolution"):
+    #     dx[n, c, m] = sum over o, kh, kw of  W[o, c, K-1-kh, K-1-kw] * gy_pad'[n, o, m + kh*d]
+    # So backward builds the columns of gy (im2col_batch, as in forward) instead of the
+    # columns of x, and both gradients are GEMMs against them:
+    #     dx          = W_flipped (C, O*KH*KW) @ gycols (O*KH*KW, n*H*Wq')
+    #     dW_flipped  = x_grid (C, n*H*Wq') @ gycols.T   (x on the same grid, zero where j >= W)
+    # since dW[o, c, a, b] = sum over pixels m of x[n, c, m] * gy_pad'[n, o, m + (K-1-a)*d].
+    # Compared with _backward_columns this skips the col2im (KH*KW read-modify-write
+    # passes over the columns) and one im2col, and the dx GEMM has an inner dimension of
+    # O*KH*KW instead of O, which BLAS runs much faster. tests/test_conv.py compares the
+    # two backward paths.
+    TRANSPOSED_BACKWARD = True
+
+    def _transposed_padding(self, KH, KW):
+        """(p'h, p'w) = ((KH-1)*dh - ph, (KW-1)*dw - pw), or None when one is negative."""
+        (ph, pw), (dh, dw) = self.padding, self.dilation
+        pad = ((KH - 1) * dh - ph, (KW - 1) * dw - pw)
+        return pad if min(pad) >= 0 else None
+
+    def _backward_transposed(self, gy, x, weight):
+        xp = get_array_module(gy)
+        need_x, need_w = self.needs_input_grad[:2]
+        N, C, H, W = x.shape
+        O = gy.shape[1]
+        G, (KH, KW) = self.groups, weight.shape[2:]
+        pad_t = self._transposed_padding(KH, KW)
+        Wq = gy.shape[3] + 2 * pad_t[1]                                 # Wq' = OW + 2p'w, the wide grid
+        L = H * Wq                                                      # grid pixels per image
+        # W_flipped[g, c, (o, kh, kw)] = W[g*O/G + o, c, KH-1-kh, KW-1-kw]
+        w_flip = weight.reshape(G, O // G, C // G, KH, KW)[:, :, :, ::-1, ::-1]
+        w_flip = w_flip.transpose(0, 2, 1, 3, 4).reshape(G, C // G, O // G * KH * KW)
+        per_image = O * KH * KW * L * gy.itemsize
+        step = max(1, N if xp is not np else min(N, self.CPU_CHUNK_BYTES // per_image))
+        buffer = xp.empty(O * KH * KW * step * L, dtype=gy.dtype)      # the columns of gy
+        out_buffer = xp.empty(C * step * L, dtype=gy.dtype)            # dx, or x, on the grid
+        gx = xp.empty(x.shape, dtype=x.dtype) if need_x else None
+        gw_flip = xp.zeros((G, C // G, O // G * KH * KW), dtype=weight.dtype) if need_w else None
+        for n0 in range(0, N, step):
+            n1 = min(N, n0 + step)
+            n = n1 - n0
+            gycols = im2col_batch(gy[n0:n1], (KH, KW), 1, pad_t, self.dilation, out=buffer)
+            gycols = gycols.reshape(G, O // G * KH * KW, n * L)         # (G, O/G*KH*KW, n*H*Wq')
+            grid = out_buffer[:C * n * L].reshape(C, n, H, Wq)          # (C_in, n, H, Wq')
+            if need_w:
+                grid[:, :, :, :W] = x[n0:n1].transpose(1, 0, 2, 3)      # x, channel-major
+                grid[:, :, :, W:] = 0
+                x_grid = grid.reshape(G, C // G, n * L)                 # (G, C/G, n*H*Wq')
+                gw_flip += xp.matmul(x_grid, gycols.transpose(0, 2, 1))  # (G, C/G, O/G*KH*KW)
+            if need_x:
+                dx = grid.reshape(G, C // G, n * L)
+                xp.matmul(w_flip, gycols, out=dx)                       # (G, C/G, n*H*Wq')
+                gx[n0:n1] = grid[:, :, :, :W].transpose(1, 0, 2, 3)     # (n, C_in, H, W)
+        gw = None
+        if need_w:                                                      # un-flip, un-swap
+            gw = gw_flip.reshape(G, C // G, O // G, KH, KW)[:, :, :, ::-1, ::-1]
+            gw = gw.transpose(0, 2, 1, 3, 4).reshape(weight.shape)      # (C_out, C_in/G, KH, KW)
+            gw = xp.ascontiguousarray(gw)
+        return gx, gw
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
