@@ -54,6 +54,9 @@ from . import cuda_kernels
 # --- argument handling --------------------------------------------------------------
 def _pair(value, name, op, minimum):
     """An int or a pair of ints, each >= minimum, as a pair (h, w); a clear error otherwise."""
+    if type(value) is tuple and len(value) == 2 and type(value[0]) is int \
+            and type(value[1]) is int and min(value) >= minimum:
+        return value                    # already checked (the common case, called per chunk)
     pair = (value, value) if isinstance(value, numbers.Integral) else value
     try:
         ok = (len(pair) == 2 and all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
