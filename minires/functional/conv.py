@@ -36,9 +36,14 @@ builds the columns of a few images at a time (about ``Conv2d.CPU_CHUNK_BYTES``),
 which stay in the CPU cache between being written and being read by BLAS, in one
 buffer reused by every chunk (a fresh allocation of the whole batch's columns costs
 page faults). On the GPU the whole batch is one chunk. Backward recomputes the
-columns from the saved input instead of keeping them: keeping them would hold about
-0.8 GB for ResNet-20 at batch 128 to save a few percent of time (measured with
-``python benchmarks/conv_layers.py --variants``; figures in ``Conv2d``'s docstring).
+columns from the saved input instead of keeping them: keeping them would hold 815 MiB
+for ResNet-20 at batch 128 and saved no measurable time.
+
+Measured with ``python benchmarks/conv_layers.py --threads 1 --variants`` (ResNet-20's
+19 convolutions, batch 128, forward + backward, float32; a 2-core AMD EPYC shared with
+other jobs, one BLAS / torch thread each, medians of 7): chunks of 4 MiB, recomputed
+792 ms; whole batch at once, recomputed 1022 ms; whole batch, kept 1042 ms; PyTorch
+2.13 CPU 532 ms.
 """
 from __future__ import annotations
 
@@ -48,6 +53,7 @@ import numpy as np
 
 from ..autograd import Function
 from ..backend import get_array_module
+from .parallel import num_threads, run_chunks
 from . import cuda_kernels
 
 
@@ -423,6 +429,14 @@ class Conv2d(Function):
         self.chunks = [(n0, min(N, n0 + step)) for n0 in range(0, N, step)]
         self.step = max(1, min(step, N))
 
+    @staticmethod
+    def _pointwise_chunks(x):
+        """The batch split in one part per CPU thread (one part on the GPU)."""
+        N = x.shape[0]
+        parts = num_threads() if get_array_module(x) is np else 1
+        step = max(1, -(-N // parts))
+        return [(n0, min(N, n0 + step)) for n0 in range(0, N, step)]
+
     def _columns(self, x_chunk, weight, buffer):
         """im2col_batch of a chunk into ``buffer``, as (G, C/G*KH*KW, n*OH*Wq)."""
         cols = im2col_batch(x_chunk, weight.shape[2:], self.stride, self.padding, self.dilation,
@@ -439,19 +453,26 @@ class Conv2d(Function):
         if self.pointwise:
             # 1x1, stride 1, no padding: a reshape is the whole im2col.
             x4 = x.reshape(N, G, C // G, H * W)                         # (N, G, C/G, H*W)
-            y = xp.matmul(w, x4).reshape(N, O, OH, OW)                  # (N, G, O/G, H*W)
+            y = xp.empty((N, G, O // G, H * W), dtype=x.dtype)
+
+            def chunk(n0, n1):
+                xp.matmul(w, x4[n0:n1], out=y[n0:n1])                   # (n, G, O/G, H*W)
+            run_chunks(chunk, self._pointwise_chunks(x))
+            y = y.reshape(N, O, OH, OW)
         else:
             Wq, KHKW = self.grid_w, weight.shape[2] * weight.shape[3]
             y = xp.empty((N, O, OH, OW), dtype=x.dtype)
-            buffer = xp.empty(C * KHKW * self.step * OH * Wq, dtype=x.dtype)   # the columns
-            y_buffer = xp.empty(O * self.step * OH * Wq, dtype=x.dtype)        # W @ columns
-            for n0, n1 in self.chunks:
+
+            def chunk(n0, n1):
                 n = n1 - n0
+                buffer = xp.empty(C * KHKW * n * OH * Wq, dtype=x.dtype)   # the columns
+                y_buffer = xp.empty(O * n * OH * Wq, dtype=x.dtype)        # W @ columns
                 cols = self._columns(x[n0:n1], weight, buffer)          # (G, C/G*KH*KW, n*OH*Wq)
                 y_cm = y_buffer[:O * n * OH * Wq].reshape(G, O // G, n * OH * Wq)
                 xp.matmul(w, cols, out=y_cm)                            # (G, O/G, n*OH*Wq)
                 y_cm = y_cm.reshape(O, n, OH, Wq)[:, :, :, :OW]         # (C_out, n, OH, OW)
                 y[n0:n1] = y_cm.transpose(1, 0, 2, 3)                   # (n, C_out, OH, OW)
+            run_chunks(chunk, self.chunks)
         if bias is not None:
             y += bias.reshape(1, O, 1, 1)
         self.save_for_backward(x, weight)
@@ -470,9 +491,21 @@ class Conv2d(Function):
         if self.pointwise:
             gy4 = gy.reshape(N, G, O // G, OH * OW)                     # (N, G, O/G, H*W)
             x4 = x.reshape(N, G, C // G, H * W)                         # (N, G, C/G, H*W)
-            gw = xp.matmul(gy4, x4.transpose(0, 1, 3, 2)).sum(axis=0) if need_w else None
-            gx = xp.matmul(wT, gy4).reshape(x.shape) if need_x else None
-            return gx, (gw.reshape(weight.shape) if need_w else None), gb
+            gx = xp.empty((N, G, C // G, H * W), dtype=x.dtype) if need_x else None
+
+            def chunk(n0, n1):                                          # returns its part of dW
+                if need_x:
+                    xp.matmul(wT, gy4[n0:n1], out=gx[n0:n1])            # (n, G, C/G, H*W)
+                if need_w:                                              # (G, O/G, C/G)
+                    return xp.matmul(gy4[n0:n1], x4[n0:n1].transpose(0, 1, 3, 2)).sum(axis=0)
+            gw_parts = run_chunks(chunk, self._pointwise_chunks(x))
+            gw = None
+            if need_w:
+                gw = xp.zeros(w.shape, dtype=weight.dtype)
+                for part in gw_parts:                                   # in chunk order
+                    gw += part
+                gw = gw.reshape(weight.shape)
+            return (gx.reshape(x.shape) if need_x else None), gw, gb
 
         if not (need_x or need_w):
             return None, None, gb
@@ -491,11 +524,12 @@ class Conv2d(Function):
         wT = w.transpose(0, 2, 1)                                       # (G, C/G*KH*KW, O/G)
         Wq = self.grid_w
         gx = xp.empty(x.shape, dtype=x.dtype) if need_x else None
-        gw = xp.zeros(w.shape, dtype=weight.dtype) if need_w else None
-        buffer = xp.empty(C * KH * KW * self.step * OH * Wq, dtype=x.dtype)  # columns, dcolumns
-        gy_buffer = xp.empty(O * self.step * OH * Wq, dtype=gy.dtype)
-        for n0, n1 in self.chunks:
+
+        def chunk(n0, n1):                                              # returns its part of dW
             n = n1 - n0
+            buffer = xp.empty(C * KH * KW * n * OH * Wq, dtype=x.dtype)  # columns, dcolumns
+            gy_buffer = xp.empty(O * n * OH * Wq, dtype=gy.dtype)
+            gw_part = None
             # gy of the chunk, channel-major on the grid: (C_out, n, OH, Wq), zero where cut off
             g = gy_buffer[:O * n * OH * Wq].reshape(O, n, OH, Wq)
             g[:, :, :, :OW] = gy[n0:n1].transpose(1, 0, 2, 3)
@@ -504,13 +538,21 @@ class Conv2d(Function):
             if need_w:
                 cols = self._columns(x[n0:n1], weight, buffer)          # recomputed, not stored
                 # dW = gy @ cols.T over the whole chunk; BLAS reads the transpose in place.
-                gw += xp.matmul(g, cols.transpose(0, 2, 1))             # (G, O/G, C/G*KH*KW)
+                gw_part = xp.matmul(g, cols.transpose(0, 2, 1))         # (G, O/G, C/G*KH*KW)
             if need_x:
                 dcols = buffer[:C * KH * KW * n * OH * Wq].reshape(G, -1, n * OH * Wq)
                 xp.matmul(wT, g, out=dcols)                             # (G, C/G*KH*KW, n*OH*Wq)
                 gx[n0:n1] = col2im_batch(dcols.reshape(C * KH * KW, n * OH * Wq), (n, C, H, W),
                                          (KH, KW), self.stride, self.padding, self.dilation)
-        return gx, (gw.reshape(weight.shape) if need_w else None)
+            return gw_part
+        gw_parts = run_chunks(chunk, self.chunks)
+        gw = None
+        if need_w:
+            gw = xp.zeros(w.shape, dtype=weight.dtype)
+            for part in gw_parts:                                       # in chunk order
+                gw += part
+            gw = gw.reshape(weight.shape)
+        return gx, gw
 
     # --- stride 1: backward as a convolution of gy (no col2im) ---------------------------
     # For stride 1 the gradient of the input is itself a convolution: gy, padded by
@@ -548,13 +590,12 @@ class Conv2d(Function):
         w_flip = w_flip.transpose(0, 2, 1, 3, 4).reshape(G, C // G, O // G * KH * KW)
         per_image = O * KH * KW * L * gy.itemsize
         step = max(1, N if xp is not np else min(N, self.CPU_CHUNK_BYTES // per_image))
-        buffer = xp.empty(O * KH * KW * step * L, dtype=gy.dtype)      # the columns of gy
-        out_buffer = xp.empty(C * step * L, dtype=gy.dtype)            # dx, or x, on the grid
         gx = xp.empty(x.shape, dtype=x.dtype) if need_x else None
-        gw_flip = xp.zeros((G, C // G, O // G * KH * KW), dtype=weight.dtype) if need_w else None
-        for n0 in range(0, N, step):
-            n1 = min(N, n0 + step)
+
+        def chunk(n0, n1):                                              # returns its part of dW
             n = n1 - n0
+            buffer = xp.empty(O * KH * KW * n * L, dtype=gy.dtype)      # the columns of gy
+            out_buffer = xp.empty(C * n * L, dtype=gy.dtype)            # dx, or x, on the grid
             gycols = im2col_batch(gy[n0:n1], (KH, KW), 1, pad_t, self.dilation, out=buffer)
             gycols = gycols.reshape(G, O // G * KH * KW, n * L)         # (G, O/G*KH*KW, n*H*Wq')
             grid = out_buffer[:C * n * L].reshape(C, n, H, Wq)          # (C_in, n, H, Wq')
@@ -562,13 +603,18 @@ class Conv2d(Function):
                 grid[:, :, :, :W] = x[n0:n1].transpose(1, 0, 2, 3)      # x, channel-major
                 grid[:, :, :, W:] = 0
                 x_grid = grid.reshape(G, C // G, n * L)                 # (G, C/G, n*H*Wq')
-                gw_flip += xp.matmul(x_grid, gycols.transpose(0, 2, 1))  # (G, C/G, O/G*KH*KW)
+                gw_part = xp.matmul(x_grid, gycols.transpose(0, 2, 1))  # (G, C/G, O/G*KH*KW)
             if need_x:
                 dx = grid.reshape(G, C // G, n * L)
                 xp.matmul(w_flip, gycols, out=dx)                       # (G, C/G, n*H*Wq')
                 gx[n0:n1] = grid[:, :, :, :W].transpose(1, 0, 2, 3)     # (n, C_in, H, W)
+            return gw_part if need_w else None
+        gw_parts = run_chunks(chunk, [(n0, min(N, n0 + step)) for n0 in range(0, N, step)])
         gw = None
         if need_w:                                                      # un-flip, un-swap
+            gw_flip = xp.zeros((G, C // G, O // G * KH * KW), dtype=weight.dtype)
+            for part in gw_parts:                                       # in chunk order
+                gw_flip += part
             gw = gw_flip.reshape(G, C // G, O // G, KH, KW)[:, :, :, ::-1, ::-1]
             gw = gw.transpose(0, 2, 1, 3, 4).reshape(weight.shape)      # (C_out, C_in/G, KH, KW)
             gw = xp.ascontiguousarray(gw)
