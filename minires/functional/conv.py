@@ -37,13 +37,15 @@ which stay in the CPU cache between being written and being read by BLAS, in one
 buffer reused by every chunk (a fresh allocation of the whole batch's columns costs
 page faults). On the GPU the whole batch is one chunk. Backward recomputes the
 columns from the saved input instead of keeping them: keeping them would hold 815 MiB
-for ResNet-20 at batch 128 and saved no measurable time.
+for ResNet-20 at batch 128 and saved about 3% of the time.
 
-Measured with ``python benchmarks/conv_layers.py --threads 1 --variants`` (ResNet-20's
-19 convolutions, batch 128, forward + backward, float32; a 2-core AMD EPYC shared with
-other jobs, one BLAS / torch thread each, medians of 7): chunks of 4 MiB, recomputed
-792 ms; whole batch at once, recomputed 1022 ms; whole batch, kept 1042 ms; PyTorch
-2.13 CPU 532 ms.
+Measured with ``python benchmarks/conv_layers.py --variants`` on the code of commit
+824c9ef (per-image GEMMs; ResNet-20's 19 convolutions, batch 128, forward + backward,
+float32, 2-core AMD EPYC shared with other jobs, 2 threads, medians of 7): chunks of
+4 MiB, recomputed 1554 ms; whole batch at once, recomputed 1742 ms; whole batch, kept
+1503 ms; PyTorch 2.13 CPU 927 ms. One GEMM per chunk (commit c8aca4f) then took the
+chunked, recomputing version from 1517 to 1131 ms against PyTorch's 1045 ms (medians
+of 10, alternating in one process).
 """
 from __future__ import annotations
 
