@@ -49,9 +49,13 @@ RESNET20_CONVS = [
 
 
 class Conv2dWholeBatch(Conv2d):
-    """Variant: one chunk for the whole batch (columns of all images at once), recomputed."""
+    """Variant: one chunk for the whole batch (columns of all images at once), recomputed.
+
+    Uses the columns backward for every stride (not the transposed one), so that it and
+    Conv2dKeepCols differ only in keeping versus recomputing the columns."""
 
     CPU_CHUNK_BYTES = 1 << 62
+    TRANSPOSED_BACKWARD = False
 
 
 class Conv2dKeepCols(Conv2dWholeBatch):
