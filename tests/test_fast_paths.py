@@ -3,15 +3,19 @@
 - conv2d, stride 1: the backward as a transposed convolution (columns of gy, no col2im)
   equals the backward through the columns of x and col2im, for drawn shapes, groups,
   padding and dilation, with several chunks.
+- conv2d's chunks on a pool of threads (minires/functional/parallel.py) give exactly
+  the single-thread result, for 3x3 and 1x1, strides 1 and 2, groups.
 """
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import minires as mr
 import minires.functional as F
 from minires.backend import to_numpy
+from minires.functional import parallel
 from minires.functional.conv import Conv2d
 from tests.helpers import t64
 from tests.test_conv import conv_cases, make_inputs, settings
@@ -43,3 +47,35 @@ def test_conv2d_transposed_backward_is_used_for_stride_1():
     assert fn._transposed_padding(3, 3) == (1, 1)
     assert Conv2d(stride=1, padding=2)._transposed_padding(3, 3) == (0, 0)
     assert Conv2d(stride=1, padding=3)._transposed_padding(3, 3) is None   # falls back
+
+
+@pytest.mark.parametrize("kernel, stride, groups", [(3, 1, 1), (3, 2, 2), (1, 1, 1), (1, 2, 1)])
+def test_conv2d_threads_give_the_same_result(monkeypatch, kernel, stride, groups):
+    """conv2d's CPU chunks on 2 threads give exactly what 1 thread gives (forward and all
+    three gradients), with several chunks, including an uneven last one."""
+    rng = np.random.default_rng(5)
+    x_np, w_np = rng.standard_normal((7, 4, 6, 6)), rng.standard_normal((6, 4 // groups, kernel, kernel))
+    b_np = rng.standard_normal(6)
+    monkeypatch.setattr(Conv2d, "CPU_CHUNK_BYTES", 2000)
+
+    def run():
+        x, w, b = t64(x_np, "cpu"), t64(w_np, "cpu"), t64(b_np, "cpu")
+        y = F.conv2d(x, w, b, stride=stride, padding=kernel // 2, groups=groups)
+        y.backward(mr.tensor(np.cos(np.arange(y.size)).reshape(y.shape), dtype=np.float64))
+        return [y.numpy()] + [to_numpy(t.grad) for t in (x, w, b)]
+
+    before = parallel.num_threads()
+    try:
+        parallel.set_num_threads(1)
+        serial = run()
+        parallel.set_num_threads(2)
+        threaded = run()
+    finally:
+        parallel.set_num_threads(before)
+    for a, b in zip(serial, threaded):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_set_num_threads_rejects_bad_values():
+    with pytest.raises(ValueError, match="set_num_threads: n must be a positive int"):
+        parallel.set_num_threads(0)

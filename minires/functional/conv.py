@@ -55,7 +55,7 @@ import numpy as np
 
 from ..autograd import Function
 from ..backend import get_array_module
-from .parallel import num_threads, run_chunks
+from .parallel import run_chunks
 from . import cuda_kernels
 
 
@@ -431,12 +431,13 @@ class Conv2d(Function):
         self.chunks = [(n0, min(N, n0 + step)) for n0 in range(0, N, step)]
         self.step = max(1, min(step, N))
 
-    @staticmethod
-    def _pointwise_chunks(x):
-        """The batch split in one part per CPU thread (one part on the GPU)."""
+    def _pointwise_chunks(self, x):
+        """Batch ranges of about CPU_CHUNK_BYTES of input each (one range on the GPU), so
+        the CPU threads share the work; the split does not depend on the thread count."""
         N = x.shape[0]
-        parts = num_threads() if get_array_module(x) is np else 1
-        step = max(1, -(-N // parts))
+        per_image = max(1, x[:1].nbytes)
+        step = N if get_array_module(x) is not np else self.CPU_CHUNK_BYTES // per_image
+        step = max(1, step)
         return [(n0, min(N, n0 + step)) for n0 in range(0, N, step)]
 
     def _columns(self, x_chunk, weight, buffer):

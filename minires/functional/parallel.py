@@ -1,0 +1,110 @@
+"""CPU threads: run the chunks of a convolution on every core, BLAS single-threaded.
+
+Why. On the CPU, conv2d works through a batch in chunks of a few images (im2col, a
+GEMM, a transpose: see conv.py). Left alone, only the GEMM uses more than one core
+(OpenBLAS threads it), while the copies around it -- about half the time -- run on
+one. Running whole chunks on a pool of threads, one per core, with BLAS itself
+single-threaded, keeps every core busy for the whole chunk (NumPy and BLAS release
+the GIL). It is also far more robust on a shared machine: OpenBLAS's threads spin
+while they wait for each other, and when another process takes a core a
+multi-threaded GEMM can slow down by 10x or more (a ResNet-20 step measured 28 s
+instead of 1.2 s under a load of 3.7 on 2 cores; benchmarks/RESULTS.md).
+
+So, at import, when the NumPy build uses OpenBLAS and neither OPENBLAS_NUM_THREADS
+nor OMP_NUM_THREADS is set, minires sets OpenBLAS to one thread and uses
+``num_threads()`` workers (the cores this process may use). With another BLAS (MKL,
+Accelerate) or an explicit thread setting, nothing changes: chunks run one after
+the other and BLAS threads as it was told. ``set_num_threads(n)`` changes the
+number of workers (1 = in order, on the calling thread; the NumPy-wide BLAS setting
+is left as it is). MINIRES_NUM_THREADS=n sets it at import.
+
+Results do not depend on the number of workers: each chunk writes its own slice of
+the output, and per-chunk partial sums (the weight gradient) are added in chunk order.
+"""
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+_BLAS_SETTERS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
+                 "openblas_set_num_threads64_", "openblas_set_num_threads")
+
+
+def _openblas_setter():
+    """OpenBLAS's set_num_threads from the library NumPy loaded, or None if not found."""
+    paths = glob.glob(os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs",
+                                   "*openblas*"))
+    try:
+        with open("/proc/self/maps") as f:
+            paths += sorted({line.split()[-1] for line in f if "openblas" in line.lower()
+                             and line.split()[-1].startswith("/")})
+    except OSError:
+        pass
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in _BLAS_SETTERS:
+            if hasattr(lib, name):
+                return getattr(lib, name)
+    return None
+
+
+def _available_cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+_pool = None
+_workers = 1
+
+
+def num_threads() -> int:
+    """How many threads run conv2d's chunks on the CPU (1: in order, on the calling thread)."""
+    return _workers
+
+
+def set_num_threads(n: int) -> None:
+    """Run conv2d's CPU chunks on ``n`` threads (1 = in order on the calling thread)."""
+    global _pool, _workers
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"set_num_threads: n must be a positive int, got {n!r}")
+    if _pool is not None:
+        _pool.shutdown(wait=True)
+    _workers = n
+    _pool = ThreadPoolExecutor(n, thread_name_prefix="minires-cpu") if n > 1 else None
+
+
+def run_chunks(work, chunks):
+    """Call ``work(n0, n1)`` for every (n0, n1) in ``chunks``; on the pool when there is one.
+
+    Returns the results in chunk order. ``work`` must only write its own chunk's slice.
+    """
+    if _pool is None or len(chunks) < 2:
+        return [work(n0, n1) for n0, n1 in chunks]
+    futures = [_pool.submit(work, n0, n1) for n0, n1 in chunks]
+    return [f.result() for f in futures]
+
+
+def _configure():
+    env = os.environ.get("MINIRES_NUM_THREADS")
+    if not env and (os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")):
+        return                                  # the user chose BLAS threading: keep it
+    n = int(env) if env else _available_cores()
+    setter = _openblas_setter() if n > 1 else None
+    if setter is None:
+        return                                  # not OpenBLAS (or one core): leave BLAS as it is
+    setter(1)
+    set_num_threads(n)
+
+
+_configure()
+
+__all__ = ["num_threads", "run_chunks", "set_num_threads"]
