@@ -512,7 +512,10 @@ class Conv2d(Function):
 
         if not (need_x or need_w):
             return None, None, gb
-        if self.stride == (1, 1) and self.TRANSPOSED_BACKWARD and self._transposed_padding(KH, KW):
+        # The transposed path pays off through dx; for dW alone (a network's first layer)
+        # the columns of x are fewer (C_in*KH*KW rows against C_out*KH*KW) and cheaper.
+        if (need_x and self.stride == (1, 1) and self.TRANSPOSED_BACKWARD
+                and self._transposed_padding(KH, KW)):
             return self._backward_transposed(gy, x, weight) + (gb,)
         return self._backward_columns(gy, x, weight) + (gb,)
 
