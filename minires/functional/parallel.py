@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ctypes
 import glob
+import itertools
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -79,18 +80,35 @@ def set_num_threads(n: int) -> None:
     if _pool is not None:
         _pool.shutdown(wait=True)
     _workers = n
-    _pool = ThreadPoolExecutor(n, thread_name_prefix="minires-cpu") if n > 1 else None
+    # n - 1 helper threads: the calling thread is the n-th worker.
+    _pool = ThreadPoolExecutor(n - 1, thread_name_prefix="minires-cpu") if n > 1 else None
 
 
 def run_chunks(work, chunks):
-    """Call ``work(n0, n1)`` for every (n0, n1) in ``chunks``; on the pool when there is one.
+    """Call ``work(n0, n1)`` for every (n0, n1) in ``chunks``, on all the threads.
 
     Returns the results in chunk order. ``work`` must only write its own chunk's slice.
+    The calling thread and the helper threads take the next chunk from a shared counter
+    until none is left, so one call costs a hand-off per helper, not one per chunk.
     """
     if _pool is None or len(chunks) < 2:
         return [work(n0, n1) for n0, n1 in chunks]
-    futures = [_pool.submit(work, n0, n1) for n0, n1 in chunks]
-    return [f.result() for f in futures]
+    results = [None] * len(chunks)
+    counter = itertools.count()          # next() on it is atomic under the GIL
+
+    def drain():
+        for i in counter:
+            if i >= len(chunks):
+                return
+            results[i] = work(*chunks[i])
+
+    helpers = [_pool.submit(drain) for _ in range(min(_workers, len(chunks)) - 1)]
+    try:
+        drain()
+    finally:
+        for h in helpers:
+            h.result()                   # waits, and re-raises a helper's error
+    return results
 
 
 def _configure():
