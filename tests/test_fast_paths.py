@@ -79,3 +79,25 @@ def test_conv2d_threads_give_the_same_result(monkeypatch, kernel, stride, groups
 def test_set_num_threads_rejects_bad_values():
     with pytest.raises(ValueError, match="set_num_threads: n must be a positive int"):
         parallel.set_num_threads(0)
+
+
+def test_run_chunks_nested_and_errors():
+    """A run_chunks call from inside a chunk runs in order (no deadlock waiting for busy
+    helper threads); results come back in chunk order; a chunk's error reaches the caller."""
+    before = parallel.num_threads()
+    try:
+        parallel.set_num_threads(2)
+        chunks = [(i, i + 1) for i in range(6)]
+
+        def outer(n0, n1):
+            return sum(parallel.run_chunks(lambda a, b: a * 10, chunks)) + n0
+        assert parallel.run_chunks(outer, chunks) == [150 + i for i in range(6)]
+
+        def fails(n0, n1):
+            if n0 == 3:
+                raise ValueError("chunk 3")
+            return n0
+        with pytest.raises(ValueError, match="chunk 3"):
+            parallel.run_chunks(fails, chunks)
+    finally:
+        parallel.set_num_threads(before)

@@ -27,6 +27,7 @@ import ctypes
 import glob
 import itertools
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -65,6 +66,7 @@ def _available_cores():
 
 _pool = None
 _workers = 1
+_inside = threading.local()              # .active: this thread is running a chunk
 
 
 def num_threads() -> int:
@@ -91,16 +93,22 @@ def run_chunks(work, chunks):
     The calling thread and the helper threads take the next chunk from a shared counter
     until none is left, so one call costs a hand-off per helper, not one per chunk.
     """
-    if _pool is None or len(chunks) < 2:
+    if _pool is None or len(chunks) < 2 or getattr(_inside, "active", False):
+        # no pool, nothing to share, or called from inside a chunk (a nested call would
+        # wait for helper threads that are busy with the outer call): in order, here
         return [work(n0, n1) for n0, n1 in chunks]
     results = [None] * len(chunks)
     counter = itertools.count()          # next() on it is atomic under the GIL
 
     def drain():
-        for i in counter:
-            if i >= len(chunks):
-                return
-            results[i] = work(*chunks[i])
+        _inside.active = True
+        try:
+            for i in counter:
+                if i >= len(chunks):
+                    return
+                results[i] = work(*chunks[i])
+        finally:
+            _inside.active = False
 
     helpers = [_pool.submit(drain) for _ in range(min(_workers, len(chunks)) - 1)]
     try:
