@@ -51,11 +51,13 @@ RESNET20_CONVS = [
 class Conv2dWholeBatch(Conv2d):
     """Variant: one chunk for the whole batch (columns of all images at once), recomputed.
 
-    Uses the columns backward for every stride (not the transposed one), so that it and
+    Uses the wide-grid columns (im2col_batch) and the columns backward for every stride
+    (not the side-by-side layout or the transposed backward), so that it and
     Conv2dKeepCols differ only in keeping versus recomputing the columns."""
 
     CPU_CHUNK_BYTES = 1 << 62
     TRANSPOSED_BACKWARD = False
+    SIDE_BY_SIDE = False
 
 
 class Conv2dKeepCols(Conv2dWholeBatch):

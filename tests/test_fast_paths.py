@@ -3,6 +3,8 @@
 - conv2d, stride 1: the backward as a transposed convolution (columns of gy, no col2im)
   equals the backward through the columns of x and col2im, for drawn shapes, groups,
   padding and dilation, with several chunks.
+- conv2d, stride 1 on the CPU: the chunk's images side by side in one plane
+  (SideBySide) equals the wide grid of im2col_batch, and its columns equal im2col's.
 - conv2d's chunks on a pool of threads (minires/functional/parallel.py) give exactly
   the single-thread result, for 3x3 and 1x1, strides 1 and 2, groups.
 """
@@ -16,9 +18,9 @@ import minires as mr
 import minires.functional as F
 from minires.backend import to_numpy
 from minires.functional import parallel
-from minires.functional.conv import Conv2d
+from minires.functional.conv import Conv2d, SideBySide, im2col
 from tests.helpers import t64
-from tests.test_conv import conv_cases, make_inputs, settings
+from tests.test_conv import conv_cases, make_inputs, pair, settings
 
 
 def _conv_grads(case, device):
@@ -101,3 +103,51 @@ def test_run_chunks_nested_and_errors():
             parallel.run_chunks(fails, chunks)
     finally:
         parallel.set_num_threads(before)
+
+
+@given(case=conv_cases(max_batch=3, max_groups=2, max_group_channels=3), chunk=st.booleans())
+def test_conv2d_side_by_side_equals_wide_grid(monkeypatch, case, chunk):
+    """On the CPU, stride-1 conv2d lays a chunk's images side by side (SideBySide); forward
+    and all gradients equal the wide-grid path (SIDE_BY_SIDE = False), with one or several
+    chunks, for drawn kernels, padding, dilation and groups."""
+    case = dict(case, stride=1)
+
+    def run():
+        x, w, b = make_inputs(case, "cpu", make=t64)
+        y = F.conv2d(x, w, b, **settings(case))
+        gy = np.random.default_rng(case["seed"] + 1).standard_normal(y.shape)
+        y.backward(mr.tensor(gy, dtype=np.float64))
+        return [y.numpy()] + [to_numpy(t.grad) for t in (x, w, b) if t is not None]
+
+    with monkeypatch.context() as m:
+        if chunk:
+            m.setattr(Conv2d, "CPU_CHUNK_BYTES", 64)
+        fast = run()
+        m.setattr(Conv2d, "SIDE_BY_SIDE", False)
+        plain = run()
+    for a, b in zip(plain, fast):
+        np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-10)
+
+
+@given(case=conv_cases(max_batch=3, max_groups=1, max_group_channels=3))
+def test_side_by_side_columns_match_im2col(case):
+    """SideBySide.columns holds im2col's columns (read back through .images); .place puts
+    an array on the grid with zeros elsewhere, and .images reads it back."""
+    (ph, pw), (dh, dw) = pair(case["padding"]), pair(case["dilation"])
+    KH, KW = case["w_shape"][2:]
+    if not SideBySide.fits((KH, KW), (ph, pw), (dh, dw)):
+        return
+    rng = np.random.default_rng(case["seed"])
+    x = rng.standard_normal(case["x_shape"])
+    N, C, H, W = x.shape
+    layout = SideBySide(N, H, W, (KH, KW), (ph, pw), (dh, dw))
+    cols = layout.columns(x)
+    assert cols.shape == (C * KH * KW, layout.L)
+    expected = im2col(x, (KH, KW), 1, (ph, pw), (dh, dw))         # (N, C*KH*KW, OH*OW)
+    got = layout.images(cols).reshape(N, C * KH * KW, -1)
+    np.testing.assert_array_equal(got, expected)
+    a = rng.standard_normal((N, 2, layout.OH, layout.OW))
+    grid = layout.place(a, np.full(2 * layout.L + 3, np.nan))
+    assert not np.isnan(grid).any()
+    np.testing.assert_array_equal(layout.images(grid), a)
+    assert np.count_nonzero(grid) == np.count_nonzero(a)

@@ -16,7 +16,9 @@ nor OMP_NUM_THREADS is set, minires sets OpenBLAS to one thread and uses
 Accelerate) or an explicit thread setting, nothing changes: chunks run one after
 the other and BLAS threads as it was told. ``set_num_threads(n)`` changes the
 number of workers (1 = in order, on the calling thread; the NumPy-wide BLAS setting
-is left as it is). MINIRES_NUM_THREADS=n sets it at import.
+is left as it is). MINIRES_NUM_THREADS=n sets it at import (and BLAS to one thread, for
+n > 1 with OpenBLAS); MINIRES_NUM_THREADS=1 leaves BLAS threading alone, which is the
+behaviour before this module existed.
 
 Results do not depend on the number of workers: each chunk writes its own slice of
 the output, and per-chunk partial sums (the weight gradient) are added in chunk order.
