@@ -6,7 +6,6 @@ one op names the op and both devices.
 """
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -96,14 +95,12 @@ def test_import_does_not_load_cupy():
     assert out.stdout.strip() == "False"
 
 
-def test_import_takes_under_half_a_second():
-    """``python -c "import minires"`` end to end, the best of 3 runs."""
-    times = []
-    for _ in range(3):
-        start = time.perf_counter()
-        _run_python("import minires")
-        times.append(time.perf_counter() - start)
-    assert min(times) < 0.5, f"python -c 'import minires' took {min(times):.3f} s (best of 3)"
+def test_import_loads_no_heavy_optional_module():
+    """Import time is measured in benchmarks/import_time.py (timing asserts are flaky on a
+    shared machine); what makes it slow is checkable: none of these may load at import."""
+    heavy = ("cupy", "matplotlib", "tqdm", "minires.nn", "minires.train", "minires.data")
+    out = _run_python("import sys, minires; print([m for m in %r if m in sys.modules])" % (heavy,))
+    assert out.stdout.strip() == "[]"
 
 
 def test_ops_keep_data_on_its_device(device):
