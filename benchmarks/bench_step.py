@@ -28,10 +28,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-import minires as mr  # noqa: E402
-import minires.functional as F  # noqa: E402
+from conv_layers import machine_description
 
-from conv_layers import machine_description  # noqa: E402
+import minires as mr
+import minires.functional as F
 
 # name -> (minires builder, torch builder arguments)
 MODELS = {

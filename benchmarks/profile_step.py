@@ -29,12 +29,12 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-import minires as mr  # noqa: E402
-import minires.functional as F  # noqa: E402
-from minires import autograd  # noqa: E402
-from minires.functional import conv, parallel  # noqa: E402
+from conv_layers import machine_description
 
-from conv_layers import machine_description  # noqa: E402
+import minires as mr
+import minires.functional as F
+from minires import autograd
+from minires.functional import conv, parallel
 
 _stack = []          # the kinds currently open (nesting)
 _self_time = collections.defaultdict(float)
