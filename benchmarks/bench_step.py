@@ -14,7 +14,10 @@ The PyTorch models are written here with the same layouts as minires.models (CIF
 BasicBlock with option-A shortcuts; pre-activation bottlenecks with a bare 1x1
 projection on the raw input): same shapes and FLOPs, not the same weights.
 The machine's load average is printed with the figures: on a shared 2-core machine,
-re-run when it is quiet.
+re-run when it is quiet. Under load, multi-threaded PyTorch (OpenMP) and OpenBLAS spin
+while waiting for a busy core and slow down by several times (PyTorch ResNet-20 measured
+3.5 s per step on 2 threads vs 0.9 s on 1 thread at a load of 3); ``--num-threads 1`` gives
+a fair comparison then.
 """
 from __future__ import annotations
 
@@ -32,6 +35,11 @@ from conv_layers import machine_description
 
 import minires as mr
 import minires.functional as F
+
+try:
+    from minires.functional import parallel
+except ImportError:          # an older minires (comparing versions): no CPU threads of its own
+    parallel = None
 
 # name -> (minires builder, torch builder arguments)
 MODELS = {
@@ -169,6 +177,10 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--no-eval", action="store_true")
+    parser.add_argument("--num-threads", type=int, default=None,
+                        help="threads for both libraries (minires' CPU threads with BLAS on "
+                             "one thread, torch's intra-op threads); 1 is the fair choice on "
+                             "a loaded machine")
     args = parser.parse_args()
     torch = None
     if not args.no_torch:
@@ -176,7 +188,14 @@ def main():
             import torch
         except ImportError:
             print("(torch is not installed: minires only)")
-    versions = f"numpy {np.__version__}"
+    if args.num_threads:
+        if parallel:
+            parallel.set_num_threads(args.num_threads)
+            parallel.set_blas_threads(1)
+        if torch:
+            torch.set_num_threads(args.num_threads)
+    threads = parallel.num_threads() if parallel else "no"
+    versions = f"numpy {np.__version__}, minires {threads} CPU threads"
     if torch:
         versions += f", torch {torch.__version__} ({torch.get_num_threads()} threads)"
     print(f"machine: {machine_description()}; {versions}")

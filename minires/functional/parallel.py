@@ -121,6 +121,18 @@ def run_chunks(work, chunks):
     return results
 
 
+def set_blas_threads(n: int) -> bool:
+    """Set OpenBLAS's own thread count (NumPy-wide); False if NumPy's BLAS is not OpenBLAS.
+
+    minires sets it to 1 at import when it runs chunks on its own threads (see above);
+    this is for benchmarks and for users who want BLAS threading back."""
+    setter = _openblas_setter()
+    if setter is None:
+        return False
+    setter(int(n))
+    return True
+
+
 def _configure():
     env = os.environ.get("MINIRES_NUM_THREADS")
     if not env and (os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")):
@@ -135,4 +147,4 @@ def _configure():
 
 _configure()
 
-__all__ = ["num_threads", "run_chunks", "set_num_threads"]
+__all__ = ["num_threads", "run_chunks", "set_blas_threads", "set_num_threads"]
