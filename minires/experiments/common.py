@@ -90,6 +90,16 @@ def save_json(path, obj) -> Path:
     return path
 
 
+def finish(results, out_dir, name, plot, seconds):
+    """The common end of every experiment: record the run time, write results.json and
+    NAME.png (when matplotlib is installed) to ``out_dir``, say where; return ``results``."""
+    results["seconds"] = seconds
+    save_json(out_dir / "results.json", results)
+    results["figure"] = save_figure(plot(results), out_dir / f"{name}.png")
+    print(f"results in {out_dir}")
+    return results
+
+
 def new_figure(figsize=(10, 4)):
     """A matplotlib Figure (no pyplot), or None when matplotlib is not installed."""
     try:

@@ -15,8 +15,19 @@ measured with which budget; scale up with ``--epochs`` and ``--limit-train``.
 """
 from __future__ import annotations
 
-from .common import (Timer, add_training_arguments, depth_list, environment, evaluate, load_splits,
-                     new_figure, output_folder, save_figure, save_json, trained_model)
+from .common import (
+    Timer,
+    add_training_arguments,
+    depth_list,
+    environment,
+    evaluate,
+    finish,
+    load_splits,
+    new_figure,
+    output_folder,
+    save_json,
+    trained_model,
+)
 
 NAME = "degradation"
 DESCRIPTION = ("Training error of plain vs residual nets of two depths (He et al. 2015, Fig. 6).\n"
@@ -55,12 +66,8 @@ def run(args):
                   f"{clock.seconds:.0f}s", flush=True)
             save_json(out_dir / "results.json", results)     # partial results survive a crash
     results["verdict"] = verdict(results)
-    results["seconds"] = clock.seconds
     print(results["verdict"])
-    save_json(out_dir / "results.json", results)
-    results["figure"] = save_figure(plot(results), out_dir / f"{NAME}.png")
-    print(f"results in {out_dir}")
-    return results
+    return finish(results, out_dir, NAME, plot, clock.seconds)
 
 
 def verdict(results):

@@ -26,8 +26,18 @@ import numpy as np
 import minires as mr
 from minires.backend import to_numpy
 
-from .common import (Timer, build, calibrate_batch_norm, depth_list, environment, first_batch,
-                     load_splits, new_figure, output_folder, save_figure, save_json)
+from .common import (
+    Timer,
+    build,
+    calibrate_batch_norm,
+    depth_list,
+    environment,
+    finish,
+    first_batch,
+    load_splits,
+    new_figure,
+    output_folder,
+)
 
 NAME = "gradient-at-init"
 DESCRIPTION = ("Gradient norm per layer, and shattered gradients, at initialisation.\n"
@@ -108,11 +118,7 @@ def run(args):
                   f"gradient correlation at lag 1: {shatter['correlation'][0]:+.3f} "
                   f"(unrelated images: {shatter['unrelated_abs_correlation']:.3f})   "
                   f"{clock.seconds:.0f}s", flush=True)
-    results["seconds"] = clock.seconds
-    save_json(out_dir / "results.json", results)
-    results["figure"] = save_figure(plot(results), out_dir / f"{NAME}.png")
-    print(f"results in {out_dir}")
-    return results
+    return finish(results, out_dir, NAME, plot, clock.seconds)
 
 
 def plot(results):

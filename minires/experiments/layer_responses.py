@@ -18,8 +18,17 @@ import numpy as np
 
 from minires.nn import BatchNorm2d
 
-from .common import (Timer, add_training_arguments, environment, first_batch, load_splits,
-                     new_figure, output_folder, save_figure, save_json, trained_model)
+from .common import (
+    Timer,
+    add_training_arguments,
+    environment,
+    finish,
+    first_batch,
+    load_splits,
+    new_figure,
+    output_folder,
+    trained_model,
+)
 
 NAME = "layer-responses"
 DESCRIPTION = ("Std of each 3x3 layer's response in trained nets (He et al. 2015, Fig. 7).\n"
@@ -85,11 +94,7 @@ def run(args):
                                    if hist and hist["test_error"] else None}
         print(f"{name} ({weights}): {len(stds)} layers, response std mean "
               f"{np.mean(list(stds.values())):.3f}   {clock.seconds:.0f}s", flush=True)
-    results["seconds"] = clock.seconds
-    save_json(out_dir / "results.json", results)
-    results["figure"] = save_figure(plot(results), out_dir / f"{NAME}.png")
-    print(f"results in {out_dir}")
-    return results
+    return finish(results, out_dir, NAME, plot, clock.seconds)
 
 
 def plot(results):

@@ -16,8 +16,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import (Timer, build, environment, evaluate, load_splits, load_weights, new_figure,
-                     output_folder, save_figure, save_json, save_weights, train)
+from .common import (
+    Timer,
+    build,
+    environment,
+    evaluate,
+    finish,
+    load_splits,
+    load_weights,
+    new_figure,
+    output_folder,
+    save_weights,
+    train,
+)
 
 NAME = "lesion"
 DESCRIPTION = ("Delete one block (or layer) of a trained net, measure the test error (Veit 2016).\n"
@@ -133,11 +144,7 @@ def run(args):
                                    "lesions": rows,
                                    "mean_error_after_lesion": (sum(r["test_error"] for r in rows)
                                                                / len(rows)) if rows else None}
-    results["seconds"] = clock.seconds
-    save_json(out_dir / "results.json", results)
-    results["figure"] = save_figure(plot(results), out_dir / f"{NAME}.png")
-    print(f"results in {out_dir}")
-    return results
+    return finish(results, out_dir, NAME, plot, clock.seconds)
 
 
 def plot(results):
