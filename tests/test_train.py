@@ -18,8 +18,9 @@ import pytest
 import minires as mr
 from minires import checkpoint
 from minires.data import CIFAR10, Split
-from minires.train import (RECIPES, Callback, NonFiniteLossError, TrainConfig, fit, main,
-                           recipe_config)
+from minires.data.transforms import normalize
+from minires.train import (RECIPES, Callback, NonFiniteLossError, TrainConfig, evaluate, fit,
+                           main, recipe_config)
 from tests.test_data import fake_cifar, write_binary
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,6 +58,13 @@ def config(**kw):
 def run(out=None, callbacks=(), resume=None, data=None, **kw):
     return fit(new_model(), data or tiny_data(), config(**kw), out=out, resume=resume,
                callbacks=callbacks, progress=False, verbose=False)
+
+
+def new_model_from(out):
+    """The model of the run folder's last checkpoint."""
+    model = new_model()
+    checkpoint.load_model_state(model, final_weights(out))
+    return model
 
 
 def final_weights(out):
@@ -242,6 +250,32 @@ def test_limits_use_the_first_examples():
     assert result.global_step == 3                                    # ceil(40 / 16)
 
 
+def test_flip_eval_averages_the_logits_of_each_image_and_its_mirror():
+    model, test = new_model(), tiny_data().test
+    model.eval()
+    with mr.no_grad():
+        x = normalize(test.images)                                        # (N, C, H, W)
+        a = model(mr.Tensor(x)).data
+        b = model(mr.Tensor(np.ascontiguousarray(x[..., ::-1]))).data     # W reversed
+    logits = (a + b) / 2
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    loss, acc = evaluate(model, test, 8, flip=True)
+    assert loss == pytest.approx(-logp[np.arange(len(test)), test.labels].mean(), rel=1e-5)
+    assert acc == pytest.approx((logits.argmax(axis=1) == test.labels).mean())
+    assert evaluate(model, test, 8) == pytest.approx(evaluate(model, test, 32))
+    assert evaluate(model, test, 8, flip=True) != pytest.approx(evaluate(model, test, 8))
+
+
+def test_flip_eval_is_reported_for_the_last_epoch_only(tmp_path):
+    result = run(tmp_path, epochs=2, flip_eval=True)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert "test_flip_acc" not in rows[0] and "test_flip_acc" in rows[1]
+    assert rows[1]["test_flip_acc"] == pytest.approx(evaluate(new_model_from(tmp_path),
+                                                              tiny_data().test, flip=True)[1])
+    assert result.summary["final"]["test_flip_loss"] == pytest.approx(rows[1]["test_flip_loss"])
+
+
 def test_recipes():
     paper = recipe_config("paper")
     assert (paper.lr, paper.momentum, paper.weight_decay, paper.batch_size) == (0.1, 0.9, 1e-4, 128)
@@ -251,7 +285,10 @@ def test_recipes():
     r110 = recipe_config("paper", model="resnet110")
     assert (r110.warmup_steps, r110.warmup_mode, r110.warmup_factor) == (400, "constant", 0.1)
     fast = recipe_config("fast")
-    assert fast.model == "resnet20" and fast.epochs == RECIPES["fast"]["epochs"] and fast.lr == 0.1
+    assert fast.model == "resnet20" and fast.epochs == RECIPES["fast"]["epochs"]
+    assert fast.batch_size == 256 and fast.lr == pytest.approx(0.2) and fast.flip_eval
+    assert not paper.flip_eval
+    assert recipe_config("fast", batch_size=128).lr == pytest.approx(0.1)
     assert fast.nesterov and not fast.decay_bn_bias and fast.label_smoothing == 0.1
     assert recipe_config("fast", batch_size=256).lr == pytest.approx(0.2)
     assert recipe_config("fast", batch_size=256, lr=0.05).lr == 0.05
@@ -313,6 +350,10 @@ def test_cli_one_epoch_then_eval_only_then_resume(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["test_acc"] == pytest.approx(rows[0]["test_acc"])
     assert report["test_loss"] == pytest.approx(rows[0]["test_loss"], rel=1e-5)
+    assert report["test_flip_acc"] == pytest.approx(rows[0]["test_flip_acc"])   # fast: flip_eval
+    assert main(["cifar", "--eval-only", str(out / "last.npz"), "--data-dir", str(data_dir),
+                 "--no-download", "--limit-test", "16", "--no-flip-eval"]) == 0
+    assert "test_flip_acc" not in json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
     assert main(["cifar", "--resume", str(out / "last.npz"), "--epochs", "2", "--no-progress"]) == 0
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
