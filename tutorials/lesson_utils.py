@@ -55,21 +55,17 @@ def has_matplotlib() -> bool:
 
 def new_figure(figsize=(8, 4)):
     """A matplotlib ``Figure`` (no pyplot, no window), or None when matplotlib is missing."""
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
-        return None
-    return Figure(figsize=figsize, layout="constrained")
+    from minires.experiments.common import new_figure
+    return new_figure(figsize)
 
 
 def save_figure(fig, path):
     """Write ``fig`` as PNG and say where; without matplotlib (``fig is None``) say so instead."""
-    if fig is None:
-        print(f"(matplotlib is not installed: {Path(path).name} not drawn; pip install matplotlib)")
-        return None
-    fig.savefig(os.fspath(path), dpi=100)
-    print(f"figure: {path}")
-    return Path(path)
+    from minires.experiments.common import save_figure
+    saved = save_figure(fig, path, dpi=100)
+    if saved is not None:
+        print(f"figure: {path}")
+    return saved
 
 
 def mode_line() -> str:

@@ -109,12 +109,12 @@ def new_figure(figsize=(10, 4)):
     return Figure(figsize=figsize, layout="constrained")
 
 
-def save_figure(fig, path):
+def save_figure(fig, path, dpi=120):
     """Save ``fig`` as PNG; returns the path, or None (with a note) when there is no figure."""
     if fig is None:
-        print("matplotlib is not installed: no PNG written (pip install matplotlib)")
+        print(f"matplotlib is not installed: {Path(path).name} not drawn (pip install matplotlib)")
         return None
-    fig.savefig(os.fspath(path), dpi=120)
+    fig.savefig(os.fspath(path), dpi=dpi)
     return Path(path)
 
 

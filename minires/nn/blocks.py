@@ -286,19 +286,22 @@ class PreActBlock(ResidualBlock):
 
     The shortcut is the identity, or when shapes change a bare 1x1 conv (option
     "B") or zero-padding (option "A"), applied to the raw input (see the module
-    docstring on where the fork sits).
+    docstring on where the fork sits). ``dropout`` > 0 puts a Dropout between conv1 and
+    bn2 (the wide-ResNet block, ``WideBasic``).
     """
 
     expansion = 1
     post_activation = False
 
     def __init__(self, inplanes, planes, stride=1, option="B", shortcut=True, se=False,
-                 se_reduction=16):
+                 se_reduction=16, dropout=0.0):
         super().__init__()
         self._start_init(stride)
         self.bn1 = BatchNorm2d(inplanes)
         self.relu1 = ReLU()
         self.conv1 = conv3x3(inplanes, planes, stride)
+        if dropout:
+            self.dropout = Dropout(dropout)
         self.bn2 = BatchNorm2d(planes)
         self.relu2 = ReLU()
         self.conv2 = conv3x3(planes, planes)
@@ -308,6 +311,8 @@ class PreActBlock(ResidualBlock):
 
     def branch(self, x):
         out = self.conv1(self.relu1(self.bn1(x)))
+        if "dropout" in self._modules:
+            out = self.dropout(out)
         out = self.conv2(self.relu2(self.bn2(out)))
         if "se" in self._modules:
             out = self.se(out)
@@ -354,43 +359,18 @@ class PreActBottleneck(ResidualBlock):
         init.zeros_(self.conv3.weight)
 
 
-class WideBasic(ResidualBlock):
+class WideBasic(PreActBlock):
     """Wide ResNet block (Zagoruyko & Komodakis 2016), pre-activation with optional dropout:
-    F(x) = conv2(relu(bn2(dropout(conv1(relu(bn1(x))))))), stride on conv1.
+    F(x) = conv2(relu(bn2(dropout(conv1(relu(bn1(x))))))), stride on conv1 -- a PreActBlock
+    with ``dropout`` as its fourth argument, as in the paper's code.
 
     The shortcut is the identity or a bare 1x1 conv when shapes change.
     """
 
-    expansion = 1
-    post_activation = False
-
     def __init__(self, inplanes, planes, stride=1, dropout=0.0, option="B", shortcut=True,
                  se=False, se_reduction=16):
-        super().__init__()
-        self._start_init(stride)
-        self.bn1 = BatchNorm2d(inplanes)
-        self.relu1 = ReLU()
-        self.conv1 = conv3x3(inplanes, planes, stride)
-        if dropout:
-            self.dropout = Dropout(dropout)
-        self.bn2 = BatchNorm2d(planes)
-        self.relu2 = ReLU()
-        self.conv2 = conv3x3(planes, planes)
-        if se:
-            self.se = SqueezeExcitation(planes, se_reduction)
-        self._finish_init(inplanes, planes, stride, shortcut, option, batch_norm=False)
-
-    def branch(self, x):
-        out = self.conv1(self.relu1(self.bn1(x)))
-        if "dropout" in self._modules:
-            out = self.dropout(out)
-        out = self.conv2(self.relu2(self.bn2(out)))
-        if "se" in self._modules:
-            out = self.se(out)
-        return out
-
-    def zero_init_residual(self):
-        init.zeros_(self.conv2.weight)
+        super().__init__(inplanes, planes, stride, option=option, shortcut=shortcut, se=se,
+                         se_reduction=se_reduction, dropout=dropout)
 
 
 # --- split attention (ResNeSt, Zhang et al. 2020) --------------------------------------

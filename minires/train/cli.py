@@ -1,0 +1,254 @@
+"""``python -m minires.train cifar``: the command line, a thin layer over ``fit()``."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from .. import backend, checkpoint
+from ..data import load_cifar10
+from ..data.cifar import DataError
+from .loop import NonFiniteLossError, check_writable, evaluate, fit
+from .recipes import OPTIMIZERS, RECIPES, SCHEDULES, TrainConfig, build_model, recipe_config
+
+
+def set_threads(n: int) -> str:
+    """Limit BLAS threads to ``n``; returns how (or why not)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        if all(os.environ.get(v) == str(n) for v in THREAD_VARS):
+            return f"{n} (set by {'/'.join(THREAD_VARS)} before NumPy loaded)"
+        return ("unchanged: install threadpoolctl, or set OMP_NUM_THREADS / OPENBLAS_NUM_THREADS "
+                "before starting Python")
+    threadpool_limits(n)
+    return f"{n} (threadpoolctl)"
+
+
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _maybe_reexec_for_threads(n, argv):
+    """BLAS reads its thread count when NumPy loads -- before any of our code runs. Without
+    threadpoolctl, start this command again once with the variables set."""
+    try:
+        import threadpoolctl  # noqa: F401
+        return
+    except ImportError:
+        pass
+    if all(os.environ.get(v) == str(n) for v in THREAD_VARS):
+        return
+    env = {**os.environ, **{v: str(n) for v in THREAD_VARS}}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "minires.train", *argv], env)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m minires.train",
+        description="Train a network from minires.models with minires. Command: cifar.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    p = commands.add_parser(
+        "cifar", formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="train on CIFAR-10",
+        description="Train on CIFAR-10 (official archive; see --data-dir).\n\n"
+                    "Recipes (every option below overrides the recipe's value):\n"
+                    f"  fast   {_describe('fast')}\n"
+                    f"  paper  {_describe('paper')}\n\n"
+                    "The run folder gets config.json, metrics.jsonl (one line per epoch), "
+                    "last.npz (each epoch,\nand on Ctrl-C/SIGTERM at the current step), best.npz, "
+                    "summary.json and curves.png (with matplotlib).")
+    g = p.add_argument_group("model and recipe")
+    g.add_argument("--recipe", choices=sorted(RECIPES), default="fast",
+                   help="fast (default): about an hour on a 2-core CPU; paper: He et al. 2015")
+    g.add_argument("--model", help="a builder in minires.models (default: the recipe's, resnet20) "
+                                   "or package.module:callable")
+    g = p.add_argument_group("optimisation (default: the recipe's value)")
+    g.add_argument("--epochs", type=int, help="number of epochs")
+    g.add_argument("--max-steps", type=int, help="stop after this many iterations (paper: 64000)")
+    g.add_argument("--batch-size", type=int, help="examples per step (fast: 256, paper: 128)")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, help="sgd (default), adam or adamw")
+    g.add_argument("--lr", type=float, help="peak learning rate (fast: 0.1 x batch-size / 128)")
+    g.add_argument("--momentum", type=float, help="SGD momentum, Adam beta1 (0.9)")
+    g.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=None,
+                   help="Nesterov momentum (fast: on, paper: off)")
+    g.add_argument("--wd", type=float, dest="weight_decay",
+                   help="weight decay (fast: 5e-4, paper: 1e-4)")
+    g.add_argument("--decay-bn-bias", action=argparse.BooleanOptionalAction, default=None,
+                   help="also decay batch-norm and bias parameters (fast: no, paper: yes)")
+    g.add_argument("--schedule", choices=SCHEDULES,
+                   help="learning-rate schedule, stepped per iteration: cosine (fast), onecycle, "
+                        "step (milestones in iterations; paper), multistep (milestones in epochs), "
+                        "constant")
+    g.add_argument("--milestones", type=lambda s: [int(v) for v in s.split(",")],
+                   help="comma-separated milestones for step/multistep, lr x 0.1 at each "
+                        "(paper: 32000,48000)")
+    g.add_argument("--warmup-epochs", type=float,
+                   help="linear warm-up from 0.1 x lr over this many epochs (fast: 1)")
+    g.add_argument("--label-smoothing", type=float, help="label smoothing (fast: 0.1, paper: 0)")
+    g.add_argument("--flip-eval", action=argparse.BooleanOptionalAction, default=None,
+                   help="after the last epoch (and with --eval-only) also report test accuracy "
+                        "averaged over each image and its mirror image (fast: on, paper: off)")
+    g.add_argument("--no-augment", dest="augment", action="store_false", default=None,
+                   help="switch off random crop + flip")
+    g = p.add_argument_group("data")
+    g.add_argument("--data-dir",
+                   help="folder with cifar-10-batches-bin/ (or -py/, or the .tar.gz); default "
+                        "$MINIRES_DATA, else ~/.cache/minires; downloaded if absent")
+    g.add_argument("--no-download", dest="download", action="store_false",
+                   help="never download; fail with instructions if the data is missing")
+    g.add_argument("--val-split", type=int,
+                   help="hold out the last N training images for validation; best.npz then "
+                        "follows validation accuracy (paper: 5000, fast: 0)")
+    g.add_argument("--limit-train", type=int, help="use only the first N training examples")
+    g.add_argument("--limit-test", type=int,
+                   help="use only the first N test (and validation) examples")
+    g.add_argument("--prefetch", type=int, default=2,
+                   help="batches prepared ahead by a background thread (0: off; default 2)")
+    g = p.add_argument_group("run")
+    g.add_argument("--seed", type=int, help="seed for initialisation, data order, augmentation (0)")
+    g.add_argument("--device", choices=backend.DEVICES, help="cpu (default) or cuda (needs CuPy)")
+    g.add_argument("--threads", type=int,
+                   help="BLAS threads (threadpoolctl when installed; otherwise the command "
+                        "restarts itself once with OMP/OPENBLAS/MKL_NUM_THREADS=N)")
+    g.add_argument("--out", help="run folder (default runs/cifar-MODEL-RECIPE-TIME; with --resume, "
+                                 "the checkpoint's folder)")
+    g.add_argument("--resume", metavar="CHECKPOINT",
+                   help="continue a run exactly where its checkpoint stopped (its config is used; "
+                        "options given here override it, e.g. more --epochs)")
+    g.add_argument("--eval-only", metavar="CHECKPOINT",
+                   help="evaluate a checkpoint on the test set and exit")
+    g.add_argument("--no-progress", dest="progress", action="store_false", default=None,
+                   help="no progress bar (one line per epoch is still printed)")
+    g.add_argument("--inspect-every", type=int, metavar="N",
+                   help="every N steps, append each layer's weight-gradient norm to gradflow.jsonl "
+                        "in the run folder (minires.inspect); gradflow.png heat map at the end")
+    return parser
+
+
+def _describe(recipe):
+    r = RECIPES[recipe]
+    length = f"{r['epochs']} epochs" if r["epochs"] else f"{r['max_steps']} iterations"
+    lr = "0.1 x batch/128" if r["lr"] is None else r["lr"]
+    return (f"{r['model']}, {length}, batch {r['batch_size']}, SGD lr {lr} momentum {r['momentum']}"
+            f"{' nesterov' if r['nesterov'] else ''}, wd {r['weight_decay']}"
+            f"{'' if r['decay_bn_bias'] else ' (not on BN/bias)'}, {r['schedule']} schedule"
+            f"{' ' + str(r['milestones']) if r['milestones'] else ''}"
+            f"{', warm-up ' + str(r['warmup_epochs']) + ' epoch' if r['warmup_epochs'] else ''}"
+            f"{', label smoothing ' + str(r['label_smoothing']) if r['label_smoothing'] else ''}"
+            f"{', val split ' + str(r['val_split']) if r['val_split'] else ''}")
+
+
+_CONFIG_FLAGS = ("model", "epochs", "max_steps", "batch_size", "optimizer", "lr", "momentum",
+                 "nesterov", "weight_decay", "decay_bn_bias", "schedule", "milestones",
+                 "warmup_epochs", "label_smoothing", "flip_eval", "augment", "seed", "device",
+                 "val_split", "limit_train", "limit_test", "prefetch", "data_dir", "threads")
+
+
+def config_from_args(args) -> TrainConfig:
+    given = {k: getattr(args, k) for k in _CONFIG_FLAGS if getattr(args, k, None) is not None}
+    if args.resume:
+        saved = checkpoint.load(args.resume).meta.get("config")
+        if not saved:
+            raise ValueError(f"{args.resume}: holds no training config; cannot resume it")
+        changed = {k: v for k, v in given.items() if saved.get(k) != v and k != "prefetch"}
+        if changed:
+            print(f"resuming with changed settings: {changed}", file=sys.stderr)
+        known = {f.name for f in dataclasses.fields(TrainConfig)}
+        return TrainConfig(**{k: v for k, v in {**saved, **given}.items() if k in known})
+    return recipe_config(args.recipe, **given)
+
+
+def callbacks_from_args(args, out) -> list:
+    """Callbacks the command line switches on (the place for options like --inspect-every)."""
+    callbacks = []
+    if getattr(args, "inspect_every", None):
+        from ..inspect import GradFlowLog
+        callbacks.append(GradFlowLog(None, Path(out) / "gradflow.jsonl", args.inspect_every))
+    return callbacks
+
+
+def _check_device(device):
+    """Fail with CuPy's clear message (not a traceback) when "cuda" cannot work here."""
+    if device == "cuda":
+        try:
+            backend.get_cupy()
+        except RuntimeError as err:
+            raise ValueError(str(err)) from err
+
+
+def _eval_only(args) -> int:
+    ckpt = checkpoint.load(args.eval_only)
+    saved = ckpt.meta.get("config", {})
+    name = args.model or saved.get("model")
+    if not name or name == "custom":
+        raise ValueError(f"{args.eval_only}: the checkpoint does not name its model; pass --model")
+    model = build_model(name)
+    checkpoint.load_model_state(model, ckpt.model, source=f"checkpoint {args.eval_only}")
+    device = args.device or saved.get("device", "cpu")
+    _check_device(device)
+    model.to(device)
+    data = load_cifar10(args.data_dir or saved.get("data_dir"), download=args.download)
+    test = data.test.take(args.limit_test)
+    start = time.perf_counter()
+    loss, acc = evaluate(model, test, 256, device)
+    report = {"checkpoint": str(args.eval_only), "model": name, "test_examples": len(test),
+              "test_loss": loss, "test_acc": acc}
+    if args.flip_eval if args.flip_eval is not None else saved.get("flip_eval", False):
+        report["test_flip_loss"], report["test_flip_acc"] = evaluate(model, test, 256, device,
+                                                                     flip=True)
+    print(json.dumps({**report, "epoch": ckpt.meta.get("epoch"),
+                      "seconds": round(time.perf_counter() - start, 2)}))
+    return 0
+
+
+def main(argv=None, allow_reexec=False) -> int:
+    """Run the command line; returns the exit status (0 done, 1 error, 128+signal when stopped)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.threads and allow_reexec:
+        _maybe_reexec_for_threads(args.threads, argv)
+    try:
+        if args.threads:
+            print(f"BLAS threads: {set_threads(args.threads)}", file=sys.stderr)
+        if args.eval_only:
+            return _eval_only(args)
+        config = config_from_args(args)
+        if args.out:
+            out = Path(args.out)
+        elif args.resume:
+            out = Path(args.resume).parent
+        else:
+            name = config.model.replace(":", "-")
+            out = Path("runs") / f"cifar-{name}-{config.recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
+        check_writable(out)                                          # fail before any work
+        if not args.resume and (out / "last.npz").exists():
+            raise FileExistsError(f"{out / 'last.npz'} exists: resume it with --resume "
+                                  f"{out / 'last.npz'} or choose another --out")
+        _check_device(config.device)
+        backend.manual_seed(config.seed)
+        model = build_model(config.model)
+        data = load_cifar10(config.data_dir, download=args.download, val_split=config.val_split)
+        print(f"{config.model} ({sum(p.data.size for p in model.parameters()):,} parameters) on "
+              f"{config.device}; {len(data.train.take(config.limit_train))} training images; run "
+              f"folder {out}", file=sys.stderr)
+        result = fit(model, data, config, out=out, resume=args.resume,
+                     callbacks=callbacks_from_args(args, out), progress=args.progress)
+    except NonFiniteLossError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except (DataError, checkpoint.CheckpointError, ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("aborted without saving (the last checkpoint is intact)", file=sys.stderr)
+        return 130
+    if result.status == "interrupted":
+        return 128 + int(result.signal) if result.signal else 1
+    return 0
