@@ -286,7 +286,7 @@ def test_recipes():
     assert (r110.warmup_steps, r110.warmup_mode, r110.warmup_factor) == (400, "constant", 0.1)
     fast = recipe_config("fast")
     assert fast.model == "resnet20" and fast.epochs == RECIPES["fast"]["epochs"]
-    assert fast.batch_size == 256 and fast.lr == pytest.approx(0.2) and fast.flip_eval
+    assert fast.batch_size == 128 and fast.lr == pytest.approx(0.1) and fast.flip_eval
     assert not paper.flip_eval
     assert recipe_config("fast", batch_size=128).lr == pytest.approx(0.1)
     assert fast.nesterov and not fast.decay_bn_bias and fast.label_smoothing == 0.1

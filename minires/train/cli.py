@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("optimisation (default: the recipe's value)")
     g.add_argument("--epochs", type=int, help="number of epochs")
     g.add_argument("--max-steps", type=int, help="stop after this many iterations (paper: 64000)")
-    g.add_argument("--batch-size", type=int, help="examples per step (fast: 256, paper: 128)")
+    g.add_argument("--batch-size", type=int, help="examples per step (128)")
     g.add_argument("--optimizer", choices=OPTIMIZERS, help="sgd (default), adam or adamw")
     g.add_argument("--lr", type=float, help="peak learning rate (fast: 0.1 x batch-size / 128)")
     g.add_argument("--momentum", type=float, help="SGD momentum, Adam beta1 (0.9)")
