@@ -19,15 +19,8 @@ from hypothesis import strategies as st
 import minires as mr
 import minires.functional as F
 from minires.backend import to_numpy
-from minires.functional.conv import (
-    Conv2d,
-    batch_grid_width,
-    col2im,
-    col2im_batch,
-    conv2d_naive,
-    im2col,
-    im2col_batch,
-)
+from minires.functional.conv import Conv2d, col2im, conv2d_naive, im2col
+from minires.functional.conv_layouts import batch_grid_width, col2im_batch, im2col_batch
 from tests.helpers import assert_forward, t32, t64
 
 

@@ -32,7 +32,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from minires import backend
-from minires.functional import conv
+from minires.functional import conv, conv_layouts, windows
 from minires.functional import cuda_kernels as ck
 from minires.functional.activation import ReLU
 from minires.functional.loss import CrossEntropy
@@ -224,15 +224,15 @@ def test_im2col_and_col2im_match_the_portable_code(kernels, geometry, seed):
 def test_batch_layout_matches_the_portable_code_wide_grid_included(kernels, geometry, seed):
     shape, kernel, stride, padding, dilation = geometry
     x = _rng(seed).standard_normal(shape).astype(np.float32)
-    want = conv.im2col_batch(x, kernel, stride, padding, dilation)
+    want = conv_layouts.im2col_batch(x, kernel, stride, padding, dilation)
     got = kernels.back(ck.im2col_batch(kernels.to(x), kernel, stride, padding, dilation))
     np.testing.assert_array_equal(got, want)                 # the wide grid's extra columns too
     N, _, H, W = shape
-    OH, OW = conv.conv_output_size(H, W, kernel, stride, padding, dilation)
-    Wq = conv.batch_grid_width(W, OW, stride, padding)
+    OH, OW = windows.conv_output_size(H, W, kernel, stride, padding, dilation)
+    Wq = conv_layouts.batch_grid_width(W, OW, stride, padding)
     cols = _rng(seed + 1).standard_normal(want.shape).astype(np.float32)
     cols.reshape(-1, N, OH, Wq)[..., OW:] = 0                 # as conv2d's backward leaves them
-    want = conv.col2im_batch(cols, shape, kernel, stride, padding, dilation)
+    want = conv_layouts.col2im_batch(cols, shape, kernel, stride, padding, dilation)
     got = kernels.back(ck.col2im_batch(kernels.to(cols), shape, kernel, stride, padding,
                                        dilation))
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
@@ -240,7 +240,7 @@ def test_batch_layout_matches_the_portable_code_wide_grid_included(kernels, geom
 
 def test_im2col_batch_writes_into_the_given_buffer(kernels):
     x = _rng(0).standard_normal((2, 3, 5, 5)).astype(np.float32)
-    want = conv.im2col_batch(x, 3, 2, 1)
+    want = conv_layouts.im2col_batch(x, 3, 2, 1)
     buffer = kernels.to(np.full(want.size + 7, -1.0, dtype=np.float32))
     got = ck.im2col_batch(kernels.to(x), 3, 2, 1, out=buffer)
     np.testing.assert_array_equal(kernels.back(got), want)
@@ -252,16 +252,16 @@ def test_resnet20_shapes_end_to_end_of_a_convolution(kernels):
     """The kernels on the shapes conv2d really sees (batch 4), columns -> GEMM -> back."""
     for C, H, stride in ((16, 32, 1), (16, 32, 2), (64, 8, 1)):
         x = _rng(C).standard_normal((4, C, H, H)).astype(np.float32)
-        want = conv.im2col_batch(x, 3, stride, 1)
+        want = conv_layouts.im2col_batch(x, 3, stride, 1)
         got = kernels.back(ck.im2col_batch(kernels.to(x), 3, stride, 1))
         np.testing.assert_array_equal(got, want)
         OH = (H + 2 - 3) // stride + 1
-        Wq = conv.batch_grid_width(H, OH, (stride, stride), (1, 1))
+        Wq = conv_layouts.batch_grid_width(H, OH, (stride, stride), (1, 1))
         cols = _rng(C + 1).standard_normal(want.shape).astype(np.float32)
         cols.reshape(-1, 4, OH, Wq)[..., OH:] = 0
         np.testing.assert_allclose(
             kernels.back(ck.col2im_batch(kernels.to(cols), x.shape, 3, stride, 1)),
-            conv.col2im_batch(cols, x.shape, 3, stride, 1), rtol=1e-5, atol=1e-5)
+            conv_layouts.col2im_batch(cols, x.shape, 3, stride, 1), rtol=1e-5, atol=1e-5)
 
 
 # --- batch norm -----------------------------------------------------------------------------------

@@ -18,7 +18,8 @@ import minires as mr
 import minires.functional as F
 from minires.backend import to_numpy
 from minires.functional import parallel
-from minires.functional.conv import Conv2d, SideBySide, im2col
+from minires.functional.conv import Conv2d, im2col
+from minires.functional.conv_layouts import SideBySide
 from tests.helpers import t64
 from tests.test_conv import conv_cases, make_inputs, pair, settings
 

@@ -78,7 +78,7 @@ ELEMENTWISE = {
     # of every column entry read from it. Entry (kh, kw, oi, oj) read padded pixel
     # (oi*sh + kh*dh, oj*sw + kw*dw), so for each (kh, kw) there is at most one (oi, oj):
     # oi = (h + ph - kh*dh) / sh when that divides exactly and 0 <= oi < OH (likewise oj).
-    # Only oj < OW is read: on the wide grid the columns oj >= OW hold zeros (see conv.py).
+    # Only oj < OW is read: on the wide grid the columns oj >= OW hold zeros (see conv_layouts.py).
     "col2im": (
         ("raw T cols, int32 N, int32 C, int32 H, int32 W, int32 KH, int32 KW, int32 sh, "
          "int32 sw, int32 ph, int32 pw, int32 dh, int32 dw, int32 OH, int32 OW, int32 Wq, "

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..autograd import Function
 from ..backend import get_array_module
-from .conv import _check_4d, _pair, conv_output_size, offset_slices, pad2d
+from .windows import _check_4d, _pair, conv_output_size, offset_slices, pad2d
 
 
 def _pool_settings(op, kernel_size, stride, padding):

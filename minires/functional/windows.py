@@ -1,0 +1,113 @@
+"""Sliding windows: the bookkeeping convolution and pooling share.
+
+Argument checking (``_pair``: an int or a pair; ``_check_4d``), the output size of a
+window of size KH x KW sliding with stride and dilation over a padded input
+(``conv_output_size``), padding, and the two ways of looking at every window at once
+without copying: one strided slice per kernel offset (``offset_slices``, used by
+pooling and col2im) and a strided view of all windows (``window_view``, used by im2col).
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from ..backend import get_array_module
+
+
+# --- argument handling --------------------------------------------------------------
+def _pair(value, name, op, minimum):
+    """An int or a pair of ints, each >= minimum, as a pair (h, w); a clear error otherwise."""
+    if type(value) is tuple and len(value) == 2 and type(value[0]) is int \
+            and type(value[1]) is int and min(value) >= minimum:
+        return value                    # already checked (the common case, called per chunk)
+    pair = (value, value) if isinstance(value, numbers.Integral) else value
+    try:
+        ok = (len(pair) == 2 and all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
+                                     for v in pair))
+    except TypeError:
+        ok = False
+    if isinstance(value, bool) or not ok:
+        raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+    if min(pair) < minimum:
+        raise ValueError(f"{op}: {name} must be >= {minimum}, got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def _check_4d(x, op, what="input"):
+    if x.ndim != 4:
+        hint = (" (for a single image (C, H, W), add a batch axis: x.reshape(1, *x.shape))"
+                if x.ndim == 3 and what == "input" else "")
+        raise ValueError(f"{op}: {what} must be 4-D (N, C, H, W), got shape {tuple(x.shape)}{hint}")
+
+
+def conv_output_size(H, W, kernel_size, stride=1, padding=0, dilation=1, op="conv2d"):
+    """(OH, OW) of a convolution or pooling window, or a clear error if the kernel does not fit.
+
+    OH = (H + 2*padding - dilation*(KH - 1) - 1) // stride + 1, and likewise for OW.
+    """
+    KH, KW = _pair(kernel_size, "kernel_size", op, 1)
+    sh, sw = _pair(stride, "stride", op, 1)
+    ph, pw = _pair(padding, "padding", op, 0)
+    dh, dw = _pair(dilation, "dilation", op, 1)
+    span_h, span_w = dh * (KH - 1) + 1, dw * (KW - 1) + 1   # the kernel's reach, dilation included
+    if span_h > H + 2 * ph or span_w > W + 2 * pw:
+        reach = ""
+        if (dh, dw) != (1, 1):
+            reach = f" (dilation {dh}x{dw} stretches it to {span_h}x{span_w})"
+        raise ValueError(f"{op}: kernel {KH}x{KW}{reach} is larger than the padded input "
+                         f"{H + 2 * ph}x{W + 2 * pw} (input {H}x{W} + padding {ph}x{pw} "
+                         f"on each side)")
+    return (H + 2 * ph - span_h) // sh + 1, (W + 2 * pw - span_w) // sw + 1
+
+
+def pad2d(x, padding, value=0.0):
+    """x (N, C, H, W) with (ph, pw) rows/columns of ``value`` added on each side (a copy)."""
+    ph, pw = padding
+    if ph == 0 and pw == 0:
+        return x
+    xp = get_array_module(x)
+    N, C, H, W = x.shape
+    out = xp.full((N, C, H + 2 * ph, W + 2 * pw), value, dtype=x.dtype)
+    out[:, :, ph:ph + H, pw:pw + W] = x
+    return out
+
+
+def offset_slices(kh, kw, out_hw, stride, dilation):
+    """The (rows, cols) slices of a padded input that kernel offset (kh, kw) touches.
+
+    Output pixel (i, j) reads padded pixel (i*sh + kh*dh, j*sw + kw*dw), so for a fixed
+    offset the pixels read by all OH x OW outputs form one strided slice.
+    """
+    (OH, OW), (sh, sw), (dh, dw) = out_hw, stride, dilation
+    return (slice(kh * dh, kh * dh + sh * (OH - 1) + 1, sh),
+            slice(kw * dw, kw * dw + sw * (OW - 1) + 1, sw))
+
+
+def strided_view(a, shape, strides):
+    """A read-only view of ``a`` with the given shape and strides (in bytes): no copy.
+
+    NumPy's and CuPy's ``as_strided`` (CuPy's has no ``writeable`` flag: its views are
+    never written here either).
+    """
+    xp = get_array_module(a)
+    if xp is np:
+        return np.lib.stride_tricks.as_strided(a, shape=shape, strides=strides, writeable=False)
+    return xp.lib.stride_tricks.as_strided(a, shape=shape, strides=strides)
+
+
+def window_view(x_pad, kernel_size, out_hw, stride, dilation):
+    """A read-only strided view (N, C, KH, KW, OH, OW) of a padded input: no copy.
+
+    view[n, c, kh, kw, i, j] = x_pad[n, c, i*sh + kh*dh, j*sw + kw*dw]. Moving one step
+    along kh moves dh rows in memory, one step along i moves sh rows: the view is
+    just the input's strides recombined.
+    """
+    N, C = x_pad.shape[:2]
+    (KH, KW), (OH, OW), (sh, sw), (dh, dw) = kernel_size, out_hw, stride, dilation
+    sN, sC, sH, sW = x_pad.strides
+    return strided_view(x_pad, (N, C, KH, KW, OH, OW),
+                        (sN, sC, dh * sH, dw * sW, sh * sH, sw * sW))
+
+
+__all__ = ["conv_output_size", "offset_slices", "pad2d", "strided_view", "window_view"]
