@@ -11,10 +11,10 @@ from ..optim import (SGD, Adam, AdamW, ConstantLR, CosineAnnealingLR, MultiStepL
 
 # --- recipes --------------------------------------------------------------------------------------
 # `fast`: the best accuracy we can get in about an hour on a 2-core CPU. The number of
-# epochs is the budget knob: change FAST_EPOCHS (or pass --epochs). On the 2-core
-# development machine (README, "What it reaches"): batch 256 x 12 epochs took 54m50s
-# (83.61%, 84.73% flip-averaged); batch 128 ran at 206 img/s in the training loop (epoch 1
-# 243 s), so 12 epochs of batch 128 fit too: the run being measured.
+# epochs is the budget knob: change FAST_EPOCHS (or pass --epochs). Measured on the 2-core
+# development machine (README, "What it reaches"): these 12 epochs took 58m40s and reached
+# 83.72% (85.07% flip-averaged); batch 256 x 12 epochs ran 4 minutes faster but reached
+# 83.61% (84.73%).
 FAST_EPOCHS = 12
 
 RECIPES = {
