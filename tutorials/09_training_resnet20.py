@@ -91,7 +91,7 @@ save_figure(fig, OUT / "augmentation.png")
 # ## 2. The recipe
 #
 # `recipe_config("fast")` is minires' recipe for a good ResNet-20 in about an hour on
-# a CPU: SGD with Nesterov momentum 0.9, batch 256, peak learning rate 0.2 (scaled
+# a CPU: SGD with Nesterov momentum 0.9, batch 128, peak learning rate 0.1 (scaled
 # linearly with the batch size: 0.1 x batch / 128), weight decay 5e-4 on the weights
 # only, one epoch of linear warm-up from a tenth of the peak, then a cosine decay to
 # zero; label smoothing 0.1; after the last epoch the test set is also scored with

@@ -141,7 +141,8 @@ def _describe(recipe):
             f"{' ' + str(r['milestones']) if r['milestones'] else ''}"
             f"{', warm-up ' + str(r['warmup_epochs']) + ' epoch' if r['warmup_epochs'] else ''}"
             f"{', label smoothing ' + str(r['label_smoothing']) if r['label_smoothing'] else ''}"
-            f"{', val split ' + str(r['val_split']) if r['val_split'] else ''}")
+            f"{', val split ' + str(r['val_split']) if r['val_split'] else ''}"
+            f"{', flip-averaged final eval' if r['flip_eval'] else ''}")
 
 
 _CONFIG_FLAGS = ("model", "epochs", "max_steps", "batch_size", "optimizer", "lr", "momentum",
