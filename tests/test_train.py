@@ -19,8 +19,8 @@ import minires as mr
 from minires import checkpoint
 from minires.data import CIFAR10, Split
 from minires.data.transforms import normalize
-from minires.train import (RECIPES, Callback, NonFiniteLossError, TrainConfig, evaluate, fit,
-                           main, recipe_config)
+from minires.train import (RECIPES, Callback, NonFiniteLossError, TrainConfig, evaluate,
+                           evaluate_views, fit, main, recipe_config)
 from tests.test_data import fake_cifar, write_binary
 
 REPO = Path(__file__).resolve().parents[1]
@@ -265,6 +265,10 @@ def test_flip_eval_averages_the_logits_of_each_image_and_its_mirror():
     assert acc == pytest.approx((logits.argmax(axis=1) == test.labels).mean())
     assert evaluate(model, test, 8) == pytest.approx(evaluate(model, test, 32))
     assert evaluate(model, test, 8, flip=True) != pytest.approx(evaluate(model, test, 8))
+    both = evaluate_views(model, test, 8)                  # one pass serves both views
+    assert both[False] == pytest.approx(evaluate(model, test, 8))
+    assert both[True] == pytest.approx((loss, acc))
+    assert list(evaluate_views(model, test, 8, flip=False)) == [False]
 
 
 def test_flip_eval_is_reported_for_the_last_epoch_only(tmp_path):

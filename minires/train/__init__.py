@@ -34,12 +34,12 @@ the ``Trainer``, ``evaluate``, callbacks, the run folder) and ``cli.py`` (the co
 thin layer over ``fit``).
 """
 from .cli import build_parser, main
-from .loop import (Callback, FitResult, NonFiniteLossError, Trainer, check_writable, evaluate, fit,
-                   plot_curves)
+from .loop import (Callback, FitResult, NonFiniteLossError, Trainer, check_writable, evaluate,
+                   evaluate_views, fit, plot_curves)
 from .recipes import (FAST_EPOCHS, OPTIMIZERS, RECIPES, SCHEDULES, TrainConfig, build_model,
                       build_optimizer, build_schedule, recipe_config)
 
 __all__ = ["FAST_EPOCHS", "OPTIMIZERS", "RECIPES", "SCHEDULES", "Callback", "FitResult",
            "NonFiniteLossError", "TrainConfig", "Trainer", "build_model", "build_optimizer",
-           "build_parser", "build_schedule", "check_writable", "evaluate", "fit", "main",
-           "plot_curves", "recipe_config"]
+           "build_parser", "build_schedule", "check_writable", "evaluate", "evaluate_views",
+           "fit", "main", "plot_curves", "recipe_config"]

@@ -12,7 +12,7 @@ from pathlib import Path
 from .. import backend, checkpoint
 from ..data import load_cifar10
 from ..data.cifar import DataError
-from .loop import NonFiniteLossError, check_writable, evaluate, fit
+from .loop import NonFiniteLossError, check_writable, evaluate_views, fit
 from .recipes import OPTIMIZERS, RECIPES, SCHEDULES, TrainConfig, build_model, recipe_config
 
 
@@ -197,12 +197,12 @@ def _eval_only(args) -> int:
     data = load_cifar10(args.data_dir or saved.get("data_dir"), download=args.download)
     test = data.test.take(args.limit_test)
     start = time.perf_counter()
-    loss, acc = evaluate(model, test, 256, device)
+    flip = args.flip_eval if args.flip_eval is not None else saved.get("flip_eval", False)
+    views = evaluate_views(model, test, 256, device, flip=flip)
     report = {"checkpoint": str(args.eval_only), "model": name, "test_examples": len(test),
-              "test_loss": loss, "test_acc": acc}
-    if args.flip_eval if args.flip_eval is not None else saved.get("flip_eval", False):
-        report["test_flip_loss"], report["test_flip_acc"] = evaluate(model, test, 256, device,
-                                                                     flip=True)
+              "test_loss": views[False][0], "test_acc": views[False][1]}
+    if flip:
+        report["test_flip_loss"], report["test_flip_acc"] = views[True]
     print(json.dumps({**report, "epoch": ckpt.meta.get("epoch"),
                       "seconds": round(time.perf_counter() - start, 2)}))
     return 0

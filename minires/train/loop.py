@@ -32,26 +32,36 @@ def evaluate(model, split: Split, batch_size=256, device="cpu",
     ``flip=True`` is test-time augmentation: the logits are the mean of the image's and its
     mirror image's (the same left-right flip the training augmentation uses), at twice the cost.
     """
+    return evaluate_views(model, split, batch_size, device, flip=flip)[flip]
+
+
+def evaluate_views(model, split: Split, batch_size=256, device="cpu",
+                   flip=True) -> dict[bool, tuple[float, float]]:
+    """``{False: (loss, acc)}`` and, with ``flip``, ``{True: flip-averaged (loss, acc)}`` too,
+    in one pass: the plain forward pass serves both."""
     loader = DataLoader(split.images, split.labels, batch_size=batch_size)
+    views = (False, True) if flip else (False,)
+    loss_sum, correct = dict.fromkeys(views, 0.0), dict.fromkeys(views, 0)
     was_training = model.training
     model.eval()
-    loss_sum, correct = 0.0, 0
     try:
         with no_grad():
             for x, y in loader.epoch(0):
                 y_dev = to_device(y, device)
-                x_dev = to_device(x, device)                     # (N, C, H, W)
-                logits = model(Tensor(x_dev))
+                x_dev = to_device(x, device)                         # (N, C, H, W)
+                logits = {False: model(Tensor(x_dev))}
                 if flip:
                     xp = backend.get_array_module(x_dev)
                     mirrored = xp.ascontiguousarray(x_dev[..., ::-1])    # (N, C, H, W), W reversed
-                    logits = (logits + model(Tensor(mirrored))) * 0.5
-                loss_sum += float(F.cross_entropy(logits, y_dev, reduction="sum").item())
-                correct += int((logits.data.argmax(axis=1) == y_dev).sum())
+                    logits[True] = (logits[False] + model(Tensor(mirrored))) * 0.5
+                for view in views:
+                    loss = F.cross_entropy(logits[view], y_dev, reduction="sum")
+                    loss_sum[view] += float(loss.item())
+                    correct[view] += int((logits[view].data.argmax(axis=1) == y_dev).sum())
     finally:
         model.train(was_training)
     n = max(len(split), 1)
-    return loss_sum / n, correct / n
+    return {view: (loss_sum[view] / n, correct[view] / n) for view in views}
 
 
 def check_writable(out) -> Path:
@@ -347,13 +357,11 @@ class Trainer:
         last_epoch = self.epoch + 1 >= self.epochs or self.global_step >= self.total_steps
         start = time.perf_counter()
         for split_name, split in self.eval_splits.items():
-            loss, acc = evaluate(self.model, split, max(self.config.batch_size, 256),
-                                 self.config.device)
-            row[f"{split_name}_loss"], row[f"{split_name}_acc"] = loss, acc
-            if self.config.flip_eval and last_epoch:
-                loss, acc = evaluate(self.model, split, max(self.config.batch_size, 256),
-                                     self.config.device, flip=True)
-                row[f"{split_name}_flip_loss"], row[f"{split_name}_flip_acc"] = loss, acc
+            views = evaluate_views(self.model, split, max(self.config.batch_size, 256),
+                                   self.config.device, flip=self.config.flip_eval and last_epoch)
+            row[f"{split_name}_loss"], row[f"{split_name}_acc"] = views[False]
+            if True in views:
+                row[f"{split_name}_flip_loss"], row[f"{split_name}_flip_acc"] = views[True]
         row.update(lr=self.last_lr, epoch_time=p["time"],
                    eval_time=time.perf_counter() - start,
                    img_per_s=p["seen"] / max(p["time"], 1e-9))
