@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from conv_layers import RESNET20_CONVS, machine_description
+from conv_layers import RESNET20_CONVS, machine_description, optional_torch
 
 import minires as mr
 import minires.functional as F
@@ -48,12 +48,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--no-torch", action="store_true")
     args = parser.parse_args()
-    torch = None
-    if not args.no_torch:
-        try:
-            import torch
-        except ImportError:
-            print("(torch is not installed: minires only)")
+    torch = optional_torch(args.no_torch)
     N = args.batch
     print(f"machine: {machine_description()}; load {os.getloadavg()[0]:.2f}")
     print(f"batch {N}, float32, min of {args.repeats} (ms)")

@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from conv_layers import machine_description
+from conv_layers import machine_description, optional_torch
 
 import minires as mr
 import minires.functional as F
@@ -182,12 +182,7 @@ def main():
                              "one thread, torch's intra-op threads); 1 is the fair choice on "
                              "a loaded machine")
     args = parser.parse_args()
-    torch = None
-    if not args.no_torch:
-        try:
-            import torch
-        except ImportError:
-            print("(torch is not installed: minires only)")
+    torch = optional_torch(args.no_torch)
     if args.num_threads:
         if parallel:
             parallel.set_num_threads(args.num_threads)

@@ -105,6 +105,18 @@ def machine_description():
     return f"{cpu}, {os.cpu_count()} CPUs" + (f", {threads}" if threads else "")
 
 
+def optional_torch(skip=False):
+    """The torch module, or None (with a note) when ``skip`` or when it is not installed."""
+    if skip:
+        return None
+    try:
+        import torch
+    except ImportError:
+        print("(torch is not installed: minires only)")
+        return None
+    return torch
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -121,12 +133,7 @@ def main():
     if args.chunk_bytes:
         Conv2d.CPU_CHUNK_BYTES = args.chunk_bytes
 
-    torch = None
-    if not args.no_torch:
-        try:
-            import torch
-        except ImportError:
-            print("(torch is not installed: minires only)")
+    torch = optional_torch(args.no_torch)
     if torch and args.threads:
         torch.set_num_threads(args.threads)
 
