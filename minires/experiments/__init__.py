@@ -23,6 +23,9 @@ EXPERIMENTS = {
     "lesion": "lesion",
     "path-lengths": "path_lengths",
     "layer-responses": "layer_responses",
+    "loss-landscape": "loss_landscape",
+    "feature-reuse": "feature_reuse",
+    "all": "all",
 }
 
 
@@ -46,6 +49,12 @@ def run_experiment(name, argv=()):
     """Parse ``argv`` (a list of option strings) for experiment ``name`` and run it."""
     args = make_parser(name).parse_args(list(argv))
     args.argv = [name, *argv]
+    args.experiment = name
+    if args.out is not None:
+        from .common import finished_results
+        done = finished_results(args)
+        if done is not None:
+            return done
     return get_experiment(name).run(args)
 
 

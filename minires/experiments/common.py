@@ -25,9 +25,13 @@ from minires import functional as F
 
 
 def add_common_arguments(parser, name):
-    parser.add_argument("--out", default=os.path.join("runs", "experiments", name),
-                        help="folder for the results (JSON, PNG, weights); created if missing "
-                             "(default: %(default)s)")
+    parser.add_argument("--out", default=None,
+                        help="folder for the results (JSON, PNG, weights); it must be new or "
+                             "empty unless --resume (default: a new folder runs/experiments/"
+                             f"{name}[-2, -3, ...]; with --tiny runs/experiments/tiny/{name}[-k])")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the unfinished run in --out: what it finished is kept, "
+                             "the rest is computed")
     parser.add_argument("--seed", type=int, default=0, help="seed for weights, data order and "
                         "sampling (default: %(default)s)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
@@ -47,20 +51,74 @@ def depth_list(text):
         raise ValueError(f"--depths: expected comma-separated integers like 20,56, got {text!r}") from None
     if not depths:
         raise ValueError("--depths: give at least one depth")
+    bad = [d for d in depths if d < 8 or (d - 2) % 6]
+    if bad:
+        raise ValueError(f"--depths: each depth must be 6n+2 with n >= 1 (8, 14, 20, 32, 44, 56, "
+                         f"110, ...), got {bad[0]}")
     return depths
 
 
-def output_folder(path) -> Path:
-    """Create the result folder and check that it is writable, before any work starts."""
-    folder = Path(path)
+def seed_list(text, default):
+    """'10,11,12' -> [10, 11, 12]; None -> [default]."""
+    if text is None:
+        return [default]
+    try:
+        seeds = [int(x) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--seeds: expected comma-separated integers like 10,11,12, got "
+                         f"{text!r}") from None
+    if not seeds or any(x < 0 for x in seeds) or len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds: expected distinct non-negative integers, got {text!r}")
+    return seeds
+
+
+DEFAULT_ROOT = Path("runs") / "experiments"
+
+
+def output_folder(args) -> Path:
+    """The result folder, created and checked writable before any work starts.
+
+    Nothing is ever overwritten: without ``--out`` a new folder is chosen
+    (``runs/experiments/NAME``, then ``NAME-2``, ...; ``--tiny`` runs go under
+    ``runs/experiments/tiny/`` so they never land beside real results); an ``--out`` that
+    already holds files is refused unless ``--resume`` asks to continue what is there.
+    """
+    name = getattr(args, "experiment", "experiment")
+    if args.out is None:
+        root = DEFAULT_ROOT / "tiny" if args.tiny else DEFAULT_ROOT
+        folder, k = root / name, 1
+        while folder.exists() and any(folder.iterdir()) and not args.resume:
+            k += 1
+            folder = root / f"{name}-{k}"
+    else:
+        folder = Path(args.out)
+        if folder.is_file():
+            raise SystemExit(f"{name}: --out {folder} is a file; give a folder")
+        if folder.is_dir() and any(folder.iterdir()) and not args.resume:
+            raise SystemExit(f"{name}: {folder} already holds results; choose a new --out, or add "
+                             f"--resume to continue the run that is there")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-")
         os.close(fd)
         os.remove(probe)
     except OSError as err:
-        raise SystemExit(f"cannot write results to {folder}: {err}") from None
+        raise SystemExit(f"{name}: cannot write results to {folder}: {err.strerror or err}") from None
+    args.out = str(folder)
     return folder
+
+
+def finished_results(args):
+    """With ``--resume``, the results of a run in ``--out`` that already finished, else None."""
+    if not getattr(args, "resume", False) or args.out is None:
+        return None
+    path = Path(args.out) / "results.json"
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if saved.get("complete"):
+            print(f"{saved.get('experiment')}: already finished in {args.out}; kept")
+            return saved
+    return None
 
 
 # --- saving results --------------------------------------------------------------------------------
@@ -94,6 +152,7 @@ def finish(results, out_dir, name, plot, seconds):
     """The common end of every experiment: record the run time, write results.json and
     NAME.png (when matplotlib is installed) to ``out_dir``, say where; return ``results``."""
     results["seconds"] = seconds
+    results["complete"] = True
     save_json(out_dir / "results.json", results)
     results["figure"] = save_figure(plot(results), out_dir / f"{name}.png")
     print(f"results in {out_dir}")
@@ -152,20 +211,72 @@ def synthetic_split(n, size=8, classes=10, seed=0, templates_seed=1234):
     return Split(images, labels.astype(np.int64))
 
 
-def load_splits(args, limit_train=None, limit_test=None):
-    """(train, test) Splits: CIFAR-10 (first ``limit`` examples), or synthetic with ``--tiny``."""
+def load_splits(args, limit_train=None, limit_test=None, input_size=None, balanced=False):
+    """(train, test) Splits: CIFAR-10 (first ``limit`` examples), or synthetic with ``--tiny``.
+
+    ``input_size`` (16, 8, ...) average-pools every image to that size (see ``pool_images``);
+    ``balanced`` takes the training images as a class-balanced subset (``balanced_subset``)
+    instead of the first ``limit_train``.
+    """
     if args.tiny:
-        return (synthetic_split(limit_train or 256, seed=args.seed + 1),
-                synthetic_split(limit_test or 128, seed=args.seed + 2))
-    from minires.data import load_cifar10
-    data = load_cifar10(args.data_dir, download=False)
-    return data.train.take(limit_train), data.test.take(limit_test)
+        train, test = (synthetic_split(limit_train or 256, seed=args.seed + 1),
+                       synthetic_split(limit_test or 128, seed=args.seed + 2))
+    else:
+        from minires.data import DataError, load_cifar10
+        try:
+            data = load_cifar10(args.data_dir, download=False)
+        except DataError as err:
+            raise SystemExit(f"{args.argv[0] if getattr(args, 'argv', None) else 'experiments'}: "
+                             f"{err}") from None
+        train = (balanced_subset(data.train, limit_train) if balanced
+                 else data.train.take(limit_train))
+        test = data.test.take(limit_test)
+    if input_size and input_size != train.images.shape[-1]:
+        train, test = pool_split(train, input_size), pool_split(test, input_size)
+    return train, test
 
 
-def loader(split, batch_size, shuffle=False, augment=False, seed=0):
+def balanced_subset(split, n):
+    """A fixed class-balanced subset: the first ``n // classes`` images of every class, in the
+    order they have in ``split`` (the same images whatever the seed). All images when n is None."""
+    if n is None or n >= len(split):
+        return split
+    from minires.data import Split
+    classes = np.unique(split.labels)
+    per_class = n // len(classes)
+    if per_class < 1:
+        raise ValueError(f"balanced_subset: need at least {len(classes)} images (one per class), "
+                         f"got {n}")
+    keep = np.sort(np.concatenate([np.flatnonzero(split.labels == c)[:per_class]
+                                   for c in classes]))
+    return Split(split.images[keep], split.labels[keep])
+
+
+def pool_images(images, size):
+    """Average-pool uint8 images (N, C, H, W) to (N, C, size, size), rounded back to uint8.
+
+    H and W must be multiples of ``size``: CIFAR's 32x32 to 16x16 averages each 2x2 patch,
+    which keeps the objects recognisable and makes every convolution 4x cheaper.
+    """
+    N, C, H, W = images.shape
+    if H % size or W % size:
+        raise ValueError(f"pool_images: {H}x{W} images cannot be pooled to {size}x{size} "
+                         f"(need a divisor of both)")
+    fh, fw = H // size, W // size
+    blocks = images.reshape(N, C, size, fh, size, fw)              # (N, C, OH, fh, OW, fw)
+    pooled = blocks.mean(axis=(3, 5), dtype=np.float32)            # (N, C, OH, OW)
+    return np.rint(pooled).astype(np.uint8)
+
+
+def pool_split(split, size):
+    from minires.data import Split
+    return Split(pool_images(split.images, size), split.labels)
+
+
+def loader(split, batch_size, shuffle=False, augment=False, seed=0, drop_last=False):
     from minires.data import DataLoader
     return DataLoader(split.images, split.labels, batch_size=batch_size, shuffle=shuffle,
-                      augment=augment, seed=seed)
+                      augment=augment, seed=seed, drop_last=drop_last)
 
 
 def first_batch(split, n):
@@ -174,20 +285,15 @@ def first_batch(split, n):
 
 
 # --- models ----------------------------------------------------------------------------------
-def build(name, seed, device="cpu"):
-    """``minires.models.get_model(name)`` with weights drawn after ``manual_seed(seed)``."""
+def build(name, seed, device="cpu", **kwargs):
+    """``minires.models.get_model(name, **kwargs)`` with weights drawn after
+    ``manual_seed(seed)``."""
     mr.manual_seed(seed)
-    return mr.models.get_model(name).to(device)
+    return mr.models.get_model(name, **kwargs).to(device)
 
 
 def save_weights(model, path, meta=None):
     return mr.checkpoint.save(path, model, meta=meta or {})
-
-
-def load_weights(model, path):
-    """Load a model's weights from a checkpoint (``python -m minires.train`` or an experiment)."""
-    mr.checkpoint.restore(path, model)
-    return model
 
 
 def calibrate_batch_norm(model, x_batches):
@@ -229,27 +335,41 @@ def evaluate(model, split, batch_size=500, device="cpu"):
     return wrong / max(n, 1), total_loss / max(n, 1)
 
 
-def train(model, train_split, test_split, *, epochs, batch_size=128, lr=0.1, momentum=0.9,
-          weight_decay=1e-4, warmup_frac=0.05, augment=True, seed=0, device="cpu", log_every=20,
-          eval_every_epoch=True, label=""):
-    """SGD with momentum, linear warm-up then cosine decay; the same recipe for every model.
+def train(model, train_split, test_split, *, epochs=None, steps=None, batch_size=128, lr=0.1,
+          momentum=0.9, nesterov=False, weight_decay=1e-4, warmup_frac=0.05, milestones=None,
+          augment=True, seed=0, device="cpu", log_every=20, eval_every_epoch=True, label=""):
+    """SGD with momentum and one schedule for every model; returns the history.
 
-    Returns a history: ``steps`` (iteration numbers), ``train_error`` (the error on the last
+    The budget is ``epochs`` passes over ``train_split`` or, when ``steps`` is given, that
+    many iterations (the last epoch is cut short; batches are always full with ``steps``).
+    The schedule is a linear warm-up over ``warmup_frac`` of the budget then cosine decay to
+    zero, or, with ``milestones`` (fractions of the budget), He et al.'s constant rate divided
+    by 10 at each milestone. Weight decay skips BN and bias parameters.
+
+    The history holds ``steps`` (iteration numbers), ``train_error`` (the error on the last
     ``log_every`` training batches as they were trained on, like He et al.'s thin curves),
-    ``train_loss``, and per epoch ``test_error``/``test_loss``. Stops with a clear error if
-    the loss becomes NaN or infinite (recorded as ``diverged``).
+    ``train_loss``, ``lr``, and per epoch ``test_error``/``test_loss``. A NaN or infinite loss
+    stops this model and is recorded as ``diverged``.
     """
-    data = loader(train_split, batch_size, shuffle=True, augment=augment, seed=seed)
-    steps_total = max(1, epochs * len(data))
-    opt = mr.optim.SGD(mr.optim.split_weight_decay(model, weight_decay), lr=lr, momentum=momentum)
-    sched = mr.optim.Warmup(opt, int(warmup_frac * steps_total),
-                            schedule=mr.optim.CosineAnnealingLR(opt, steps_total))
-    hist = {"steps": [], "train_error": [], "train_loss": [], "epoch_steps": [], "test_error": [],
-            "test_loss": [], "diverged": False, "steps_total": steps_total}
+    if (epochs is None) == (steps is None):
+        raise ValueError("train: give exactly one of epochs and steps")
+    data = loader(train_split, batch_size, shuffle=True, augment=augment, seed=seed,
+                  drop_last=steps is not None and len(train_split) >= batch_size)
+    steps_total = max(1, steps if steps is not None else epochs * len(data))
+    opt = mr.optim.SGD(mr.optim.split_weight_decay(model, weight_decay), lr=lr, momentum=momentum,
+                       nesterov=nesterov)
+    if milestones:
+        sched = mr.optim.MultiStepLR(opt, [int(f * steps_total) for f in milestones], gamma=0.1)
+    else:
+        sched = mr.optim.Warmup(opt, int(warmup_frac * steps_total),
+                                schedule=mr.optim.CosineAnnealingLR(opt, steps_total))
+    hist = {"steps": [], "train_error": [], "train_loss": [], "lr": [], "epoch_steps": [],
+            "test_error": [], "test_loss": [], "diverged": False, "steps_total": steps_total}
     step, wrong, seen, loss_sum = 0, 0, 0, 0.0
     clock = Timer()
     model.train()
-    for epoch in range(epochs):
+    epoch = 0
+    while step < steps_total:
         for x, y in data.epoch(epoch):
             out = model(mr.tensor(x, device=device))
             loss = F.cross_entropy(out, y)
@@ -258,6 +378,7 @@ def train(model, train_split, test_split, *, epochs, batch_size=128, lr=0.1, mom
                 hist["diverged"] = True
                 print(f"{label}: loss became {value} at step {step}; stopping this model")
                 return hist
+            lr_now = opt.param_groups[0]["lr"]
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -270,15 +391,19 @@ def train(model, train_split, test_split, *, epochs, batch_size=128, lr=0.1, mom
                 hist["steps"].append(step)
                 hist["train_error"].append(wrong / seen)
                 hist["train_loss"].append(loss_sum / seen)
+                hist["lr"].append(lr_now)
                 print(f"{label} step {step}/{steps_total}  train error {wrong / seen:.3f}  "
                       f"loss {loss_sum / seen:.3f}  {clock.seconds:.0f}s", flush=True)
                 wrong, seen, loss_sum = 0, 0, 0.0
+            if step == steps_total:
+                break
+        epoch += 1
         if eval_every_epoch and test_split is not None:
             err, tloss = evaluate(model, test_split, device=device)
             hist["epoch_steps"].append(step)
             hist["test_error"].append(err)
             hist["test_loss"].append(tloss)
-            print(f"{label} epoch {epoch + 1}/{epochs}  test error {err:.3f}", flush=True)
+            print(f"{label} epoch {epoch}  test error {err:.3f}", flush=True)
     hist["seconds"] = clock.seconds
     return hist
 
@@ -298,24 +423,64 @@ def add_training_arguments(parser, epochs, limit_train, limit_test=2000):
                         "every N iterations (default: %(default)s)")
 
 
-def trained_model(name, args, out_dir, train_split, test_split, from_dir=None):
-    """``name`` trained with the shared recipe (weights saved to ``out_dir/NAME.npz``), or loaded
-    from ``from_dir/NAME.npz`` when given.
+def trained_model(name, args, out_dir, train_split, test_split):
+    """``name`` trained with the shared recipe (weights saved to ``out_dir/NAME.npz``).
 
-    Returns (model, history or None, a note saying where the weights came from).
+    Returns (model, history, a note saying where the weights came from).
     """
     model = build(name, args.seed, args.device)
-    if from_dir:
-        path = Path(from_dir) / f"{name}.npz"
-        if not path.is_file():
-            raise SystemExit(f"--from {from_dir}: no {path.name} there (train it with the "
-                             f"degradation experiment, or drop --from)")
-        load_weights(model, path)
-        return model, None, f"checkpoint {path}"
     epochs = 1 if args.tiny else args.epochs
     hist = train(model, train_split, test_split, epochs=epochs,
                  batch_size=min(args.batch_size, 32) if args.tiny else args.batch_size, lr=args.lr,
                  seed=args.seed, device=args.device, log_every=2 if args.tiny else args.log_every,
                  label=name)
-    save_weights(model, out_dir / f"{name}.npz", meta={"epochs": epochs, "recipe": "experiments"})
+    save_weights(model, out_dir / f"{name}.npz",
+                 meta={"model": name, "seed": args.seed, "epochs": epochs, "recipe": "experiments",
+                       "data": {"input_size": int(train_split.images.shape[-1])}})
     return model, hist, f"trained here: {epochs} epochs on {len(train_split)} images"
+
+
+# --- trained nets from an earlier run ---------------------------------------------------------------
+def net_from(source, name=None, device="cpu"):
+    """A trained net from ``source``: a folder of a degradation run (``NAME.npz`` there or in
+    its ``seed-*`` folders) or a checkpoint file (``python -m minires.train``'s ``best.npz``).
+
+    Returns (model in eval mode, its checkpoint metadata, the path). The metadata says how
+    the net was trained: ``data.input_size`` (16 for the laptop degradation nets, 32 for a
+    CIFAR run) decides how the experiments must prepare their images.
+    """
+    source = Path(source)
+    if source.is_dir():
+        candidates = [source / f"{name}.npz", *sorted(source.glob(f"seed-*/{name}.npz")),
+                      *sorted(source.glob(f"degradation/seed-*/{name}.npz"))]
+        path = next((p for p in candidates if p.is_file()), None)
+        if path is None:
+            raise SystemExit(f"--from {source}: no {name}.npz there or in its seed-* folders "
+                             f"(expected a degradation run that trained {name})")
+    elif source.is_file():
+        path = source
+    else:
+        raise SystemExit(f"--from {source}: no such folder or checkpoint file")
+    ckpt = mr.checkpoint.load(path)
+    meta = ckpt.meta or {}
+    saved = meta.get("model") or (meta.get("config") or {}).get("model")
+    if saved is None:
+        raise SystemExit(f"--from {path}: the checkpoint does not say which model it holds")
+    if name is not None and saved != name:
+        raise SystemExit(f"--from {path}: holds {saved}, but {name} was asked for")
+    model = mr.models.get_model(saved).to(device)
+    mr.checkpoint.restore(ckpt, model)
+    model.eval()
+    # a checkpoint that does not say its input size was trained on the images as they come
+    meta = {**meta, "model": saved, "data": meta.get("data", {"input_size": None})}
+    return model, meta, path
+
+
+def input_size_of(loaded):
+    """The one input size the loaded nets (``{name: net_from(...)}``) were trained at, or None
+    when nothing was loaded; refuses nets of different sizes."""
+    sizes = {meta["data"]["input_size"] for _, meta, _ in loaded.values()} - {None}
+    if len(sizes) > 1:
+        raise SystemExit(f"--from: the nets were trained on different input sizes {sorted(sizes)}; "
+                         f"compare nets of one run")
+    return sizes.pop() if sizes else None

@@ -83,7 +83,7 @@ def shattering(model, line, others, cls, device):
 
 
 def run(args):
-    out_dir = output_folder(args.out)
+    out_dir = output_folder(args)
     clock = Timer()
     depths = depth_list(args.depths or ("8,14" if args.tiny else "20,56,110"))
     families = [f.strip() for f in args.families.split(",") if f.strip()]

@@ -10,7 +10,8 @@ networks smaller ones than shallower ResNets -- the residual functions stay clos
 zero, so each block modifies the signal less.
 
 The networks are trained with the recipe of the degradation experiment, or loaded
-from its output with ``--from runs/experiments/degradation``.
+from its output with ``--from`` (its nets then see images of the size they were
+trained on).
 """
 from __future__ import annotations
 
@@ -24,7 +25,9 @@ from .common import (
     environment,
     finish,
     first_batch,
+    input_size_of,
     load_splits,
+    net_from,
     new_figure,
     output_folder,
     trained_model,
@@ -73,20 +76,24 @@ def response_stds(model, x, device="cpu"):
 
 
 def run(args):
-    out_dir = output_folder(args.out)
-    clock = Timer()
     default = "plain8,plain14,resnet8,resnet14" if args.tiny else "plain20,plain56,resnet20,resnet56"
     names = [n.strip() for n in (args.models or default).split(",") if n.strip()]
     n_images = min(args.images, 64) if args.tiny else args.images
-    need_training = not args.from_dir
+    loaded = {n: net_from(args.from_dir, n, args.device) for n in names} if args.from_dir else {}
+    out_dir = output_folder(args)
+    clock = Timer()
+    size = input_size_of(loaded)
     train_split, test = load_splits(
-        args, limit_train=None if args.tiny else (args.limit_train if need_training else 8),
-        limit_test=None if args.tiny else max(n_images, args.limit_test if need_training else 0))
+        args, limit_train=None if args.tiny else (8 if loaded else args.limit_train),
+        limit_test=None if args.tiny else max(n_images, 0 if loaded else args.limit_test),
+        input_size=size)
     x, _ = first_batch(test, min(n_images, len(test)))
     results = {"experiment": NAME, "environment": environment(args), "images": len(x), "models": {}}
     for name in names:
-        model, hist, weights = trained_model(name, args, out_dir, train_split, test,
-                                             from_dir=args.from_dir)
+        if name in loaded:
+            model, hist, weights = loaded[name][0], None, f"checkpoint {loaded[name][2]}"
+        else:
+            model, hist, weights = trained_model(name, args, out_dir, train_split, test)
         stds = response_stds(model, x, args.device)
         results["models"][name] = {"weights": weights, "layers": list(stds),
                                    "std": list(stds.values()),

@@ -14,16 +14,15 @@ output); the weights are never modified.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 from .common import (
     Timer,
     build,
     environment,
     evaluate,
     finish,
+    input_size_of,
     load_splits,
-    load_weights,
+    net_from,
     new_figure,
     output_folder,
     save_weights,
@@ -101,39 +100,41 @@ def lesion_errors(model, lesions, test, device):
     return rows
 
 
-def _weights_for(args, name):
-    explicit = args.resnet_checkpoint if name.startswith("resnet") else args.plain_checkpoint
-    if explicit:
-        return explicit
-    if args.from_dir:
-        path = Path(args.from_dir) / f"{name}.npz"
-        if not path.is_file():
-            raise SystemExit(f"lesion: --from {args.from_dir}: no {path.name} there")
-        return path
-    return None
+def _loaded_nets(args, names):
+    """{name: (model, meta, path)} for the nets given by --from / --*-checkpoint."""
+    loaded = {}
+    for name in names:
+        explicit = args.resnet_checkpoint if name.startswith("resnet") else args.plain_checkpoint
+        source = explicit or args.from_dir
+        if source:
+            loaded[name] = net_from(source, name, args.device)
+    return loaded
 
 
 def run(args):
-    out_dir = output_folder(args.out)
-    clock = Timer()
     depth = args.depth or (8 if args.tiny else 20)
     epochs = 1 if args.tiny else args.epochs
+    names = [f"{family}{depth}" for family in ("resnet", "plain")]
+    loaded = _loaded_nets(args, names)
+    out_dir = output_folder(args)
+    clock = Timer()
     train_split, test = load_splits(args, limit_train=None if args.tiny else args.limit_train,
-                                    limit_test=None if args.tiny else args.limit_test)
+                                    limit_test=None if args.tiny else args.limit_test,
+                                    input_size=input_size_of(loaded))
     results = {"experiment": NAME, "environment": environment(args), "depth": depth,
                "test_images": len(test), "models": {}}
-    for family in ("resnet", "plain"):
-        name = f"{family}{depth}"
-        model = build(name, args.seed, args.device)
-        source = _weights_for(args, name)
-        if source:
-            load_weights(model, source)
-            weights = f"checkpoint {source}"
+    for name in names:
+        family = "resnet" if name.startswith("resnet") else "plain"
+        if name in loaded:
+            model, weights = loaded[name][0], f"checkpoint {loaded[name][2]}"
         else:
+            model = build(name, args.seed, args.device)
             train(model, train_split, None, epochs=epochs, batch_size=min(args.batch_size, 32)
                   if args.tiny else args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
                   eval_every_epoch=False, label=name)
-            save_weights(model, out_dir / f"{name}.npz", meta={"epochs": epochs})
+            save_weights(model, out_dir / f"{name}.npz",
+                         meta={"model": name, "seed": args.seed, "epochs": epochs,
+                               "data": {"input_size": int(train_split.images.shape[-1])}})
             weights = f"trained here: {epochs} epochs on {len(train_split)} images"
         base, base_loss = evaluate(model, test, device=args.device)
         print(f"{name} ({weights}): test error {base:.3f}", flush=True)

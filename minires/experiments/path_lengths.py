@@ -23,6 +23,7 @@ Weights are frozen for the measurement (only the input gradient is computed).
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 
@@ -30,7 +31,7 @@ import minires as mr
 from minires import functional as F
 from minires.backend import get_array_module
 
-from .common import (Timer, build, environment, first_batch, load_splits, load_weights, new_figure,
+from .common import (Timer, build, environment, first_batch, load_splits, net_from, new_figure,
                      output_folder, save_figure, save_json, save_weights, train)
 
 NAME = "path-lengths"
@@ -41,8 +42,9 @@ DESCRIPTION = ("Which path lengths carry the gradient in a residual net (Veit et
 def add_arguments(parser):
     parser.add_argument("--model", default=None, help="a residual model from minires.models "
                         "(default: resnet56, with --tiny resnet14; Veit et al. used resnet110)")
-    parser.add_argument("--checkpoint", default=None, help="weights to load (a minires "
-                        "checkpoint, e.g. from python -m minires.train); default: at initialisation")
+    parser.add_argument("--checkpoint", "--from", dest="checkpoint", default=None,
+                        help="trained weights: a minires checkpoint (e.g. python -m minires.train's "
+                        "best.npz) or a degradation run folder; default: at initialisation")
     parser.add_argument("--epochs", type=int, default=0, help="train this many epochs first "
                         "(default: %(default)s = measure at initialisation)")
     parser.add_argument("--limit-train", type=int, default=None, help="train on the first N "
@@ -140,22 +142,28 @@ def summarise(n, norms):
 
 
 def run(args):
-    out_dir = output_folder(args.out)
     clock = Timer()
     model_name = args.model or ("resnet14" if args.tiny else "resnet56")
-    model = build(model_name, args.seed, args.device)
-    trained = "initialisation"
+    size = None
     if args.checkpoint:
-        load_weights(model, args.checkpoint)
-        trained = f"checkpoint {args.checkpoint}"
+        model, meta, path = net_from(args.checkpoint, None if Path(args.checkpoint).is_file()
+                                     else model_name, args.device)
+        model_name, size = meta["model"], meta["data"]["input_size"]
+        trained = f"checkpoint {path}"
+    else:
+        model = build(model_name, args.seed, args.device)
+        trained = "initialisation"
     epochs = min(args.epochs, 1) if args.tiny else args.epochs
     n_batch = min(args.batch_size, 16) if args.tiny else args.batch_size
+    out_dir = output_folder(args)
     train_split, test = load_splits(args, limit_train=args.limit_train if epochs else 8,
-                                    limit_test=n_batch)
+                                    limit_test=n_batch, input_size=size)
     if epochs:
         train(model, train_split, None, epochs=epochs, seed=args.seed, device=args.device,
               eval_every_epoch=False, label=model_name)
-        save_weights(model, out_dir / f"{model_name}.npz", meta={"epochs": epochs})
+        save_weights(model, out_dir / f"{model_name}.npz",
+                     meta={"model": model_name, "seed": args.seed, "epochs": epochs,
+                           "data": {"input_size": int(train_split.images.shape[-1])}})
         trained = f"{epochs} epochs on {len(train_split)} images"
     x, y = first_batch(test, n_batch)
     model.train()   # batch statistics, as when the network trains
@@ -168,6 +176,7 @@ def run(args):
     print(f"{model_name} ({trained}): {n} blocks, 2^{n} paths, typical length {n / 2:g}; "
           f"paths of length <= {s['length_reaching_50pct']} carry 50% of the gradient magnitude, "
           f"<= {s['length_reaching_90pct']} carry 90%   ({clock.seconds:.0f}s)")
+    results["complete"] = True
     save_json(out_dir / "results.json", results)
     results["figure"] = save_figure(plot(results), out_dir / f"{NAME}.png")
     print(f"results in {out_dir}")
