@@ -1,5 +1,6 @@
 """minires.experiments: each experiment end to end in its --tiny configuration (synthetic data),
-and the pieces they are built from (path selection, lesions, BN calibration, correlations)."""
+the verdicts on fabricated numbers, refusals, resuming, and the pieces the experiments are built
+from (path selection, lesions, filter normalisation, BN calibration, correlations)."""
 import json
 
 import numpy as np
@@ -9,24 +10,38 @@ import minires as mr
 from minires import backend
 from minires.experiments import EXPERIMENTS, run_experiment
 from minires.experiments.__main__ import main
-from minires.experiments.common import calibrate_batch_norm, first_batch, synthetic_split
+from minires.experiments.common import (balanced_subset, calibrate_batch_norm, first_batch,
+                                        pool_images, synthetic_split)
+from minires.experiments.degradation import format_verdict, verdict
+from minires.experiments.feature_reuse import block_statistics
 from minires.experiments.gradient_at_init import pearson_rows
 from minires.experiments.lesion import plain_lesions, residual_lesions
+from minires.experiments.loss_landscape import (Mover, filter_normalised_direction,
+                                                nonconvex_share, slice_tv_ratio)
 from minires.experiments.path_lengths import PathSelector, summarise
 
 
-def tiny(name, tmp_path, *extra):
-    out = tmp_path / name
+def tiny(name, tmp_path, *extra, out=None):
+    out = out or tmp_path / name
     results = run_experiment(name, ["--tiny", "--out", str(out), *extra])
     saved = json.loads((out / "results.json").read_text())
-    assert saved["experiment"] == name
+    assert saved["experiment"] == name and saved["complete"] is True
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        assert results["figure"] is None
+        assert results.get("figure") is None
     else:
-        assert (out / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+        if name != "all":
+            assert (out / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
     return results, saved
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    """``all --tiny`` once: degradation, then every experiment on its nets."""
+    out = tmp_path_factory.mktemp("chain") / "all"
+    results = run_experiment("all", ["--tiny", "--out", str(out)])
+    return out, results
 
 
 # --- each experiment, end to end ----------------------------------------------------------------
@@ -62,29 +77,138 @@ def test_lesion_tiny(tmp_path):
     assert all(0 <= r["test_error"] <= 1 for r in res["lesions"] + plain["lesions"])
     assert (tmp_path / "lesion" / "resnet8.npz").is_file()
     # trained weights can be reused: the same errors come back from the saved checkpoints
-    _, again = tiny("lesion", tmp_path, "--from", str(tmp_path / "lesion"))
+    _, again = tiny("lesion", tmp_path, "--from", str(tmp_path / "lesion"),
+                    out=tmp_path / "again")
     assert again["models"]["resnet8"]["test_error"] == pytest.approx(res["test_error"])
 
 
-@pytest.mark.slow
-def test_degradation_tiny_and_layer_responses_from_its_weights(tmp_path):
-    _results, saved = tiny("degradation", tmp_path)
-    assert set(saved["models"]) == {"plain8", "plain14", "resnet8", "resnet14"}
-    for r in saved["models"].values():
+def test_the_chain_runs_every_experiment_on_the_degradation_nets(chain):
+    out, results = chain
+    assert results["parts"] == ["degradation", "loss-landscape", "feature-reuse", "lesion",
+                                "layer-responses", "path-lengths", "gradient-at-init"]
+    deg = json.loads((out / "degradation" / "results.json").read_text())
+    runs = deg["runs"]["0"]
+    assert set(runs) == {"plain8", "plain14", "resnet8", "resnet14"}
+    for r in runs.values():
         hist = r["history"]
         assert hist["steps"] and len(hist["steps"]) == len(hist["train_error"])
-        assert hist["steps"][-1] == hist["steps_total"] and len(hist["test_error"]) == 1
+        assert hist["steps"][-1] == hist["steps_total"] == deg["setting"]["steps"]
         assert 0 <= r["final_train_error"] <= 1
-    assert "plain: depth 14 ends with" in saved["verdict"]
-    _, resp = tiny("layer-responses", tmp_path, "--from", str(tmp_path / "degradation"))
+    assert set(deg["verdict"]) == {"plain", "resnet"}
+    assert (out / "degradation" / "seed-0" / "resnet14.npz").is_file()
+    # the later experiments loaded those nets, at the size they were trained on
+    resp = json.loads((out / "layer-responses" / "results.json").read_text())
     for name, r in resp["models"].items():
-        assert r["weights"].startswith("checkpoint")
-        # stem bn1 + 2 per block; 6n+2 layers have 3n blocks
+        assert r["weights"].startswith("checkpoint") and "seed-0" in r["weights"]
         depth = int(name.lstrip("plainresnet"))
-        assert len(r["std"]) == 1 + 2 * 3 * ((depth - 2) // 6)
-        assert r["layers"][0] == "bn1" and all(s > 0 for s in r["std"])
+        assert len(r["std"]) == 1 + 2 * 3 * ((depth - 2) // 6)     # stem bn1 + 2 per block
+    land = json.loads((out / "loss-landscape" / "results.json").read_text())
+    for r in land["models"].values():
+        assert "seed-0" in r["weights"]
+        assert np.array(r["surface"]).shape == (land["grid"], land["grid"])
+        # the grid's centre is the trained weights: the same loss as the probe at the centre
+        c = land["grid"] // 2
+        assert r["surface"][c][c] == pytest.approx(r["center_loss"], rel=1e-5)
+        assert 0 <= r["nonconvex_share"] <= 1 and r["slice_tv_ratio"] >= 1 - 1e-9
+        assert len(r["interpolation"]["loss"]) == 15
+    reuse = json.loads((out / "feature-reuse" / "results.json").read_text())
+    assert set(reuse["models"]["resnet14"]) >= {"init", "trained"}
+    report = (out / "report.md").read_text()
+    for heading in ("Degradation", "Loss landscape", "Feature reuse", "Lesion", "Layer responses",
+                    "Path lengths"):
+        assert f"## {heading}" in report
 
 
+def test_the_chain_resumes_only_what_is_missing(chain, tmp_path):
+    import shutil
+    out, _ = chain
+    copy = tmp_path / "all"
+    shutil.copytree(out, copy)
+    net = copy / "degradation" / "seed-0" / "resnet14.npz"
+    before = net.stat().st_mtime_ns
+    shutil.rmtree(copy / "feature-reuse")
+    (copy / "report.md").unlink()
+    saved = json.loads((copy / "results.json").read_text())
+    saved["complete"] = False                       # as if Ctrl-C had stopped it
+    (copy / "results.json").write_text(json.dumps(saved))
+    with pytest.raises(SystemExit, match="already holds results"):
+        run_experiment("all", ["--tiny", "--out", str(copy)])
+    run_experiment("all", ["--tiny", "--out", str(copy), "--resume"])
+    assert net.stat().st_mtime_ns == before          # the trained net was kept, not retrained
+    assert (copy / "feature-reuse" / "results.json").is_file()
+    assert "## Feature reuse" in (copy / "report.md").read_text()
+
+
+def test_degradation_resume_keeps_finished_nets_and_refuses_another_setting(tmp_path):
+    out = tmp_path / "deg"
+    run_experiment("degradation", ["--tiny", "--out", str(out)])
+    (out / "seed-0" / "resnet14.json").unlink()      # as if stopped while training resnet14
+    results = json.loads((out / "results.json").read_text())
+    results["complete"] = False
+    (out / "results.json").write_text(json.dumps(results))
+    kept = (out / "seed-0" / "plain8.json").stat().st_mtime_ns
+    again = run_experiment("degradation", ["--tiny", "--out", str(out), "--resume"])
+    assert (out / "seed-0" / "plain8.json").stat().st_mtime_ns == kept
+    assert (out / "seed-0" / "resnet14.json").is_file() and again["complete"]
+    results["complete"] = False
+    (out / "results.json").write_text(json.dumps({**results, "complete": False}))
+    with pytest.raises(SystemExit, match="another setting"):
+        run_experiment("degradation", ["--tiny", "--out", str(out), "--resume", "--steps", "4"])
+
+
+def test_default_folders_never_overwrite_and_tiny_stays_apart(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    first = run_experiment("feature-reuse", ["--tiny"])
+    second = run_experiment("feature-reuse", ["--tiny"])
+    root = tmp_path / "runs" / "experiments"
+    assert (root / "tiny" / "feature-reuse" / "results.json").is_file()
+    assert (root / "tiny" / "feature-reuse-2" / "results.json").is_file()
+    assert not (root / "feature-reuse").exists()      # the real runs' default stays untouched
+    assert first["models"].keys() == second["models"].keys()
+
+
+# --- the verdict, on fabricated numbers -------------------------------------------------------------
+def _fabricated(errors_by_seed, depths=(20, 56)):
+    runs = {}
+    for seed, errors in errors_by_seed.items():
+        runs[str(seed)] = {name: {"depth": int(name.lstrip("plainresnet")), "final_train_error": e}
+                           for name, e in errors.items()}
+    return {"depths": list(depths), "runs": runs}
+
+
+def _errors(p20, p56, r20, r56):
+    return {"plain20": p20, "plain56": p56, "resnet20": r20, "resnet56": r56}
+
+
+def test_verdict_shown_when_every_seed_agrees():
+    v = verdict(_fabricated({1: _errors(0.20, 0.60, 0.10, 0.08), 2: _errors(0.22, 0.55, 0.12, 0.12),
+                             3: _errors(0.21, 0.70, 0.11, 0.09)}))
+    assert v["plain"]["verdict"] == "shown" and v["resnet"]["verdict"] == "shown"
+    assert v["plain"]["gaps"] == pytest.approx([0.40, 0.33, 0.49])
+    assert v["plain"]["mean_gap"] == pytest.approx(0.40666, abs=1e-4)
+    assert v["plain"]["std_gap"] == pytest.approx(np.std([0.40, 0.33, 0.49], ddof=1))
+    assert v["resnet"]["max_gap"] == pytest.approx(0.0)        # a tie counts as "no higher"
+    text = format_verdict(v)
+    assert "SHOWN" in text and "std over 3 seeds" in text
+
+
+def test_verdict_not_shown_and_inconclusive():
+    lagging = verdict(_fabricated({1: _errors(0.2, 0.6, 0.10, 0.15), 2: _errors(0.2, 0.6, 0.1, 0.2)}))
+    assert lagging["resnet"]["verdict"] == "not shown"
+    assert lagging["plain"]["verdict"] == "shown"
+    mixed = verdict(_fabricated({1: _errors(0.2, 0.6, 0.10, 0.09), 2: _errors(0.2, 0.6, 0.1, 0.2)}))
+    assert mixed["resnet"]["verdict"].startswith("inconclusive (the seeds disagree")
+    stuck = verdict(_fabricated({1: _errors(0.3, 0.89, 0.3, 0.85)}))
+    assert stuck["plain"]["verdict"].startswith("inconclusive (a net is still near chance")
+    assert "plain56" in stuck["plain"]["verdict"]
+    assert stuck["resnet"]["verdict"].startswith("inconclusive")
+    assert stuck["plain"]["std_gap"] is None
+    assert "no spread" in format_verdict(stuck)
+    same = verdict(_fabricated({1: _errors(0.3, 0.3, 0.3, 0.3)}))
+    assert same["plain"]["verdict"] == "not shown"      # equal is not "deeper trains worse"
+
+
+# --- refusals and one-line errors ---------------------------------------------------------------
 def test_cli_lists_and_refuses_unknown_names(capsys):
     assert main(["--list"]) == 0
     out = capsys.readouterr().out
@@ -93,11 +217,123 @@ def test_cli_lists_and_refuses_unknown_names(capsys):
     assert "expected one of" in capsys.readouterr().err
 
 
-def test_bad_options_are_refused(tmp_path):
-    with pytest.raises(ValueError, match="--depths: expected comma-separated integers"):
-        run_experiment("degradation", ["--tiny", "--out", str(tmp_path), "--depths", "20,x"])
-    with pytest.raises(SystemExit, match="no resnet8.npz"):
-        run_experiment("lesion", ["--tiny", "--out", str(tmp_path / "l"), "--from", str(tmp_path)])
+def _one_line_error(capsys, argv, match, one_line=True):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and (len(err.splitlines()) == 1 or not one_line), err
+    assert err.startswith(f"{argv[0]}:") and match in err.splitlines()[0], err
+
+
+def test_user_errors_are_one_line(tmp_path, capsys):
+    out = str(tmp_path / "o")
+    _one_line_error(capsys, ["degradation", "--tiny", "--out", out, "--depths", "21,56"],
+                    "each depth must be 6n+2")
+    _one_line_error(capsys, ["degradation", "--tiny", "--out", out, "--depths", "20,x"],
+                    "expected comma-separated integers")
+    _one_line_error(capsys, ["degradation", "--tiny", "--out", out, "--depths", "56,20"],
+                    "shallow then deep")
+    _one_line_error(capsys, ["degradation", "--tiny", "--out", out, "--steps", "0"],
+                    "--steps: must be positive")
+    _one_line_error(capsys, ["degradation", "--tiny", "--out", out, "--seeds", "1,1"],
+                    "--seeds")
+    _one_line_error(capsys, ["lesion", "--tiny", "--out", out, "--from", str(tmp_path)],
+                    "no resnet8.npz")
+    _one_line_error(capsys, ["loss-landscape", "--out", out], "needs trained nets")
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(b"PK\x03\x04 truncated")
+    _one_line_error(capsys, ["path-lengths", "--tiny", "--out", out, "--from", str(broken)],
+                    "broken.npz")
+    _one_line_error(capsys, ["layer-responses", "--out", out, "--data-dir", str(tmp_path / "none"),
+                             "--from", str(tmp_path / "nothing-here")], "no such folder")
+    # missing data: the same instructions as the training CLI (where to put which archive)
+    _one_line_error(capsys, ["gradient-at-init", "--out", out, "--data-dir",
+                             str(tmp_path / "none")], "CIFAR-10 is not in", one_line=False)
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_an_existing_folder_is_refused(tmp_path, capsys):
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "results.json").write_text("{}")
+    _one_line_error(capsys, ["feature-reuse", "--tiny", "--out", str(out)], "already holds results")
+    assert (out / "results.json").read_text() == "{}"
+
+
+# --- data preparation ---------------------------------------------------------------------------
+def test_pool_images_averages_blocks_and_refuses_bad_sizes():
+    images = np.arange(2 * 3 * 4 * 4, dtype=np.uint8).reshape(2, 3, 4, 4)
+    pooled = pool_images(images, 2)
+    assert pooled.dtype == np.uint8 and pooled.shape == (2, 3, 2, 2)
+    expected = np.rint(images.reshape(2, 3, 2, 2, 2, 2).mean(axis=(3, 5)))
+    np.testing.assert_array_equal(pooled, expected)
+    with pytest.raises(ValueError, match="cannot be pooled to 3x3"):
+        pool_images(images, 3)
+
+
+def test_balanced_subset_takes_the_same_count_of_every_class():
+    split = synthetic_split(200, seed=4)
+    sub = balanced_subset(split, 50)
+    assert len(sub) == 50 and np.bincount(sub.labels, minlength=10).tolist() == [5] * 10
+    again = balanced_subset(split, 50)
+    np.testing.assert_array_equal(sub.images, again.images)
+    with pytest.raises(ValueError, match="one per class"):
+        balanced_subset(split, 5)
+
+
+# --- the loss landscape's pieces ----------------------------------------------------------------
+def test_filter_normalised_direction_matches_each_filter_norm_and_skips_bn_and_bias():
+    mr.manual_seed(3)
+    model = mr.models.get_model("resnet8")
+    d = filter_normalised_direction(model, np.random.default_rng(0))
+    params = dict(model.named_parameters())
+    assert set(d) == set(params)
+    for name, p in params.items():
+        w = backend.to_numpy(p.data).astype(np.float64)
+        if w.ndim < 2:
+            assert not d[name].any(), name                       # BN scale/shift, biases
+            continue
+        axes = tuple(range(1, w.ndim))
+        np.testing.assert_allclose(np.sqrt((d[name] ** 2).sum(axis=axes)),
+                                   np.sqrt((w ** 2).sum(axis=axes)), rtol=1e-6)
+        assert not np.allclose(d[name], w)                       # a random direction, not w
+    assert any(name.startswith("fc.") and params[name].ndim == 2 for name in d)
+
+
+def test_mover_moves_and_restores_exactly():
+    model = mr.models.get_model("resnet8")
+    before = {n: p.data.copy() for n, p in model.named_parameters()}
+    mover = Mover(model)
+    d = filter_normalised_direction(model, np.random.default_rng(1))
+    mover.move((0.5, d))
+    name = "conv1.weight"
+    np.testing.assert_allclose(dict(model.named_parameters())[name].data,
+                               before[name] + 0.5 * d[name], rtol=1e-6, atol=1e-7)
+    mover.restore()
+    for n, p in model.named_parameters():
+        np.testing.assert_array_equal(p.data, before[n])
+
+
+def test_roughness_numbers_on_known_surfaces():
+    a = np.linspace(-1, 1, 9)
+    A, B = np.meshgrid(a, a, indexing="ij")
+    step = a[1] - a[0]
+    assert nonconvex_share(A ** 2 + 2 * B ** 2, step) == 0.0          # a bowl
+    assert nonconvex_share(A ** 2 - B ** 2, step) == 1.0              # a saddle everywhere
+    assert nonconvex_share(A ** 2 + B ** 2 + 0.5 * A * B, step) == 0.0   # tilted bowl
+    assert slice_tv_ratio(a ** 2) == pytest.approx(1.0)
+    bumpy = a ** 2 + 0.3 * np.cos(12 * a)
+    assert slice_tv_ratio(bumpy) > 1.5
+
+
+def test_block_statistics_see_a_zero_branch_as_pure_reuse():
+    mr.manual_seed(5)
+    model = mr.models.get_model("resnet8", zero_init_residual=True)
+    x, _ = _tiny_batch(8)
+    rows = block_statistics(model, x)
+    assert [r["block"] for r in rows] == ["layer1.0", "layer2.0", "layer3.0"]
+    assert rows[0]["branch_ratio"] == 0.0                 # F(x) = 0 at a zero-initialised BN scale
+    assert rows[0]["cosine"] == pytest.approx(1.0)        # out = relu(x) = x for x >= 0
+    assert rows[1]["cosine"] is None                      # the shape changes: no cosine
 
 
 # --- the pieces -----------------------------------------------------------------------------

@@ -1,0 +1,145 @@
+"""The whole chain: degradation first, then every other experiment on the nets it trained.
+
+    python -m minires.experiments all --out runs/all            # about 30 minutes on 2 cores
+    python -m minires.experiments all --out runs/all --resume   # after Ctrl-C: finish the rest
+
+Each experiment writes into its own sub-folder of ``--out``; ``report.md`` there gathers
+every verdict, number and figure. A finished part is never redone: ``--resume`` keeps it
+(and, inside the degradation run, every net already trained) and runs what is missing.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .common import Timer, environment, output_folder, save_json
+
+NAME = "all"
+DESCRIPTION = ("Degradation, then the loss landscape, feature reuse, lesion, layer responses,\n"
+               "path lengths and gradient-at-init on its nets; one report.md.")
+
+
+def add_arguments(parser):
+    parser.add_argument("--seeds", default=None, help="seeds of the degradation run (default: "
+                        "--seed); the other experiments use the first seed's nets")
+    parser.add_argument("--zero-init-residual", action="store_true",
+                        help="passed to the degradation run (a labelled departure from the paper)")
+
+
+def steps(args, out):
+    """(name, argv) of every experiment of the chain, in order."""
+    deg = str(out / "degradation")
+    common = ["--seed", str(args.seed), "--device", args.device]
+    if args.data_dir:
+        common += ["--data-dir", args.data_dir]
+    if args.tiny:
+        common.append("--tiny")
+    small = args.tiny
+    deg_argv = [*common] + (["--seeds", args.seeds] if args.seeds else []) \
+        + (["--zero-init-residual"] if args.zero_init_residual else [])
+    deep = "14" if small else "56"
+    return [
+        ("degradation", deg_argv),
+        ("loss-landscape", [*common, "--from", deg]),
+        ("feature-reuse", [*common, "--from", deg]),
+        ("lesion", [*common, "--from", deg, "--depth", deep]),
+        ("layer-responses", [*common, "--from", deg]),
+        ("path-lengths", [*common, "--from", deg, "--model", f"resnet{deep}"]),
+        ("gradient-at-init", [*common]),
+    ]
+
+
+def run(args):
+    from . import run_experiment
+    out = output_folder(args)
+    clock = Timer()
+    done = {}
+    for name, argv in steps(args, out):
+        sub = out / name
+        print(f"\n=== {name} ({clock.seconds / 60:.1f} min so far) ===", flush=True)
+        argv = [*argv, "--out", str(sub)] + (["--resume"] if sub.exists() else [])
+        done[name] = run_experiment(name, argv)
+    results = {"experiment": NAME, "environment": environment(args), "seconds": clock.seconds,
+               "parts": list(done), "complete": True}
+    save_json(out / "results.json", results)
+    (out / "report.md").write_text(report(done, out, clock.seconds))
+    print(f"\nreport in {out / 'report.md'} ({clock.seconds / 60:.1f} min)")
+    return results
+
+
+# --- the report ----------------------------------------------------------------------------------
+def _fig(name, out):
+    fig = Path(out) / name / f"{name}.png"
+    return [f"![{name}]({name}/{name}.png)", ""] if fig.is_file() else []
+
+
+def report(done, out, seconds) -> str:
+    """Markdown: every experiment's verdict and numbers, with its figure."""
+    from .degradation import format_verdict
+    lines = [f"# The experiments of the ResNet papers, measured ({seconds / 60:.1f} min)", ""]
+    d = done.get("degradation")
+    if d:
+        s = d["setting"]
+        lines += ["## Degradation (He et al. 2015, Fig. 6)", "",
+                  f"{s['train_images']} training images at {s['input_size']}x{s['input_size']}, "
+                  f"{s['steps']} iterations of batch {s['batch_size']}, seeds {d['seeds']}"
+                  + (" -- residual branches zero-initialised (not the paper's init)"
+                     if s["zero_init_residual"] else "") + ".", "",
+                  "| seed | " + " | ".join(_names(d)) + " |",
+                  "|---|" + "---|" * len(_names(d))]
+        for seed, runs in d["runs"].items():
+            lines.append(f"| {seed} | " + " | ".join(f"{runs[n]['final_train_error']:.4f}"
+                                                     for n in _names(d)) + " |")
+        lines += ["", "Final training error, eval mode, on the whole training subset.", "",
+                  "```", format_verdict(d["verdict"]), "```", ""] + _fig("degradation", out)
+    r = done.get("loss-landscape")
+    if r:
+        lines += ["## Loss landscape (Li et al. 2018)", "",
+                  "| net | loss at the trained weights | non-convex share | slice TV ratio | "
+                  "edge rise |", "|---|---|---|---|---|"]
+        for name, m in r["models"].items():
+            lines.append(f"| {name} | {m['center_loss']:.3f} | {m['nonconvex_share']:.2f} | "
+                         f"{m['slice_tv_ratio']:.2f} | {m['edge_rise']:.2f} |")
+        lines += ["", f"On {r['images']} training images; grid {r['grid']}x{r['grid']} over "
+                  f"[-{r['span']}, {r['span']}]^2 of filter-normalised directions.", ""]
+        lines += _fig("loss-landscape", out)
+    r = done.get("feature-reuse")
+    if r:
+        lines += ["## Feature reuse", "", "| net | when | mean ‖F(x)‖/‖x‖ | mean cos(x, out) |",
+                  "|---|---|---|---|"]
+        for name, m in r["models"].items():
+            for when in ("init", "trained"):
+                if f"{when}_mean_branch_ratio" in m:
+                    cos = m[f"{when}_mean_cosine"]
+                    lines.append(f"| {name} | {when} | {m[f'{when}_mean_branch_ratio']:.3f} | "
+                                 f"{'-' if cos is None else f'{cos:.3f}'} |")
+        lines += [""] + _fig("feature-reuse", out)
+    r = done.get("lesion")
+    if r:
+        lines += ["## Lesion (Veit et al. 2016)", ""]
+        for name, m in r["models"].items():
+            lines.append(f"- {name}: test error {m['test_error']:.3f} intact, "
+                         f"{m['mean_error_after_lesion']:.3f} on average with one {m['unit']} "
+                         f"removed ({len(m['lesions'])} lesions)")
+        lines += [""] + _fig("lesion", out)
+    r = done.get("layer-responses")
+    if r:
+        lines += ["## Layer responses (He et al. 2015, Fig. 7)", ""]
+        for name, m in r["models"].items():
+            lines.append(f"- {name}: mean std of the 3x3 layers' responses "
+                         f"{sum(m['std']) / len(m['std']):.3f}")
+        lines += [""] + _fig("layer-responses", out)
+    r = done.get("path-lengths")
+    if r:
+        lines += ["## Path lengths (Veit et al. 2016)", "",
+                  f"{r['model']} ({r['blocks']} blocks): paths of length <= "
+                  f"{r['length_reaching_50pct']} carry 50% of the sampled gradient magnitude, "
+                  f"<= {r['length_reaching_90pct']} carry 90% (typical length "
+                  f"{r['blocks'] / 2:g}).", ""] + _fig("path-lengths", out)
+    r = done.get("gradient-at-init")
+    if r:
+        lines += ["## Gradients at initialisation", ""] + _fig("gradient-at-init", out)
+    return "\n".join(lines) + "\n"
+
+
+def _names(d):
+    return [f"{f}{depth}" for f in ("plain", "resnet") for depth in sorted(d["depths"])]
