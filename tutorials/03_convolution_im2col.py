@@ -121,7 +121,8 @@ print("im2col by loops == F.im2col, and w_mat @ cols == the convolution")
 
 # %%
 assert F.im2col(x, 3, padding=1).size == 9 * x.size      # stride 1, padding 1: one column per pixel
-#
+
+# %% [markdown]
 # ## 3. The backward pass, and col2im
 #
 # From $y[n] = w_{mat}\,\mathrm{cols}[n]$ (lesson 02's matrix rule):

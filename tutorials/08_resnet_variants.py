@@ -70,8 +70,12 @@ def keep_branch(block, inputs, output):
     branch_outputs.append(block.branch(x_branch).numpy())
 
 
+branch_grads = []
+
+
 def on_fork(fork, inputs, output):
-    output[1].register_hook(lambda g: skip_grads.append(g))
+    output[0].register_hook(lambda g: branch_grads.append(g))     # into the branch
+    output[1].register_hook(lambda g: skip_grads.append(g))       # along the skip
 
 
 handles = [blk.register_forward_hook(keep_branch) for blk in stage]
@@ -86,21 +90,28 @@ for h in handles:
 
 assert np.allclose(out.numpy(), x.numpy() + sum(branch_outputs), atol=1e-4)
 assert np.allclose(skip_grads[0], g_out)        # the last block's skip: dL/dx_L, unchanged
-print("pre-activation stage: x_L == x_0 + sum of the branches, and the output gradient reaches "
-      "the last block's input unchanged")
+# hooks fire last block first. The equation for l = 0: what reaches the stage's input is
+# dL/dx_L itself plus every branch's contribution (the second term, summed over blocks)
+branch_terms = [np.asarray(g) for g in branch_grads]
+assert all(np.abs(b).max() > 1e-3 for b in branch_terms)        # every branch contributes
+assert np.allclose(x.grad, g_out + sum(branch_terms), atol=1e-4)
+print("pre-activation stage: x_L == x_0 + sum of the branches, and dL/dx_0 == dL/dx_L + the "
+      "sum of what the three branches send back")
 print(f"gradient norms along the skips, last block first: "
       f"{[round(float(np.linalg.norm(g)), 2) for g in skip_grads]}")
 
 # %% [markdown]
-# The difference shows at once in a block whose branch is zero (`zero_init_residual`
-# zeroes the last scale of the branch): the pre-activation block is the identity, the
-# post-activation one is a ReLU.
+# The difference shows at once in a block whose branch is zero. `zero_init_residual()`
+# zeroes the last layer of the branch: the scale of `bn2` in a post-activation block,
+# `conv2.weight` in a pre-activation block (its branch ends in a convolution). Then the
+# pre-activation block is the identity, the post-activation one is a ReLU.
 
 # %%
 post, pre = nn.BasicBlock(16, 16), nn.PreActBlock(16, 16)
 for blk in (post, pre):
     blk.zero_init_residual()
     blk.eval()
+assert not pre.conv2.weight.data.any() and not post.bn2.weight.data.any()
 xz = mr.tensor(rng.standard_normal((2, 16, 4, 4)).astype(np.float32))
 assert np.array_equal(pre(xz).numpy(), xz.numpy())
 assert np.array_equal(post(xz).numpy(), np.maximum(xz.numpy(), 0))
@@ -111,9 +122,11 @@ print("zero branch: pre-activation block == identity, post-activation block == r
 #
 # A WRN-d-k has depth d = 6n + 4 and stage widths 16k, 32k, 64k. A 3x3 convolution
 # from $C$ to $C$ channels holds $9C^2$ weights, so multiplying all widths by 2 costs
-# nearly 4x the parameters — and the multiply-adds — but the work comes in big
-# matrix products that run efficiently, where depth comes as many small sequential
-# layers.
+# nearly 4x the parameters — and the multiply-adds. Zagoruyko and Komodakis (2016)
+# report that wide networks are also faster to *train* to a given accuracy on a GPU,
+# because the work comes in big matrix products where depth comes as many small
+# sequential layers. That is the paper's claim; this lesson does not measure
+# time-to-accuracy (try it: exercise 4).
 
 # %%
 sizes = {k: mr.models.wide_resnet(16, k).num_parameters() for k in (1, 2, 4, 8)}
@@ -273,7 +286,8 @@ save_figure(fig, OUT / "variant_costs.png")
 # 3. Make a ResNeXt block with `cardinality=1` and the same width: how many more
 #    parameters does the 3x3 layer need?
 # 4. Train `preact_resnet20` and `resnet20` for one epoch each with lesson 09's `fit`
-#    and compare.
+#    and compare. Then test the wide-network claim on your machine: time `wrn16_4`
+#    and `resnet56` to the same test accuracy.
 
 # %%
 print("lesson 08 done: each variant's defining equation, parameter counts and gradients were "

@@ -95,3 +95,16 @@ def load_data(n_train=None, n_test=None, fast_train=256, fast_test=128, fast_siz
             f"set MINIRES_DATA), or run the lesson in fast mode: MINIRES_TUTORIAL_FAST=1") from None
     return mr.data.CIFAR10(train=data.train.take(n_train), test=data.test.take(n_test),
                            folder=data.folder)
+
+
+def load_degradation_data(n_train, n_test=1000, fast_train=256, fast_test=128):
+    """The laptop setting of ``python -m minires.experiments degradation``: a fixed
+    class-balanced subset of ``n_train`` CIFAR-10 training images and the first ``n_test``
+    test images, all average-pooled to 16x16 -- or, in fast mode, synthetic 8x8 images."""
+    import minires as mr
+    from minires.experiments.common import balanced_subset, pool_split
+    if FAST:
+        return synthetic_cifar(fast_train, fast_test, 8)
+    full = load_data()
+    return mr.data.CIFAR10(train=pool_split(balanced_subset(full.train, n_train), 16),
+                           test=pool_split(full.test.take(n_test), 16), folder=full.folder)
