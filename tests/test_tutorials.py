@@ -23,11 +23,12 @@ EXPECTED = [
     "00_tensors_and_backend", "01_autograd_by_hand", "02_linear_and_cross_entropy",
     "03_convolution_im2col", "04_batch_norm", "05_degradation_problem", "06_residual_block",
     "07_bottleneck_and_projection", "08_resnet_variants", "09_training_resnet20",
-    "10_gpu", "11_ensembles_of_paths",
+    "10_gpu", "11_ensembles_of_paths", "12_why_residual_nets_train_easier",
 ]
 # Lessons that take more than a few seconds in fast mode (they train or build big models).
 SLOW = {"05_degradation_problem", "06_residual_block", "07_bottleneck_and_projection",
-        "08_resnet_variants", "09_training_resnet20", "11_ensembles_of_paths"}
+        "08_resnet_variants", "09_training_resnet20", "11_ensembles_of_paths",
+        "12_why_residual_nets_train_easier"}
 
 
 def run_lesson(path, tmp_path, timeout=600):
