@@ -136,6 +136,8 @@ def save(path, model, optimizer=None, scheduler=None, meta=None) -> Path:
     arrays[META_KEY] = np.frombuffer(json.dumps(document).encode("utf-8"), dtype=np.uint8)
 
     folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise CheckpointError(f"cannot save checkpoint {path}: the folder {folder} does not exist")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:

@@ -156,3 +156,9 @@ def test_incompatible_model_lists_the_differences(tmp_path):
     with pytest.raises(CheckpointError,
                        match=r"not in the model \(7\): 1.weight, 1.bias, 1.running_mean"):
         checkpoint.restore(path, fewer)
+
+
+def test_save_into_a_missing_folder_names_the_target(tmp_path):
+    target = tmp_path / "no-such-folder" / "model.npz"
+    with pytest.raises(CheckpointError, match="model.npz: the folder .*no-such-folder does not exist"):
+        checkpoint.save(target, {"w": np.zeros(2, dtype=np.float32)})
