@@ -188,6 +188,21 @@ save_figure(fig, OUT / "linear_templates.png")
 # %% [markdown]
 # ## 5. Two layers, trained with mini-batch SGD
 #
+# First the one new op, ReLU: $y = \max(x, 0)$ elementwise. Its derivative is 1 where
+# $x > 0$ and 0 where $x < 0$ (at exactly 0 it has none; minires, like PyTorch, uses
+# 0), so the backward pass lets the gradient through where the input was positive and
+# blocks it elsewhere: $\partial L/\partial x = \partial L/\partial y \cdot [x > 0]$.
+# The forward pass only has to keep that mask. Checked on a few values:
+
+# %%
+xr = mr.tensor(np.array([-2.0, -0.5, 0.5, 3.0]), requires_grad=True)
+yr = F.relu(xr)
+g_relu = np.array([10.0, 20.0, 30.0, 40.0])
+yr.backward(g_relu)
+assert np.array_equal(xr.grad, g_relu * (xr.numpy() > 0))          # [0, 0, 30, 40]
+print("relu backward = incoming gradient * (x > 0):", xr.grad)
+
+# %% [markdown]
 # One hidden layer with a ReLU makes the model non-linear. Now we train the usual way:
 # mini-batches, `model(x)`, the loss, `loss.backward()`, `optimizer.step()`. This is
 # the loop every later lesson uses (lesson 09 wraps it into `fit`).

@@ -195,7 +195,32 @@ print(f"input {shape}, 3x3 kernel: loops {t_loops * 1e3:.1f} ms, im2col + GEMM "
       f"{t_gemm * 1e3:.2f} ms: {t_loops / t_gemm:.0f}x faster in this run")
 
 # %% [markdown]
-# ## 5. What a convolution sees
+# ## 5. Max pooling and its backward
+#
+# Max pooling reads the same windows as a convolution and keeps the largest value of
+# each. Only that one input moved the output, so the backward pass sends each output's
+# gradient to the position of its window's maximum (the argmax, kept from the forward
+# pass) and zero to the others; where windows overlap, a pixel that is the maximum of
+# several windows collects the sum. (Ties have no derivative; inputs are drawn so that
+# there are none.)
+
+# %%
+xp_ = rng.standard_normal((1, 1, 4, 4))
+xm = mr.tensor(xp_, requires_grad=True)
+ym = F.max_pool2d(xm, 2)                                   # (1, 1, 2, 2)
+gm = rng.standard_normal(ym.shape)
+ym.backward(gm)
+expected = np.zeros_like(xp_)
+for i in range(2):
+    for j in range(2):
+        window = xp_[0, 0, 2 * i:2 * i + 2, 2 * j:2 * j + 2]
+        a, b = np.unravel_index(window.argmax(), window.shape)
+        expected[0, 0, 2 * i + a, 2 * j + b] = gm[0, 0, i, j]   # the gradient goes to the argmax
+assert np.allclose(xm.grad, expected)
+print("max-pool backward routes each output gradient to its window's maximum")
+
+# %% [markdown]
+# ## 6. What a convolution sees
 #
 # A 3x3 kernel is a small pattern detector. The classic edge detectors (Sobel) as
 # convolution weights, applied to an image:

@@ -110,9 +110,21 @@ for depth in (SHALLOW, DEEP):        # the skips of option A add no parameters: 
 #   56-layer residual net lags the 20-layer one for thousands of iterations.
 #
 # All four nets see the same batches in the same order: the loader's order is a
-# function of its seed and the epoch.
+# function of its seed and the epoch. The schedule, read off at a few steps:
 
 # %%
+probe_opt = mr.optim.SGD([mr.nn.Parameter(np.zeros(1, dtype=np.float32))], lr=RECIPE["lr"])
+probe_sched = mr.optim.Warmup(probe_opt, int(RECIPE["warmup_frac"] * STEPS),
+                              schedule=mr.optim.CosineAnnealingLR(probe_opt, STEPS))
+lrs = []
+for _ in range(STEPS):
+    lrs.append(probe_opt.param_groups[0]["lr"])
+    probe_sched.step()
+marks = [0, int(RECIPE["warmup_frac"] * STEPS), STEPS // 2, STEPS - 1]
+print("learning rate at steps", marks, ":", [round(lrs[k], 4) for k in marks])
+assert max(lrs) <= RECIPE["lr"] + 1e-12 and lrs[-1] < 0.01 * RECIPE["lr"]
+
+
 def train(model, split, steps, batch_size, seed=SEED):
     loader = mr.data.DataLoader(split.images, split.labels, batch_size=batch_size, shuffle=True,
                                 drop_last=True, seed=seed)

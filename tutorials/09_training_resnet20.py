@@ -107,6 +107,28 @@ for key in ("model", "epochs", "batch_size", "optimizer", "lr", "momentum", "nes
     print(f"  {key:<16} {getattr(config, key)}")
 
 # %% [markdown]
+# ## 2b. First, the sanity check: overfit a tiny subset
+#
+# Before spending an hour, spend a few seconds: a network that cannot drive its
+# training error to zero on 64 images has a bug (a wrong label order, a frozen
+# parameter, a broken gradient, a learning rate off by 100x). With no augmentation, no
+# label smoothing and plenty of steps, ResNet-20 must memorise them.
+
+# %%
+tiny = data.train.take(64)
+tiny_data = mr.data.CIFAR10(train=tiny, test=tiny)
+mr.manual_seed(0)
+tiny_model = mr.models.resnet20()
+fit(tiny_model, tiny_data, recipe_config("fast", epochs=fast_or_full(30, 40), batch_size=32,
+                                         lr=0.05, warmup_epochs=0, label_smoothing=0.0,
+                                         augment=False, flip_eval=False, prefetch=0),
+    progress=False, verbose=False, handle_signals=False)
+tiny_loss, tiny_acc = evaluate(tiny_model, tiny)
+print(f"64 training images after {fast_or_full(30, 40)} epochs: accuracy {tiny_acc:.3f}, "
+      f"loss {tiny_loss:.4f}")
+assert tiny_acc >= 0.95, "the net cannot even memorise 64 images: look for a bug before training"
+
+# %% [markdown]
 # ## 3. Training from Python: `fit`
 #
 # `fit(model, data, config, out=folder)` runs the loop of lessons 02 and 05 — batch,
