@@ -77,14 +77,23 @@ print(f"loss measured on {len(probe)} training images of "
 
 # %%
 NETS05 = out_dir("05_degradation_problem") / "nets"
+ZERO_INIT = RECIPE["zero_init_residual"]       # lesson 05's (and the experiment's) residual init
+
+
+def initial_net(name):
+    """The net as lesson 05 initialises it: same seed, same residual init."""
+    mr.manual_seed(SEED)
+    zero = ZERO_INIT and name.startswith("resnet")
+    return mr.models.get_model(name, **({"zero_init_residual": True} if zero else {}))
+
+
 nets = {}
 for name in (PLAIN, RESNET):
     if (NETS05 / f"{name}.npz").is_file():
         model, meta, path = net_from(NETS05, name)
         print(f"{name}: loaded from lesson 05 ({path})")
     else:
-        mr.manual_seed(SEED)
-        model = mr.models.get_model(name)
+        model = initial_net(name)
         train(model, data.train, None, steps=STEPS, batch_size=fast_or_full(32, 128),
               lr=RECIPE["lr"], nesterov=RECIPE["nesterov"], weight_decay=RECIPE["weight_decay"],
               warmup_frac=RECIPE["warmup_frac"], augment=False, seed=SEED, log_every=STEPS,
@@ -231,8 +240,7 @@ save_figure(fig, OUT / "surfaces.png")
 line = np.linspace(0, 1, fast_or_full(5, 11))
 paths = {}
 for name, model in nets.items():
-    mr.manual_seed(SEED)
-    initial = mr.models.get_model(name)
+    initial = initial_net(name)
     mover = Mover(model)
     theta0 = dict(initial.named_parameters())
     delta = {k: mover.theta[k].astype(np.float64) - theta0[k].data for k in mover.theta}
@@ -270,8 +278,7 @@ save_figure(fig, OUT / "interpolation.png")
 x_test, _ = next(iter(mr.data.DataLoader(data.test.images, data.test.labels, batch_size=128)))
 reuse = {}
 for name, model in nets.items():
-    mr.manual_seed(SEED)
-    at_init = block_statistics(mr.models.get_model(name), x_test)
+    at_init = block_statistics(initial_net(name), x_test)
     trained = block_statistics(model, x_test)
     reuse[name] = (at_init, trained)
     for when, rows in (("init", at_init), ("trained", trained)):
@@ -287,7 +294,8 @@ if fig is not None:
     for i, (name, (at_init, trained)) in enumerate(reuse.items()):
         ax.plot([r["branch_ratio"] for r in at_init], ":", color=f"C{i}", label=f"{name} init")
         ax.plot([r["branch_ratio"] for r in trained], "-", color=f"C{i}", label=f"{name} trained")
-    ax.set(xlabel="block", ylabel="||F(x)|| / ||x||", yscale="log", title="feature reuse")
+    ax.set(xlabel="block", ylabel="||F(x)|| / ||x||", title="feature reuse")
+    ax.set_yscale("symlog", linthresh=1e-2)          # zero-initialised branches start at 0
     ax.legend(fontsize=8)
 save_figure(fig, OUT / "feature_reuse.png")
 

@@ -21,8 +21,8 @@ DESCRIPTION = ("Degradation, then the loss landscape, feature reuse, lesion, lay
 def add_arguments(parser):
     parser.add_argument("--seeds", default=None, help="seeds of the degradation run (default: "
                         "--seed); the other experiments use the first seed's nets")
-    parser.add_argument("--zero-init-residual", action="store_true",
-                        help="passed to the degradation run (a labelled departure from the paper)")
+    parser.add_argument("--residual-init", choices=("paper", "zero"), default=None,
+                        help="passed to the degradation run (default: its preset's)")
 
 
 def steps(args, out):
@@ -35,7 +35,7 @@ def steps(args, out):
         common.append("--tiny")
     small = args.tiny
     deg_argv = [*common] + (["--seeds", args.seeds] if args.seeds else []) \
-        + (["--zero-init-residual"] if args.zero_init_residual else [])
+        + (["--residual-init", args.residual_init] if args.residual_init else [])
     deep = "14" if small else "56"
     return [
         ("degradation", deg_argv),

@@ -132,7 +132,7 @@ def plot(results):
             idx = [k for k, row in enumerate(rows) if row["cosine"] is not None]
             ax2.plot(idx, [rows[k]["cosine"] for k in idx], style, color=f"C{i}", lw=1,
                      label=f"{name} {when}")
-    ax1.set_yscale("log")
+    ax1.set_yscale("symlog", linthresh=1e-2)   # zero-initialised branches start at exactly 0
     ax1.set_ylabel("||F(x)|| / ||x||")
     ax2.set_ylabel("cos(block input, block output)")
     for ax in (ax1, ax2):
