@@ -50,12 +50,13 @@ def run_experiment(name, argv=()):
     args = make_parser(name).parse_args(list(argv))
     args.argv = [name, *argv]
     args.experiment = name
-    if args.out is not None:
+    module = get_experiment(name)
+    if args.out is not None and not getattr(module, "RESUMES_ITSELF", False):
         from .common import finished_results
         done = finished_results(args)
         if done is not None:
             return done
-    return get_experiment(name).run(args)
+    return module.run(args)
 
 
 __all__ = ["EXPERIMENTS", "get_experiment", "make_parser", "run_experiment"]

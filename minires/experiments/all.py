@@ -18,6 +18,10 @@ DESCRIPTION = ("Degradation, then the loss landscape, feature reuse, lesion, lay
                "path lengths and gradient-at-init on its nets; one report.md.")
 
 
+# --resume keeps every finished net (or part) and computes the rest, even after the run was
+# complete: a resumed degradation run with more --seeds adds the new seeds.
+RESUMES_ITSELF = True
+
 def add_arguments(parser):
     parser.add_argument("--seeds", default=None, help="seeds of the degradation run (default: "
                         "--seed); the other experiments use the first seed's nets")

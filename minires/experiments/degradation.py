@@ -77,6 +77,9 @@ PRESETS = {
                  augment=False, zero_init_residual=True),
 }
 FAMILIES = ("plain", "resnet")
+# --resume keeps every finished net (or part) and computes the rest, even after the run was
+# complete: a resumed degradation run with more --seeds adds the new seeds.
+RESUMES_ITSELF = True
 CLAIM = {"plain": "deeper trains worse (gap > 0)", "resnet": "deeper trains no worse (gap <= 0)"}
 
 
@@ -151,6 +154,7 @@ def run(args):
             runs[name] = train_one(name, seed, s, args, seed_dir, train_split, test)
         results["seconds_per_seed"] = {**results.get("seconds_per_seed", {}),
                                        str(seed): seed_clock.seconds}
+        print(f"seed {seed}: four nets in {seed_clock.seconds / 60:.1f} min", flush=True)
         save_json(out_dir / "results.json", results)       # partial results survive a crash
     results["verdict"] = verdict(results)
     print(format_verdict(results["verdict"]), flush=True)
