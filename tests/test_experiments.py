@@ -423,3 +423,14 @@ def test_pearson_rows_matches_numpy():
     expected = [np.corrcoef(a[i], b[i])[0, 1] for i in range(4)]
     np.testing.assert_allclose(pearson_rows(a, b), expected, rtol=1e-12)
     assert pearson_rows(a, b)[1] == pytest.approx(1.0)
+
+
+def test_degradation_resumed_with_more_seeds_adds_them(tmp_path):
+    out = tmp_path / "deg"
+    run_experiment("degradation", ["--tiny", "--out", str(out), "--seeds", "3"])
+    first = (out / "seed-3" / "resnet14.npz").stat().st_mtime_ns
+    both = run_experiment("degradation", ["--tiny", "--out", str(out), "--seeds", "3,4",
+                                          "--resume"])
+    assert (out / "seed-3" / "resnet14.npz").stat().st_mtime_ns == first      # kept
+    assert set(both["runs"]) == {"3", "4"} and both["verdict"]["plain"]["seeds"] == 2
+    assert set(both["seconds_per_seed"]) == {"3", "4"}

@@ -148,13 +148,13 @@ def run(args):
     for seed in seeds:
         seed_dir = out_dir / f"seed-{seed}"
         seed_dir.mkdir(exist_ok=True)
-        seed_clock = Timer()
         runs = results["runs"][str(seed)] = {}
         for name in names:
             runs[name] = train_one(name, seed, s, args, seed_dir, train_split, test)
-        results["seconds_per_seed"] = {**results.get("seconds_per_seed", {}),
-                                       str(seed): seed_clock.seconds}
-        print(f"seed {seed}: four nets in {seed_clock.seconds / 60:.1f} min", flush=True)
+        # from the nets' own records, so that a resumed seed keeps its real cost
+        seconds = sum(r.get("seconds", r["history"].get("seconds", 0.0)) for r in runs.values())
+        results.setdefault("seconds_per_seed", {})[str(seed)] = seconds
+        print(f"seed {seed}: four nets trained and measured in {seconds / 60:.1f} min", flush=True)
         save_json(out_dir / "results.json", results)       # partial results survive a crash
     results["verdict"] = verdict(results)
     print(format_verdict(results["verdict"]), flush=True)
@@ -183,6 +183,7 @@ def train_one(name, seed, s, args, seed_dir, train_split, test) -> dict:
         return record
     family = "plain" if name.startswith("plain") else "resnet"
     kwargs = {"zero_init_residual": True} if family == "resnet" and s["zero_init_residual"] else {}
+    clock = Timer()
     model = build(name, seed, args.device, **kwargs)
     hist = train(model, train_split, None, steps=s["steps"], batch_size=s["batch_size"],
                  lr=s["lr"], nesterov=s["nesterov"], weight_decay=s["weight_decay"],
@@ -194,7 +195,7 @@ def train_one(name, seed, s, args, seed_dir, train_split, test) -> dict:
     record = {"family": family, "depth": int(name.lstrip("plainresnet")), "seed": seed,
               "history": hist, "final_train_error": train_error, "final_train_loss": train_loss,
               "final_test_error": test_error, "final_test_loss": test_loss,
-              "parameters": model.num_parameters()}
+              "parameters": model.num_parameters(), "seconds": clock.seconds}
     meta = {"experiment": NAME, "model": name, "seed": seed,
             "data": {"input_size": s["input_size"], "train_images": s["train_images"],
                      "balanced": True},
