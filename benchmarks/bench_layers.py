@@ -48,6 +48,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--no-torch", action="store_true")
     args = parser.parse_args()
+    mr.use_speed_settings()              # threads and memory, as the command lines set them
     torch = optional_torch(args.no_torch)
     N = args.batch
     print(f"machine: {machine_description()}; load {os.getloadavg()[0]:.2f}")

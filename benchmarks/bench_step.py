@@ -182,6 +182,7 @@ def main():
                              "one thread, torch's intra-op threads); 1 is the fair choice on "
                              "a loaded machine")
     args = parser.parse_args()
+    mr.use_speed_settings()              # threads and memory, as the command lines set them
     torch = optional_torch(args.no_torch)
     if args.num_threads:
         if parallel:

@@ -130,6 +130,7 @@ def main():
     parser.add_argument("--chunk-bytes", type=int, default=None,
                         help="override Conv2d.CPU_CHUNK_BYTES (bytes of columns per chunk)")
     args = parser.parse_args()
+    mr.use_speed_settings()              # threads and memory, as the command lines set them
     if args.chunk_bytes:
         Conv2d.CPU_CHUNK_BYTES = args.chunk_bytes
 

@@ -65,6 +65,7 @@ def gemm_rates(n=2048):
 
 
 def main():
+    mr.use_speed_settings()              # threads and memory, as the command lines set them
     print(f"machine: {machine_description()}; load {os.getloadavg()[0]:.2f}; "
           f"minires CPU threads: {parallel.num_threads()}")
     rates = gemm_rates()

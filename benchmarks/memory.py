@@ -28,6 +28,7 @@ y_np = rng.integers(0, 10, batch)
 sys.path.insert(0, os.path.join(sys.argv[4], "benchmarks"))
 if lib == "minires":
     import minires as mr, minires.functional as F
+    mr.use_speed_settings()          # threads and memory, as the command lines set them
     from bench_step import MODELS
     model = MODELS[model_name][0]()
     opt = mr.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)

@@ -106,6 +106,7 @@ def main():
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=3)
     args = parser.parse_args()
+    mr.use_speed_settings()              # threads and memory, as the command lines set them
     parallel.set_num_threads(1)
     instrument()
     mr.manual_seed(0)

@@ -5,6 +5,9 @@
     x = mr.tensor([[1.0, 2.0]], requires_grad=True)
     y = F.relu(x @ w).sum(); y.backward(); x.grad
 
+Importing minires changes nothing outside it; ``mr.use_speed_settings()`` is the one
+explicit call that sets threads and memory for speed (the command lines make it).
+
 Subpackages with heavier imports (nn, models, optim, data, inspect, checkpoint,
 train, experiments) load on first use: ``mr.nn`` imports ``minires.nn``.
 """
@@ -14,6 +17,7 @@ from . import functional
 from .autograd import Function, enable_grad, is_grad_enabled, no_grad
 from .backend import get_array_module, gpu_available, manual_seed
 from .gradcheck import GradcheckError, gradcheck
+from .speed import set_num_threads, use_speed_settings
 from .tensor import Tensor, tensor
 
 __version__ = "0.1.0"
@@ -29,4 +33,4 @@ def __getattr__(name):
 
 __all__ = ["Tensor", "tensor", "Function", "no_grad", "enable_grad", "is_grad_enabled",
            "functional", "gradcheck", "GradcheckError", "get_array_module", "gpu_available",
-           "manual_seed", "__version__", *_LAZY]
+           "manual_seed", "set_num_threads", "use_speed_settings", "__version__", *_LAZY]

@@ -122,8 +122,10 @@ def keep_freed_memory() -> bool:
     every 4 KB of them: about 47,000 faults and 10% of a ResNet-20 step on the CPU
     (measured with benchmarks/bench_step.py; see benchmarks/RESULTS.md). Raising the
     mmap threshold to its maximum (32 MB) and the trim threshold to 1 GB makes freed
-    blocks reusable; peak memory is unchanged. A no-op where malloc is not glibc's;
-    set MINIRES_DEFAULT_MALLOC=1 to skip it.
+    blocks reusable; peak memory is unchanged, but freed memory is then not returned to
+    the system while the process runs. A no-op where malloc is not glibc's, and when
+    MINIRES_DEFAULT_MALLOC=1. Never called at import: ``minires.use_speed_settings()``
+    calls it.
     """
     import os
     if os.environ.get("MINIRES_DEFAULT_MALLOC") or not sys.platform.startswith("linux"):
@@ -136,6 +138,3 @@ def keep_freed_memory() -> bool:
                     and libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
     except (OSError, AttributeError):                       # not glibc (musl, ...)
         return False
-
-
-keep_freed_memory()

@@ -228,9 +228,20 @@ def test_unwritable_run_folder_fails_before_training(tmp_path):
 def test_an_existing_run_is_not_overwritten(reference):
     ref_out, _ = reference
     before = (ref_out / "last.npz").read_bytes()
-    with pytest.raises(FileExistsError, match="last.npz exists: resume it"):
+    with pytest.raises(FileExistsError, match="holds an earlier run .*last.npz"):
         run(ref_out)
     assert (ref_out / "last.npz").read_bytes() == before
+
+
+def test_a_folder_with_any_earlier_run_file_is_refused(tmp_path):
+    """last.npz deleted, best.npz and metrics.jsonl still there: a new run must not overwrite
+    best.npz or append to the metrics."""
+    (tmp_path / "best.npz").write_bytes(b"earlier")
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    with pytest.raises(FileExistsError, match="best.npz, metrics.jsonl"):
+        run(tmp_path)
+    assert (tmp_path / "best.npz").read_bytes() == b"earlier"
+    assert (tmp_path / "metrics.jsonl").read_text() == '{"epoch": 1}\n'
 
 
 # --- options --------------------------------------------------------------------------------------

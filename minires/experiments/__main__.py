@@ -24,6 +24,8 @@ def main(argv=None):
     from minires.checkpoint import CheckpointError
     from minires.data import DataError
     try:
+        from minires.speed import use_speed_settings
+        use_speed_settings()                 # threads and memory for speed, as the training CLI
         run_experiment(name, rest)
     except KeyboardInterrupt:
         print(f"\n{name}: stopped. What finished is kept; run the same command with --resume "

@@ -10,15 +10,14 @@ while they wait for each other, and when another process takes a core a
 multi-threaded GEMM can slow down by 10x or more (a ResNet-20 step measured 28 s
 instead of 1.2 s under a load of 3.7 on 2 cores; benchmarks/RESULTS.md).
 
-So, at import, when the NumPy build uses OpenBLAS and neither OPENBLAS_NUM_THREADS
-nor OMP_NUM_THREADS is set, minires sets OpenBLAS to one thread and uses
-``num_threads()`` workers (the cores this process may use). With another BLAS (MKL,
-Accelerate) or an explicit thread setting, nothing changes: chunks run one after
-the other and BLAS threads as it was told. ``set_num_threads(n)`` changes the
-number of workers (1 = in order, on the calling thread; the NumPy-wide BLAS setting
-is left as it is). MINIRES_NUM_THREADS=n sets it at import (and BLAS to one thread, for
-n > 1 with OpenBLAS); MINIRES_NUM_THREADS=1 leaves BLAS threading alone, which is the
-behaviour before this module existed.
+Nothing happens at import: importing minires leaves BLAS, threads and memory alone.
+``minires.use_speed_settings()`` (the command lines call it; users may) runs
+``configure()``: with NumPy on OpenBLAS it sets OpenBLAS to one thread and uses that
+many workers -- by default the cores this process may use, or MINIRES_NUM_THREADS. With
+another BLAS (MKL, Accelerate), or when OPENBLAS_NUM_THREADS / OMP_NUM_THREADS say how
+BLAS should thread, chunks run one after the other and BLAS is left as it is.
+``set_num_threads(n)`` changes only the number of workers (1 = in order, on the calling
+thread).
 
 Results do not depend on the number of workers: each chunk writes its own slice of
 the output, and per-chunk partial sums (the weight gradient) are added in chunk order.
@@ -124,7 +123,7 @@ def run_chunks(work, chunks):
 def set_blas_threads(n: int) -> bool:
     """Set OpenBLAS's own thread count (NumPy-wide); False if NumPy's BLAS is not OpenBLAS.
 
-    minires sets it to 1 at import when it runs chunks on its own threads (see above);
+    ``configure()`` sets it to 1 when minires runs chunks on its own threads (see above);
     this is for benchmarks and for users who want BLAS threading back."""
     setter = _openblas_setter()
     if setter is None:
@@ -133,18 +132,43 @@ def set_blas_threads(n: int) -> bool:
     return True
 
 
-def _configure():
-    env = os.environ.get("MINIRES_NUM_THREADS")
-    if not env and (os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")):
-        return                                  # the user chose BLAS threading: keep it
-    n = int(env) if env else _available_cores()
-    setter = _openblas_setter() if n > 1 else None
+def threads_from_environment():
+    """MINIRES_NUM_THREADS as a positive int, or None when it is not set."""
+    text = os.environ.get("MINIRES_NUM_THREADS", "").strip()
+    if not text:
+        return None
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"MINIRES_NUM_THREADS: expected a positive integer (the CPU threads "
+                         f"minires may use), got {text!r}")
+    return n
+
+
+def configure(n=None) -> str:
+    """The thread settings for CPU speed: ``n`` conv workers with OpenBLAS on one thread.
+
+    ``n`` None: MINIRES_NUM_THREADS, else -- unless OPENBLAS_NUM_THREADS or OMP_NUM_THREADS
+    chose BLAS threading -- every core this process may use. Returns what it did.
+    """
+    if n is None:
+        n = threads_from_environment()
+        if n is None and (os.environ.get("OPENBLAS_NUM_THREADS") or
+                          os.environ.get("OMP_NUM_THREADS")):
+            return "BLAS threads as OPENBLAS_NUM_THREADS/OMP_NUM_THREADS say; conv chunks in order"
+        n = _available_cores() if n is None else n
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"threads: expected a positive int, got {n!r}")
+    setter = _openblas_setter()
     if setter is None:
-        return                                  # not OpenBLAS (or one core): leave BLAS as it is
+        set_num_threads(1)
+        return "BLAS is not OpenBLAS: left as it is; conv chunks in order"
     setter(1)
     set_num_threads(n)
+    return f"{n} (minires' conv threads, OpenBLAS on one thread each)"
 
 
-_configure()
-
-__all__ = ["num_threads", "run_chunks", "set_blas_threads", "set_num_threads"]
+__all__ = ["configure", "num_threads", "run_chunks", "set_blas_threads", "set_num_threads",
+           "threads_from_environment"]

@@ -3,4 +3,4 @@ import sys
 
 from .cli import main
 
-sys.exit(main(allow_reexec=True))
+sys.exit(main())

@@ -10,42 +10,11 @@ import time
 from pathlib import Path
 
 from .. import backend, checkpoint
+from ..speed import use_speed_settings
 from ..data import load_cifar10
 from ..data.cifar import DataError
-from .loop import NonFiniteLossError, check_writable, evaluate_views, fit
+from .loop import NonFiniteLossError, check_writable, evaluate_views, fit, refuse_earlier_run
 from .recipes import OPTIMIZERS, RECIPES, SCHEDULES, TrainConfig, build_model, recipe_config
-
-
-def set_threads(n: int) -> str:
-    """Limit BLAS threads to ``n``; returns how (or why not)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        if all(os.environ.get(v) == str(n) for v in THREAD_VARS):
-            return f"{n} (set by {'/'.join(THREAD_VARS)} before NumPy loaded)"
-        return ("unchanged: install threadpoolctl, or set OMP_NUM_THREADS / OPENBLAS_NUM_THREADS "
-                "before starting Python")
-    threadpool_limits(n)
-    return f"{n} (threadpoolctl)"
-
-
-THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-def _maybe_reexec_for_threads(n, argv):
-    """BLAS reads its thread count when NumPy loads -- before any of our code runs. Without
-    threadpoolctl, start this command again once with the variables set."""
-    try:
-        import threadpoolctl  # noqa: F401
-        return
-    except ImportError:
-        pass
-    if all(os.environ.get(v) == str(n) for v in THREAD_VARS):
-        return
-    env = {**os.environ, **{v: str(n) for v in THREAD_VARS}}
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, "-m", "minires.train", *argv], env)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,8 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, help="seed for initialisation, data order, augmentation (0)")
     g.add_argument("--device", choices=backend.DEVICES, help="cpu (default) or cuda (needs CuPy)")
     g.add_argument("--threads", type=int,
-                   help="BLAS threads (threadpoolctl when installed; otherwise the command "
-                        "restarts itself once with OMP/OPENBLAS/MKL_NUM_THREADS=N)")
+                   help="CPU threads: minires' convolution workers, with OpenBLAS on one thread "
+                        "each (default: $MINIRES_NUM_THREADS, else every core this process may "
+                        "use; see minires.use_speed_settings)")
     g.add_argument("--out", help="run folder (default runs/cifar-MODEL-RECIPE-TIME; with --resume, "
                                  "the checkpoint's folder)")
     g.add_argument("--resume", metavar="CHECKPOINT",
@@ -208,16 +178,17 @@ def _eval_only(args) -> int:
     return 0
 
 
-def main(argv=None, allow_reexec=False) -> int:
+def main(argv=None) -> int:
     """Run the command line; returns the exit status (0 done, 1 error, 128+signal when stopped)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.threads and allow_reexec:
-        _maybe_reexec_for_threads(args.threads, argv)
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads: must be >= 1, got {args.threads}")
     try:
+        speed = use_speed_settings(args.threads)
         if args.threads:
-            print(f"BLAS threads: {set_threads(args.threads)}", file=sys.stderr)
+            print(f"threads: {speed['threads']}", file=sys.stderr)
         if args.eval_only:
             return _eval_only(args)
         config = config_from_args(args)
@@ -229,9 +200,8 @@ def main(argv=None, allow_reexec=False) -> int:
             name = config.model.replace(":", "-")
             out = Path("runs") / f"cifar-{name}-{config.recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
         check_writable(out)                                          # fail before any work
-        if not args.resume and (out / "last.npz").exists():
-            raise FileExistsError(f"{out / 'last.npz'} exists: resume it with --resume "
-                                  f"{out / 'last.npz'} or choose another --out")
+        if not args.resume:
+            refuse_earlier_run(out)
         _check_device(config.device)
         backend.manual_seed(config.seed)
         model = build_model(config.model)

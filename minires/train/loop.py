@@ -79,6 +79,20 @@ def check_writable(out) -> Path:
     return out
 
 
+# the files a run leaves in its folder: any of them means the folder is taken
+RUN_FILES = ("last.npz", "best.npz", "metrics.jsonl", "config.json", "summary.json", "curves.png")
+
+
+def refuse_earlier_run(out):
+    """Raise FileExistsError when ``out`` holds any file of an earlier run (a new run would
+    overwrite its checkpoints or append to its metrics); nothing is touched."""
+    earlier = [name for name in RUN_FILES if (Path(out) / name).exists()]
+    if earlier:
+        raise FileExistsError(f"{out} holds an earlier run ({', '.join(earlier)}): choose another "
+                              f"run folder (--out), or continue it (--resume "
+                              f"{Path(out) / 'last.npz'}); nothing was overwritten")
+
+
 def _write_json_atomic(path: Path, value):
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -476,9 +490,8 @@ def fit(model, data, config: TrainConfig | None = None, *, out=None, resume=None
     before building it.
     """
     config = dataclasses.replace(config or TrainConfig(), **overrides)
-    if out is not None and resume is None and (Path(out) / "last.npz").exists():
-        raise FileExistsError(f"{Path(out) / 'last.npz'} exists: resume it (--resume) or choose "
-                              f"another run folder (--out); nothing was overwritten")
+    if out is not None and resume is None:
+        refuse_earlier_run(out)
     trainer = Trainer(model, data, config, out=out, callbacks=callbacks, progress=progress,
                       verbose=verbose)
     if resume is not None:
