@@ -82,10 +82,21 @@ def test_use_speed_settings_validates_its_argument():
             mr.use_speed_settings(bad)
 
 
-def test_train_cli_refuses_non_positive_threads(capsys):
+@pytest.mark.parametrize("option, value, message", [
+    ("--threads", "0", "--threads: must be >= 1, got 0"),
+    ("--threads", "-2", "--threads: must be >= 1, got -2"),
+    ("--prefetch", "-1", "--prefetch: must be >= 0, got -1"),
+    ("--warmup-epochs", "-1", "--warmup-epochs: must be >= 0, got -1.0"),
+    ("--lr", "0", "--lr: must be > 0, got 0.0"),
+    ("--label-smoothing", "1.5", "--label-smoothing: must be >= 0 and <= 1, got 1.5"),
+    ("--epochs", "0", "--epochs: must be >= 1, got 0"),
+    ("--batch-size", "0", "--batch-size: must be >= 1, got 0"),
+    ("--limit-train", "0", "--limit-train: must be >= 1, got 0"),
+])
+def test_train_cli_refuses_numbers_out_of_range(capsys, tmp_path, option, value, message):
     from minires.train.cli import main
-    for bad in ("0", "-2"):
-        with pytest.raises(SystemExit) as stop:
-            main(["cifar", "--threads", bad])
-        assert stop.value.code == 2
-        assert "--threads: must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        main(["cifar", "--out", str(tmp_path / "run"), option, value])
+    assert stop.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()             # refused before the folder is made

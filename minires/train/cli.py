@@ -101,6 +101,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# option -> (lowest allowed, highest allowed or None, whether the lowest is allowed itself)
+_BOUNDS = {"threads": (1, None, True), "epochs": (1, None, True), "max_steps": (1, None, True),
+           "batch_size": (1, None, True), "lr": (0, None, False), "momentum": (0, 1, True),
+           "weight_decay": (0, None, True), "warmup_epochs": (0, None, True),
+           "label_smoothing": (0, 1, True), "val_split": (0, None, True),
+           "limit_train": (1, None, True), "limit_test": (1, None, True),
+           "prefetch": (0, None, True), "seed": (0, None, True), "inspect_every": (1, None, True)}
+
+
+def invalid_number(args):
+    """A one-line message for the first numeric option out of its range, else None."""
+    for name, (low, high, inclusive) in _BOUNDS.items():
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        too_low = value < low if inclusive else value <= low
+        if too_low or (high is not None and value > high):
+            wanted = (f">= {low}" if inclusive else f"> {low}") + (f" and <= {high}" if high
+                                                                   is not None else "")
+            return f"--{name.replace('_', '-')}: must be {wanted}, got {value}"
+    return None
+
+
 def _describe(recipe):
     r = RECIPES[recipe]
     length = f"{r['epochs']} epochs" if r["epochs"] else f"{r['max_steps']} iterations"
@@ -183,8 +206,9 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.threads is not None and args.threads < 1:
-        parser.error(f"--threads: must be >= 1, got {args.threads}")
+    problem = invalid_number(args)
+    if problem:
+        parser.error(problem)
     try:
         speed = use_speed_settings(args.threads)
         if args.threads:
