@@ -434,3 +434,19 @@ def test_degradation_resumed_with_more_seeds_adds_them(tmp_path):
     assert (out / "seed-3" / "resnet14.npz").stat().st_mtime_ns == first      # kept
     assert set(both["runs"]) == {"3", "4"} and both["verdict"]["plain"]["seeds"] == 2
     assert set(both["seconds_per_seed"]) == {"3", "4"}
+
+
+def test_the_presets_say_what_they_run():
+    from minires.experiments import make_parser
+    from minires.experiments.degradation import setting
+    parse = make_parser("degradation").parse_args
+    laptop = setting(parse([]))
+    assert (laptop["input_size"], laptop["train_images"], laptop["steps"]) == (16, 10240, 800)
+    assert laptop["zero_init_residual"] and not laptop["augment"] and not laptop["milestones"]
+    paper = setting(parse(["--preset", "paper"]))
+    assert (paper["input_size"], paper["train_images"], paper["steps"]) == (32, 50000, 64000)
+    assert paper["milestones"] == (0.5, 0.75) and paper["augment"]     # /10 at 32k and 48k
+    assert not paper["zero_init_residual"] and paper["weight_decay"] == 1e-4
+    assert not setting(parse(["--residual-init", "paper"]))["zero_init_residual"]
+    with pytest.raises(SystemExit):
+        parse(["--preset", "desktop"])
