@@ -135,22 +135,7 @@ def save(path, model, optimizer=None, scheduler=None, meta=None) -> Path:
         raise ValueError(f"checkpoint: {META_KEY} is reserved")
     arrays[META_KEY] = np.frombuffer(json.dumps(document).encode("utf-8"), dtype=np.uint8)
 
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise CheckpointError(f"cannot save checkpoint {path}: the folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            _write_npz(f, arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_folder(folder)
-    return path
+    return write_atomically(path, lambda f: _write_npz(f, arrays), what="checkpoint")
 
 
 def _fsync_folder(folder):
@@ -248,3 +233,43 @@ def restore(path_or_checkpoint, model, optimizer=None, scheduler=None) -> Checkp
             raise CheckpointError(f"checkpoint {ckpt.path} holds no schedule state")
         scheduler.load_state_dict(ckpt.scheduler)
     return ckpt
+
+
+def write_atomically(path, write, what="file") -> Path:
+    """Create or replace the file ``path`` so that it holds the old bytes or the new, never a part.
+
+    ``write(f)`` fills ``f``, an open binary temporary file in the same folder, which is then
+    flushed, fsync'ed and ``os.replace``d over ``path`` (the folder is fsync'ed too). On any
+    error the temporary file is removed and ``path`` is left as it was. The new file gets the
+    old file's permissions, or the usual ones for a new file (``0o666`` less the umask) rather
+    than ``mkstemp``'s owner-only ``0o600``. ``what`` names the kind of file in the error
+    raised when the folder does not exist. Returns ``path`` as a ``Path``.
+    """
+    path = Path(path)
+    folder = path.parent
+    if not folder.is_dir():
+        raise CheckpointError(f"cannot write {what} {path}: the folder {folder} does not exist")
+    try:
+        mode = path.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)      # reading the umask means setting it; put it straight back
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_folder(folder)
+    return path
+
+
+__all__ = ["Checkpoint", "CheckpointError", "FORMAT", "FORMAT_VERSION", "META_KEY", "load",
+           "load_model_state", "restore", "save", "state_differences", "write_atomically"]

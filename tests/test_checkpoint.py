@@ -160,5 +160,15 @@ def test_incompatible_model_lists_the_differences(tmp_path):
 
 def test_save_into_a_missing_folder_names_the_target(tmp_path):
     target = tmp_path / "no-such-folder" / "model.npz"
-    with pytest.raises(CheckpointError, match="model.npz: the folder .*no-such-folder does not exist"):
+    with pytest.raises(CheckpointError, match="checkpoint .*model.npz: the folder .*no-such-folder does not exist"):
         checkpoint.save(target, {"w": np.zeros(2, dtype=np.float32)})
+
+
+def test_checkpoints_get_the_usual_file_permissions(tmp_path):
+    """Not mkstemp's owner-only 0o600: a checkpoint is an ordinary file (0o666 less the umask)."""
+    umask = os.umask(0o022)
+    try:
+        path = checkpoint.save(tmp_path / "m.npz", {"w": np.zeros(2, dtype=np.float32)})
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644
