@@ -18,11 +18,12 @@ from .autograd import Function, enable_grad, is_grad_enabled, no_grad
 from .backend import get_array_module, gpu_available, manual_seed
 from .gradcheck import GradcheckError, gradcheck
 from .speed import set_num_threads, use_speed_settings
-from .tensor import Tensor, tensor
+from .tensor import Tensor, from_numpy, ones, randn, tensor, zeros
 
 __version__ = "0.1.0"
 
-_LAZY = ("nn", "models", "optim", "data", "inspect", "checkpoint", "train", "experiments")
+_LAZY = ("nn", "models", "optim", "data", "inspect", "checkpoint", "train", "experiments",
+         "export")
 
 
 def __getattr__(name):
@@ -31,6 +32,6 @@ def __getattr__(name):
     raise AttributeError(f"module 'minires' has no attribute {name!r}")
 
 
-__all__ = ["Tensor", "tensor", "Function", "no_grad", "enable_grad", "is_grad_enabled",
-           "functional", "gradcheck", "GradcheckError", "get_array_module", "gpu_available",
+__all__ = ["Tensor", "tensor", "zeros", "ones", "randn", "from_numpy", "Function", "no_grad",
+           "enable_grad", "is_grad_enabled", "functional", "gradcheck", "GradcheckError", "get_array_module", "gpu_available",
            "manual_seed", "set_num_threads", "use_speed_settings", "__version__", *_LAZY]

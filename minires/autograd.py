@@ -9,9 +9,11 @@ Gradients of tensors used twice are summed, and gradients of broadcast inputs ar
 summed back to the input's shape, here and only here, so ops need not care.
 
 This file knows nothing about the ``Tensor`` class by name (``tensor.py`` builds
-on it): a tensor is anything with ``data``, ``requires_grad``, ``grad_fn`` and
-the ``_wrap_output`` method that makes a result tensor. That keeps the imports
-one-way: backend <- autograd <- functional <- tensor.
+on it): a tensor is anything with ``data``, ``requires_grad``, ``grad_fn``, a
+``_version_counter`` (in-place changes, see ``Function``) and the ``_wrap_output``
+method that makes a result tensor. That keeps the imports one-way:
+backend <- autograd <- functional <- tensor. Bookkeeping is keyed by identity
+(``id(tensor)``), never by ``==``, which is elementwise on tensors.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ _grad_mode = threading.local()
 
 
 def is_grad_enabled() -> bool:
+    """Whether ops record the graph now (False inside ``no_grad``), in this thread."""
     return getattr(_grad_mode, "enabled", True)
 
 
@@ -45,6 +48,7 @@ class _GradMode:
         return False
 
     def __call__(self, func):
+        """Use as a decorator: ``@no_grad()`` runs ``func`` in this grad mode."""
         def wrapper(*args, **kwargs):
             with self.__class__():
                 return func(*args, **kwargs)
@@ -66,6 +70,7 @@ class enable_grad(_GradMode):
 
 
 def is_tensor(obj) -> bool:
+    """Whether ``obj`` is a minires tensor (duck-typed: autograd never names the class)."""
     return hasattr(obj, "_wrap_output") and hasattr(obj, "grad_fn")
 
 
@@ -86,40 +91,100 @@ class Function:
 
     Call an instance on tensors: ``Exp()(x)``. ``None`` may stand for an absent
     optional input (a conv without bias); it gets no gradient.
+
+    Saved arrays are not copied, so changing one in place before backward would
+    give a silently wrong gradient. To catch that, when forward saves an input's or
+    an output's array (or a view of one), the call notes that tensor's version
+    counter (``Tensor._version``, bumped by every in-place tensor operation and
+    optimizer step); ``saved`` checks the counters again in backward and raises
+    PyTorch's "modified by an inplace operation" error if one has moved.
     """
+
+    _saved_versions = ()    # (counter, version at save, description) per saved tensor
 
     def __init__(self):
         self._saved = ()
 
     @property
     def name(self) -> str:
+        """The op's name in messages and reprs: the class name (``"Conv2d"``, ``"Mul"`` ...)."""
         return type(self).__name__
 
     # -- what backward keeps ------------------------------------------------------
     def save_for_backward(self, *arrays):
+        """Keep ``arrays`` for backward (call from ``forward``; read them back with ``saved``).
+
+        The arrays are kept as they are, not copied. Saving an input's or an output's
+        own array (or a view of it) also makes backward check that the tensor was not
+        changed in place in between (see the class docstring).
+        """
         self._saved = arrays
 
     @property
     def saved(self):
+        """The arrays ``save_for_backward`` kept, as a tuple (read them in ``backward``).
+
+        Raises RuntimeError if they were freed by an earlier backward, or if a saved
+        tensor was modified in place since forward (its version moved on).
+        """
         if self._saved is _FREED:
             raise RuntimeError(
                 f"{self.name}.backward: the arrays saved for backward were already freed by an "
                 f"earlier backward() through this graph. Pass retain_graph=True to the first "
                 f"backward() if you need to backpropagate through the same graph twice.")
+        for counter, version, what in self._saved_versions:
+            if counter.value != version:
+                raise RuntimeError(
+                    f"{self.name}.backward: one of the variables needed for gradient computation "
+                    f"has been modified by an inplace operation: [{what}] is at version "
+                    f"{counter.value}; expected version {version} instead. Hint: it was changed in "
+                    f"place (+=, -=, *=, /=, zero_(), fill_(), copy_() or an optimizer step) after "
+                    f"{self.name} saved it in forward; make that change after backward(), or out "
+                    f"of place (x = x + 1 makes a new tensor).")
         return self._saved
 
     def release(self):
+        """Free the saved arrays (the engine calls this after backward unless retain_graph)."""
         self._saved = _FREED
+        self._saved_versions = ()
+
+    def _note_saved_versions(self, inputs, outputs):
+        """Remember the version of each input/output tensor whose array forward saved.
+
+        ``outputs`` are the result tensors. Matching is by identity of the array or of
+        the array a view was taken from (``.base``): cheap, and no copies.
+        """
+        found = []
+        for a in self._saved:
+            for role, tensors in (("input", inputs), ("output", outputs)):
+                i = next((i for i, t in enumerate(tensors)
+                          if t is not None and _same_memory(a, t.data)), None)
+                if i is not None:
+                    t = tensors[i]
+                    what = (f"Tensor of shape {tuple(t.shape)}, dtype {t.dtype}, which is "
+                            f"{role} {i} of {self.name}")
+                    found.append((t._version_counter, t._version_counter.value, what))
+                    break
+        self._saved_versions = tuple(found)
 
     # -- the contract subclasses fill in ------------------------------------------
     def forward(self, *arrays):  # pragma: no cover - abstract
+        """Compute the op on raw arrays; return an array or a tuple of arrays (subclasses)."""
         raise NotImplementedError
 
     def backward(self, *grad_outputs):  # pragma: no cover - abstract
+        """Given one gradient per output, return one gradient per input, None where not needed."""
         raise NotImplementedError
 
     # -- recording ------------------------------------------------------------------
     def __call__(self, *inputs):
+        """Run ``forward`` on the inputs' arrays and wrap the results as tensors.
+
+        When grad mode is on and an input requires grad, the results get this function
+        as their ``grad_fn`` (recorded in the graph); otherwise the saved arrays are
+        freed at once. A result whose array is an input's array or a view of it shares
+        that input's version counter, as a view does in PyTorch.
+        """
         tensors = [x for x in inputs if x is not None]
         bad = [type(x).__name__ for x in tensors if not is_tensor(x)]
         if not tensors or bad:
@@ -136,15 +201,28 @@ class Function:
         single = not isinstance(outputs, tuple)
         if single:
             outputs = (outputs,)
-        results = tuple(tensors[0]._wrap_output(y, self if record else None) for y in outputs)
+        results = tuple(
+            tensors[0]._wrap_output(y, self if record else None,
+                                    next((x for x in tensors if _same_memory(y, x.data)), None))
+            for y in outputs)
         if record:
             self.inputs = inputs
             # Weak references: the graph must not keep outputs alive (only inputs).
             self.outputs = tuple(weakref.ref(r) for r in results)
             self.output_meta = tuple((y.shape, y.dtype) for y in outputs)
+            self._note_saved_versions(inputs, results)
         else:
             self.release()
         return results[0] if single else results
+
+
+def _same_memory(a, b) -> bool:
+    """Whether arrays ``a`` and ``b`` are one array, or views of the same array (by identity)."""
+    if a is b:
+        return True
+    base_a, base_b = getattr(a, "base", None), getattr(b, "base", None)
+    return (base_a is not None and (base_a is b or base_a is base_b)) or (
+        base_b is not None and base_b is a)
 
 
 # --- the graph walk ------------------------------------------------------------
@@ -190,13 +268,15 @@ def run_backward(root, grad, retain_graph=False):
     """Backpropagate ``grad`` (an array shaped like ``root``) through the graph of ``root``.
 
     Kahn's algorithm: a function runs once every consumer of its outputs has
-    passed its gradient down, so each node is visited exactly once.
+    passed its gradient down, so each node is visited exactly once. Tensors are
+    keyed by identity (``id``), never by ``==``, which is elementwise on tensors;
+    each keyed tensor stays alive meanwhile (the graph's functions hold their inputs).
     """
-    grads = {root: grad}            # tensor -> gradient accumulated so far
+    grads = {id(root): grad}        # id(tensor) -> gradient accumulated so far
     handed_out = {id(grad)}         # arrays someone else holds (see the leaves below)
-    leaves = {}                     # leaf tensors reached, in the order first reached
+    leaves = {}                     # id -> leaf tensor reached, in the order first reached
     if root.grad_fn is None:
-        leaves[root] = True
+        leaves[id(root)] = root
     else:
         deps = _graph_dependencies(root.grad_fn)
         ready = [root.grad_fn]
@@ -205,7 +285,7 @@ def run_backward(root, grad, retain_graph=False):
             grad_outputs = []
             for ref, (shape, dtype) in zip(fn.outputs, fn.output_meta):
                 y = ref()
-                g = grads.pop(y, None) if y is not None else None
+                g = grads.pop(id(y), None) if y is not None else None
                 if g is not None:
                     g = y._run_hooks(g)
                     if y._retains_grad:
@@ -232,10 +312,10 @@ def run_backward(root, grad, retain_graph=False):
                     gx = sum_to_shape(gx, x.shape, fn.name)
                     if gx.dtype != x.dtype:
                         gx = gx.astype(x.dtype)
-                    grads[x] = gx if x not in grads else grads[x] + gx
+                    grads[id(x)] = gx if id(x) not in grads else grads[id(x)] + gx
                 if x.grad_fn is None:
-                    if x in grads:
-                        leaves[x] = True
+                    if id(x) in grads:
+                        leaves[id(x)] = x
                 else:
                     # Counted even when gx is None (no gradient on this edge), or the
                     # producer of x would wait forever and its other paths be lost.
@@ -247,8 +327,8 @@ def run_backward(root, grad, retain_graph=False):
     # Ops may hand one array to several inputs (add) or a read-only view (sum's
     # broadcast), so a leaf's first gradient is copied unless it is already a
     # fresh array of its own: then ``p.grad`` can be updated in place safely.
-    for leaf in leaves:
-        g = leaf._run_hooks(grads.pop(leaf))
+    for key, leaf in leaves.items():
+        g = leaf._run_hooks(grads.pop(key))
         if leaf.grad is None:
             if id(g) in handed_out or g.base is not None or not getattr(g.flags, "writeable", True):
                 g = g.copy()

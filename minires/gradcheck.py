@@ -82,8 +82,11 @@ def gradcheck(fn, *inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0):
             bad = int((excess > 0).sum())
             a, n = analytic[worst], numeric[worst]
             raise GradcheckError(
-                f"gradcheck failed for input {i} (shape {x.shape}): {bad} of {x.size} elements "
+                f"gradcheck failed for input {i} (shape {x.shape}): {bad} of {x.data.size} elements "
                 f"disagree.\n  worst element at index {tuple(int(j) for j in worst)}: "
                 f"analytic {a:.6g}, numeric {n:.6g}, |difference| {abs(a - n):.3g} > tolerance "
                 f"{tol[worst]:.3g} (atol {atol:g} + rtol {rtol:g} * |numeric|)")
     return True
+
+
+__all__ = ["GradcheckError", "gradcheck"]

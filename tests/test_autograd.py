@@ -329,11 +329,14 @@ def test_truth_value_only_for_one_element(device):
     (np.zeros(2, dtype=np.float64), None, np.float64),   # a floating array keeps its dtype
     (np.zeros(2, dtype=np.float32), None, np.float32),
     (np.zeros(2, dtype=np.float16), None, np.float16),
-    (np.zeros(2, dtype=np.int64), None, np.float32),     # integer / bool arrays -> float32
-    (np.zeros(2, dtype=bool), None, np.float32),
-    ([1.0, 2.0], None, np.float32),                      # Python lists and numbers -> float32
-    ([1, 2], None, np.float32),
-    (3, None, np.float32),
+    (np.zeros(2, dtype=np.int64), None, np.int64),       # integer / bool arrays keep theirs too
+    (np.zeros(2, dtype=np.uint8), None, np.uint8),
+    (np.zeros(2, dtype=bool), None, np.bool_),
+    ([1.0, 2.0], None, np.float32),                      # Python floats -> float32 (PyTorch's rules)
+    ([1, 2.5], None, np.float32),
+    ([1, 2], None, np.int64),                            # Python ints -> int64, bools -> bool
+    ([True, False], None, np.bool_),
+    (3, None, np.int64),
     (2.5, None, np.float32),
     (np.zeros(2, dtype=np.float64), np.float32, np.float32),   # dtype= overrides
     ([1, 2], np.float64, np.float64),

@@ -295,7 +295,8 @@ def test_flatten(device, data):
     assert mr.gradcheck(lambda t: F.flatten(t, start), t64(x, device))
     expected = x.reshape(shape[:start % len(shape)] + (-1,)).astype(np.float32)
     assert_forward(F.flatten(t32(x, device), start), expected, rtol=0, atol=0)
-    assert F.flatten(t32(np.zeros((2, 3, 4, 5)), device)).shape == (2, 60)   # default: keep N
+    assert F.flatten(t32(np.zeros((2, 3, 4, 5)), device)).shape == (120,)   # default: all, as torch
+    assert F.flatten(t32(np.zeros((2, 3, 4, 5)), device), 1).shape == (2, 60)
 
 
 @given(data=st.data())

@@ -64,7 +64,7 @@ def test_conv2d_threads_give_the_same_result(monkeypatch, kernel, stride, groups
     def run():
         x, w, b = t64(x_np, "cpu"), t64(w_np, "cpu"), t64(b_np, "cpu")
         y = F.conv2d(x, w, b, stride=stride, padding=kernel // 2, groups=groups)
-        y.backward(mr.tensor(np.cos(np.arange(y.size)).reshape(y.shape), dtype=np.float64))
+        y.backward(mr.tensor(np.cos(np.arange(y.numel())).reshape(y.shape), dtype=np.float64))
         return [y.numpy()] + [to_numpy(t.grad) for t in (x, w, b)]
 
     before = parallel.num_threads()

@@ -35,21 +35,21 @@ print("minires", mr.__version__, "numpy", np.__version__)
 # %% [markdown]
 # ## 1. Making a tensor
 #
-# `mr.tensor(data)` copies `data` into a new leaf tensor. The dtype rules are the ones a
-# deep-learning library needs: Python numbers, lists and integer arrays become
-# **float32** (fast, and enough precision to train), while a floating array keeps its
-# dtype — so a **float64** array stays float64, which is what gradient checks need
-# (lessons 01–04).
+# `mr.tensor(data)` copies `data` into a new leaf tensor. The dtype rules are PyTorch's:
+# Python floats and lists of floats become **float32** (fast, and enough precision to
+# train), Python ints become int64, and an array keeps its dtype — so a **float64**
+# array stays float64, which is what gradient checks need (lessons 01–04), and integer
+# labels stay integers.
 
 # %%
 a = mr.tensor([[1.0, 2.0], [3.0, 4.0]])
-b = mr.tensor(np.arange(6).reshape(2, 3))            # integers -> float32
+b = mr.tensor(np.arange(6).reshape(2, 3))            # integers stay integers (int64)
 c = mr.tensor(np.ones((2, 2), dtype=np.float64))     # float64 stays float64
 d = mr.tensor([1, 2, 3], dtype=np.float64)           # ask for a dtype explicitly
 print(a)
 print(a.shape, a.dtype, b.dtype, c.dtype, d.dtype, a.device)
 
-assert a.dtype == np.float32 and b.dtype == np.float32
+assert a.dtype == np.float32 and b.dtype == np.int64
 assert c.dtype == np.float64 and d.dtype == np.float64
 assert a.shape == (2, 2) and a.device == "cpu"
 

@@ -88,7 +88,7 @@ def count_macs(model, input_shape):
         total["conv"] += N * C_out * OH * OW * (layer.in_channels // layer.groups) * KH * KW
 
     def linear_hook(layer, inputs, output):
-        total["linear"] += output.size * layer.in_features
+        total["linear"] += output.numel() * layer.in_features
 
     handles = []
     for m in model.modules():

@@ -9,20 +9,32 @@ Conventions for every op here:
 from __future__ import annotations
 
 import builtins  # this module defines sum, max, min, abs and pow: builtins.sum is Python's
+import math
 import numbers
+from collections import namedtuple
 
 import numpy as np
 
 from ..autograd import Function, is_tensor
-from ..backend import get_array_module
+from ..backend import DEFAULT_DTYPE, get_array_module
 
 
 def _as_tensors(*args):
-    """Lift Python numbers and arrays to constant tensors like the first tensor argument."""
+    """Lift Python numbers and arrays to constant tensors like the first tensor argument.
+
+    Then PyTorch's promotion across kinds: integer and bool operands meeting a
+    floating one take its dtype (``labels * 0.5`` and ``uint8_images / 255.0`` are
+    float32; NumPy alone would give float64).
+    """
     like = next((a for a in args if is_tensor(a)), None)
     if like is None:
         raise TypeError(f"expected at least one Tensor argument, got {[type(a).__name__ for a in args]}")
-    return tuple(a if is_tensor(a) else like._lift(a) for a in args)
+    tensors = tuple(a if is_tensor(a) else like._lift(a) for a in args)
+    floats = [t.dtype for t in tensors if t.dtype.kind == "f"]
+    if floats and len(floats) < len(tensors):
+        target = np.result_type(*floats)
+        tensors = tuple(t if t.dtype.kind == "f" else t.astype(target) for t in tensors)
+    return tensors
 
 
 def _normalize_axes(axis, ndim, op):
@@ -590,59 +602,108 @@ class Pad(Function):
 
 # --- the functional surface ------------------------------------------------------
 def add(a, b):
+    """Elementwise a + b with NumPy broadcasting; returns a new tensor.
+
+    One of a, b may be a Python number or an array (lifted to a constant tensor).
+    The gradient passes through unchanged to both inputs; backward keeps nothing.
+    """
     return Add()(*_as_tensors(a, b))
 
 
 def sub(a, b):
+    """Elementwise a - b with NumPy broadcasting; a or b may be a number or an array.
+
+    Backward sends gy to a and -gy to b and keeps nothing.
+    """
     return Sub()(*_as_tensors(a, b))
 
 
 def mul(a, b):
+    """Elementwise a * b with NumPy broadcasting; a or b may be a number or an array.
+
+    Backward keeps a and b: da = gy * b, db = gy * a.
+    """
     return Mul()(*_as_tensors(a, b))
 
 
 def div(a, b):
-    return Div()(*_as_tensors(a, b))
+    """Elementwise a / b with NumPy broadcasting; a or b may be a number or an array.
+
+    Backward keeps a and b: da = gy / b, db = -gy * a / b**2. Two integer operands
+    give float32, as in PyTorch (true division).
+    """
+    a, b = _as_tensors(a, b)
+    if a.dtype.kind != "f" and b.dtype.kind != "f":
+        a, b = a.astype(DEFAULT_DTYPE), b.astype(DEFAULT_DTYPE)
+    return Div()(a, b)
 
 
 def neg(x):
+    """Elementwise -x, same shape as x; backward keeps nothing."""
     return Neg()(x)
 
 
 def pow(x, exponent):  # noqa: A001 - mirrors torch.pow
+    """Elementwise x ** exponent for a constant Python number ``exponent``.
+
+    The gradient is exponent * x ** (exponent - 1) (zero for exponent 0); backward
+    keeps x.
+    """
     return Pow(exponent)(x)
 
 
 def exp(x):
+    """Elementwise e ** x, same shape as x; backward keeps the output (d exp(x)/dx = exp(x))."""
     return Exp()(x)
 
 
 def log(x):
+    """Elementwise natural logarithm, same shape as x; backward keeps x (d log(x)/dx = 1/x)."""
     return Log()(x)
 
 
 def sqrt(x):
+    """Elementwise square root, same shape as x; backward keeps the output (1 / (2 sqrt(x)))."""
     return Sqrt()(x)
 
 
 def abs(x):  # noqa: A001 - mirrors torch.abs
+    """Elementwise |x|, same shape as x; the gradient is sign(x) (0 at x = 0), kept by backward."""
     return Abs()(x)
 
 
 def clip(x, low=None, high=None):
+    """Clamp x to [low, high] elementwise (either bound may be None, not both).
+
+    The gradient flows only where low <= x <= high; backward keeps that boolean mask.
+    """
     return Clip(low, high)(x)
 
 
 def maximum(a, b):
+    """Elementwise max(a, b) with NumPy broadcasting; a or b may be a number or an array.
+
+    The gradient goes to the larger input; on a tie each gets half. Backward keeps
+    the mask of where a wins.
+    """
     return Maximum()(*_as_tensors(a, b))
 
 
 def minimum(a, b):
+    """Elementwise min(a, b) with NumPy broadcasting, computed as -maximum(-a, -b).
+
+    The gradient goes to the smaller input; on a tie each gets half.
+    """
     a, b = _as_tensors(a, b)
     return -maximum(-a, -b)     # min(a, b) = -max(-a, -b)
 
 
 def where(condition, a, b):
+    """Pick a where ``condition`` is true, else b; the three broadcast together.
+
+    ``condition`` is a boolean array or tensor and gets no gradient; a or b may be a
+    number or an array. Backward keeps the condition and routes gy to a or b by it.
+    """
     if is_tensor(condition):
         condition = condition.data
     return Where(condition)(*_as_tensors(a, b))
@@ -654,30 +715,110 @@ def fork(x, n=2):
 
 
 def matmul(a, b):
+    """Matrix product a @ b with NumPy's rules: (M, K) @ (K, P) -> (M, P).
+
+    1-D operands are promoted to a row / column and the extra axis is dropped again,
+    and leading (batch) axes broadcast. Backward keeps a and b:
+    da = gy @ b.T, db = a.T @ gy (``.T`` swapping the last two axes).
+    """
     return MatMul()(*_as_tensors(a, b))
 
 
 def linear(x, weight, bias=None):
+    """The fully connected layer: x @ weight.T + bias.
+
+    x: (N, in_features), or any leading axes (..., in_features); weight:
+    (out_features, in_features); bias: (out_features,) or None. Returns
+    (N, out_features). Backward keeps x and weight.
+    """
     return Linear()(x, weight, bias)
 
 
-def sum(x, axis=None, keepdims=False):  # noqa: A001 - mirrors numpy.sum
+def _axis_args(op, axis, keepdims, dim, keepdim):
+    """NumPy's ``axis``/``keepdims`` or PyTorch's ``dim``/``keepdim`` (one spelling per argument).
+
+    Returns ``(axis, keepdims, torch_spelling)``; ``keepdims`` is False unless given.
+    """
+    if axis is not None and dim is not None:
+        raise TypeError(f"{op}: got both axis={axis!r} and dim={dim!r}; they are one argument "
+                        f"(NumPy's and PyTorch's spelling), give only one")
+    if keepdims is not None and keepdim is not None:
+        raise TypeError(f"{op}: got both keepdims={keepdims!r} and keepdim={keepdim!r}; they are "
+                        f"one argument (NumPy's and PyTorch's spelling), give only one")
+    keep = keepdim if keepdim is not None else keepdims
+    return (axis if dim is None else dim), bool(keep), dim is not None
+
+
+# What ``max(x, dim=d)`` / ``min(x, dim=d)`` return, as ``torch.max(x, d)`` does.
+ValuesIndices = namedtuple("ValuesIndices", ["values", "indices"])
+
+
+def _with_indices(op, x, values, dim, keepdim):
+    """``(values, indices)`` for PyTorch's ``max/min(x, dim)``: indices int64, outside the graph."""
+    if not isinstance(dim, numbers.Integral) or isinstance(dim, bool):
+        raise TypeError(f"{op}: dim= takes one int (then, as in PyTorch, the result is "
+                        f"(values, indices)); got {dim!r}. To reduce several axes, give axis=")
+    idx = getattr(x.data, "arg" + op)(axis=dim).astype(np.int64)
+    if keepdim:
+        idx = get_array_module(idx).expand_dims(idx, dim)
+    return ValuesIndices(values, x._wrap_output(idx, None))
+
+
+def sum(x, axis=None, keepdims=None, *, dim=None, keepdim=None):  # noqa: A001 - mirrors numpy.sum
+    """Sum of x over ``axis`` (None: all axes; an int or a tuple of ints).
+
+    ``keepdims`` (default False) keeps the reduced axes with size 1. PyTorch's
+    spelling ``dim``/``keepdim`` is accepted too (giving both spellings is a
+    TypeError). Backward keeps only the input shape and broadcasts gy back over it.
+    """
+    axis, keepdims, _ = _axis_args("sum", axis, keepdims, dim, keepdim)
     return Sum(axis, keepdims)(x)
 
 
-def mean(x, axis=None, keepdims=False):
+def mean(x, axis=None, keepdims=None, *, dim=None, keepdim=None):
+    """Mean of x over ``axis`` (None: all axes; an int or a tuple of ints).
+
+    ``keepdims`` (default False) keeps the reduced axes with size 1; ``dim``/``keepdim``
+    are accepted as in ``sum``. Backward keeps only the input shape: each input
+    element gets gy / (number of elements averaged).
+    """
+    axis, keepdims, _ = _axis_args("mean", axis, keepdims, dim, keepdim)
     return Mean(axis, keepdims)(x)
 
 
-def max(x, axis=None, keepdims=False):  # noqa: A001 - mirrors numpy.max
-    return Max(axis, keepdims)(x)
+def max(x, axis=None, keepdims=None, *, dim=None, keepdim=None):  # noqa: A001 - mirrors numpy.max
+    """Maximum of x over ``axis`` (None: all axes; an int or a tuple of ints): the values.
+
+    With PyTorch's ``dim=`` (one int) the result is ``(values, indices)``, as
+    ``torch.max(x, dim)`` gives it (fields ``.values``, ``.indices``; the indices are
+    an int64 tensor outside the graph). The gradient goes to the element(s) that
+    held the maximum; tied maxima share it equally. Backward keeps that mask. For
+    the elementwise max of two tensors see ``maximum``.
+    """
+    axis, keepdims, torch_spelling = _axis_args("max", axis, keepdims, dim, keepdim)
+    values = Max(axis, keepdims)(x)
+    return _with_indices("max", x, values, axis, keepdims) if torch_spelling else values
 
 
-def min(x, axis=None, keepdims=False):  # noqa: A001 - mirrors numpy.min
-    return Min(axis, keepdims)(x)
+def min(x, axis=None, keepdims=None, *, dim=None, keepdim=None):  # noqa: A001 - mirrors numpy.min
+    """Minimum of x over ``axis`` (None: all axes; an int or a tuple of ints): the values.
+
+    With ``dim=`` (one int) the result is ``(values, indices)``, as for ``max``. The
+    gradient goes to the element(s) that held the minimum; tied minima share it
+    equally. Backward keeps that mask. For the elementwise min of two tensors see
+    ``minimum``.
+    """
+    axis, keepdims, torch_spelling = _axis_args("min", axis, keepdims, dim, keepdim)
+    values = Min(axis, keepdims)(x)
+    return _with_indices("min", x, values, axis, keepdims) if torch_spelling else values
 
 
 def reshape(x, *shape):
+    """The same elements in a new shape: ``reshape(x, 2, 3)`` or ``reshape(x, (2, 3))``.
+
+    One size may be -1 (inferred), as in NumPy. Backward reshapes gy back to
+    x's shape and keeps nothing else.
+    """
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = tuple(shape[0])
     return Reshape(shape)(x)
@@ -694,13 +835,36 @@ def transpose(x, *axes):
 permute = transpose
 
 
-def flatten(x, start_axis=1):
-    """Merge the axes from ``start_axis`` on: (N, C, H, W) -> (N, C*H*W) by default."""
-    start = start_axis % x.ndim if x.ndim else 0
-    return reshape(x, x.shape[:start] + (-1,))
+def flatten(x, start_dim=0, end_dim=-1):
+    """Merge axes ``start_dim``..``end_dim`` into one, as ``torch.flatten``.
+
+    By default all of them: (N, C, H, W) -> (N*C*H*W,), and a 0-d tensor becomes
+    shape (1,). ``flatten(x, 1)`` keeps the batch axis, (N, C, H, W) -> (N, C*H*W),
+    which is what ``nn.Flatten()`` does. A reshape: backward keeps nothing.
+    """
+    shape = tuple(x.shape)
+    if not shape:
+        return reshape(x, 1)
+    n = len(shape)
+    for name, d in (("start_dim", start_dim), ("end_dim", end_dim)):
+        if not isinstance(d, numbers.Integral) or isinstance(d, bool):
+            raise TypeError(f"flatten: {name} must be an int, got {d!r}")
+        if not -n <= d < n:
+            raise ValueError(f"flatten: {name}={d} is out of range for a tensor of shape {shape} "
+                             f"(expected a dim in [{-n}, {n - 1}])")
+    start, end = start_dim % n, end_dim % n
+    if start > end:
+        raise ValueError(f"flatten: start_dim={start_dim} comes after end_dim={end_dim} for a "
+                         f"tensor of shape {shape}")
+    return reshape(x, shape[:start] + (math.prod(shape[start:end + 1]),) + shape[end + 1:])
 
 
 def getitem(x, index):
+    """x[index], as in NumPy: ints, slices, None, Ellipsis, integer or boolean arrays.
+
+    ``index`` may also be a tensor (its values are used; it gets no gradient).
+    Backward scatters gy into zeros of x's shape; repeated integer indexes add up.
+    """
     if is_tensor(index):
         index = index.data
     elif isinstance(index, tuple):
@@ -709,12 +873,28 @@ def getitem(x, index):
 
 
 def concatenate(tensors, axis=0):
+    """Join a sequence of tensors along an existing ``axis``; the other sizes must match.
+
+    E.g. two (N, C1, H, W) and (N, C2, H, W) along axis 1 give (N, C1 + C2, H, W).
+    Backward splits gy at the same points and keeps nothing else.
+    """
     return Concatenate(axis)(*_as_tensors(*tensors))
 
 
 def stack(tensors, axis=0):
+    """Join a sequence of same-shape tensors along a new ``axis``.
+
+    E.g. k tensors of shape (N, C) along axis 0 give (k, N, C). Backward takes
+    gy apart along that axis and keeps nothing.
+    """
     return Stack(axis)(*_as_tensors(*tensors))
 
 
 def pad(x, pad_width, value=0.0):
+    """Pad x with the constant ``value``; ``pad_width`` as in ``numpy.pad``.
+
+    ``pad_width``: an int, one (before, after) pair, or one pair per axis, e.g.
+    ``((0, 0), (0, 0), (1, 1), (1, 1))`` pads H and W of (N, C, H, W) by one.
+    Backward crops gy back to x's shape.
+    """
     return Pad(pad_width, value)(x)

@@ -122,15 +122,42 @@ class CrossEntropy(Function):
         return (g,)
 
 
-def log_softmax(x, axis=-1):
-    return LogSoftmax(axis)(x)
+def _one_axis(op, axis, dim):
+    """``axis`` (NumPy's name) or ``dim`` (PyTorch's), not both."""
+    if dim is None:
+        return axis
+    if axis is not None:
+        raise TypeError(f"{op}: got both axis={axis!r} and dim={dim!r}; they are one argument "
+                        f"(NumPy's and PyTorch's spelling), give only one")
+    return dim
 
 
-def softmax(x, axis=-1):
-    return Softmax(axis)(x)
+def log_softmax(x, axis=None, *, dim=None):
+    """log(softmax(x)) along ``axis`` (default -1; ``dim=`` as in PyTorch), computed stably
+    as x - logsumexp(x).
+
+    For logits (N, K) and the default axis -1 this gives (N, K) log-probabilities.
+    Backward keeps the output.
+    """
+    axis = _one_axis("log_softmax", axis, dim)
+    return LogSoftmax(-1 if axis is None else axis)(x)
+
+
+def softmax(x, axis=None, *, dim=None):
+    """exp(x) / sum(exp(x)) along ``axis`` (default -1; ``dim=`` as in PyTorch): logits
+    (N, K) -> probabilities (N, K).
+
+    The max is subtracted first so exp never overflows. Backward keeps the output.
+    """
+    axis = _one_axis("softmax", axis, dim)
+    return Softmax(-1 if axis is None else axis)(x)
 
 
 def cross_entropy(logits, target, label_smoothing=0.0, reduction="mean"):
-    """Mean (or summed, or per-example) softmax cross-entropy of integer targets."""
+    """Mean (or summed, or per-example) softmax cross-entropy of integer targets.
+
+    ``logits`` (N, C); ``target`` N class indices in [0, C): an integer tensor
+    (``mr.tensor(labels)`` keeps int64), a NumPy/CuPy array or a list.
+    """
     target = get_array_module(logits.data).asarray(target.data if is_tensor(target) else target)
     return CrossEntropy(target, label_smoothing, reduction)(logits)

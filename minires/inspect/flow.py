@@ -203,7 +203,7 @@ def _layer_row(raw):
            "out_grad_norm": raw["out_grad_norm"], "dead_frac": raw["dead_frac"]}
     if weight is not None:
         row["shape"] = list(weight.shape)
-        row["params"] = int(sum(p.size for p in raw["module"].parameters()))
+        row["params"] = int(sum(p.numel() for p in raw["module"].parameters()))
         row["weight_norm"] = norm(weight.data)
         row["grad_norm"] = norm(weight.grad) if weight.grad is not None else 0.0
         if row["weight_norm"] > 0:
@@ -271,7 +271,7 @@ def gradient_flow(model, x, y, loss_fn=None, mode=None) -> FlowReport:
             training = model.training
             output = model(x_t)
             loss = loss_fn(output, y)
-            if not is_tensor(loss) or loss.size != 1:
+            if not is_tensor(loss) or loss.numel() != 1:
                 raise ValueError(f"minires.inspect.gradient_flow: loss_fn must return a scalar "
                                  f"Tensor, got {type(loss).__name__}"
                                  f"{'' if not is_tensor(loss) else ' of shape ' + str(loss.shape)}")

@@ -38,6 +38,15 @@ def _check_tensor(x, layer):
                         f"(wrap arrays with minires.tensor(...))")
 
 
+def _check_floating(x, layer):
+    """Refuse integer inputs (uint8 images): computing on raw 0..255 values is a silent bug."""
+    if not np.issubdtype(x.dtype, np.floating):
+        raise TypeError(f"{layer}: expected a floating-point input (float32, or float64 for "
+                        f"gradient checks), got dtype {x.dtype}. Convert and scale images first, "
+                        f"e.g. minires.data.transforms.normalize(images) (uint8 NCHW -> "
+                        f"normalised float32) or x.astype(np.float32) / 255")
+
+
 def _zeros(shape, dtype=DEFAULT_DTYPE):
     return np.zeros(shape, dtype=dtype)
 
@@ -81,6 +90,11 @@ class Conv2d(Module):
         self.reset_parameters()
 
     def reset_parameters(self):
+        """Re-draw the weight and bias with PyTorch's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+
+        fan_in = C_in / groups * KH * KW. The ResNet builders overwrite the weight with
+        Kaiming normal afterwards.
+        """
         # PyTorch's default: kaiming_uniform_(a=sqrt(5)), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
         init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         if self.bias is not None:
@@ -89,6 +103,8 @@ class Conv2d(Module):
             init.uniform_(self.bias, -bound, bound)
 
     def extra_repr(self):
+        """The settings shown in the repr: channels, kernel size, stride, then any padding,
+        dilation, groups or ``bias=False`` that differ from the defaults."""
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, " \
             f"stride={self.stride}"
         if self.padding != (0, 0):
@@ -102,8 +118,13 @@ class Conv2d(Module):
         return s
 
     def forward(self, x):
+        """Convolve x (N, C_in, H, W) -> (N, C_out, OH, OW) (``F.conv2d``).
+
+        Raises ValueError when x is not 4-D with C_in channels.
+        """
         layer = f"Conv2d({self.extra_repr()})"
         _check_tensor(x, layer)
+        _check_floating(x, layer)
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"{layer}: expected an input of shape (N, {self.in_channels}, H, W), "
                              f"got shape {tuple(x.shape)}")
@@ -128,18 +149,25 @@ class Linear(Module):
         self.reset_parameters()
 
     def reset_parameters(self):
+        """Re-draw weight and bias from U(-1/sqrt(in_features), 1/sqrt(in_features)).
+
+        That is PyTorch's default initialisation of a fully connected layer.
+        """
         init.kaiming_uniform_(self.weight, a=math.sqrt(5))   # U(-1/sqrt(in), 1/sqrt(in))
         if self.bias is not None:
             bound = 1 / math.sqrt(self.in_features)
             init.uniform_(self.bias, -bound, bound)
 
     def extra_repr(self):
+        """The settings shown in the repr: in_features, out_features, bias."""
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}")
 
     def forward(self, x):
+        """Map x (N, in_features) to (N, out_features); any leading axes are kept."""
         layer = f"Linear({self.extra_repr()})"
         _check_tensor(x, layer)
+        _check_floating(x, layer)
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise ValueError(f"{layer}: expected an input whose last axis has {self.in_features} "
                              f"features, got shape {tuple(x.shape)}")
@@ -182,18 +210,22 @@ class _BatchNorm(Module):
             self.register_buffer("num_batches_tracked", None)
 
     def reset_running_stats(self):
+        """Reset running_mean to 0, running_var to 1 and num_batches_tracked to 0 (when tracked)."""
         if self.track_running_stats:
             self.running_mean.data[...] = 0
             self.running_var.data[...] = 1
             self.num_batches_tracked.data[...] = 0
 
     def reset_parameters(self):
+        """Reset the running statistics, and weight to 1 and bias to 0 (when affine)."""
         self.reset_running_stats()
         if self.affine:
             init.ones_(self.weight)
             init.zeros_(self.bias)
 
     def extra_repr(self):
+        """The settings shown in the repr: num_features, eps, momentum, affine and
+        track_running_stats."""
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
                 f"affine={self.affine}, track_running_stats={self.track_running_stats}")
 
@@ -205,6 +237,12 @@ class _BatchNorm(Module):
                              f"{tuple(x.shape)}")
 
     def forward(self, x):
+        """Normalise x per channel; returns a tensor of x's shape.
+
+        In training mode the batch's own mean and variance are used and folded into
+        the running statistics (when tracked); in eval mode the running statistics are
+        used (the batch's, when none are tracked).
+        """
         self._check_input(x)
         momentum = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats:
@@ -255,9 +293,11 @@ class ReLU(Module):
         self.inplace = inplace
 
     def extra_repr(self):
+        """The settings shown in the repr: ``inplace=True`` when it was given, else nothing."""
         return "inplace=True" if self.inplace else ""
 
     def forward(self, x):
+        """max(x, 0) elementwise, same shape as x (``F.relu``)."""
         return F.relu(x)
 
 
@@ -276,10 +316,12 @@ class MaxPool2d(Module):
         self.padding, self.dilation, self.ceil_mode = padding, dilation, ceil_mode
 
     def extra_repr(self):
+        """The settings shown in the repr: kernel_size, stride, padding, dilation, ceil_mode."""
         return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
                 f"dilation={self.dilation}, ceil_mode={self.ceil_mode}")
 
     def forward(self, x):
+        """Max-pool x (N, C, H, W) -> (N, C, OH, OW) (``F.max_pool2d``)."""
         _check_tensor(x, f"MaxPool2d({self.extra_repr()})")
         return F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
 
@@ -298,9 +340,11 @@ class AvgPool2d(Module):
         self.padding = padding
 
     def extra_repr(self):
+        """The settings shown in the repr: kernel_size, stride, padding."""
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
     def forward(self, x):
+        """Average-pool x (N, C, H, W) -> (N, C, OH, OW) (``F.avg_pool2d``)."""
         _check_tensor(x, f"AvgPool2d({self.extra_repr()})")
         return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding)
 
@@ -313,9 +357,11 @@ class AdaptiveAvgPool2d(Module):
         self.output_size = _pair(output_size, "output_size", "AdaptiveAvgPool2d")
 
     def extra_repr(self):
+        """The settings shown in the repr: output_size."""
         return f"output_size={self.output_size}"
 
     def forward(self, x):
+        """Average-pool x (N, C, H, W) -> (N, C, *output_size) (``F.adaptive_avg_pool2d``)."""
         _check_tensor(x, f"AdaptiveAvgPool2d({self.extra_repr()})")
         return F.adaptive_avg_pool2d(x, self.output_size)
 
@@ -328,9 +374,11 @@ class Flatten(Module):
         self.start_dim, self.end_dim = start_dim, end_dim
 
     def extra_repr(self):
+        """The settings shown in the repr: start_dim, end_dim."""
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
 
     def forward(self, x):
+        """Reshape x, merging axes start_dim..end_dim into one (e.g. (N, C, H, W) -> (N, C*H*W))."""
         _check_tensor(x, f"Flatten({self.extra_repr()})")
         shape = tuple(x.shape)
         nd = max(len(shape), 1)
@@ -348,6 +396,7 @@ class Identity(Module):
         super().__init__()
 
     def forward(self, x):
+        """Return x itself."""
         return x
 
 
@@ -361,9 +410,11 @@ class Dropout(Module):
         self.p, self.inplace = p, inplace
 
     def extra_repr(self):
+        """The settings shown in the repr: p, inplace."""
         return f"p={self.p}, inplace={self.inplace}"
 
     def forward(self, x):
+        """Inverted dropout of x in training mode (``F.dropout``); x itself in eval mode."""
         return F.dropout(x, self.p, training=self.training)
 
 

@@ -63,6 +63,10 @@ class RemovableHandle:
         self.id = next(RemovableHandle._ids)
 
     def remove(self):
+        """Unregister the hook; calling it again does nothing.
+
+        Leaving a ``with handle:`` block also calls it.
+        """
         self._hooks.pop(self.id, None)
 
     def __enter__(self):
@@ -156,6 +160,10 @@ class Module:
         object.__setattr__(self, "_backward_hooks", OrderedDict())
 
     def forward(self, *args, **kwargs):
+        """The computation of this module: subclasses must override it.
+
+        Call the module (``module(x)``), not ``forward``, so that the hooks run.
+        """
         raise NotImplementedError(f"{type(self).__name__} has no forward(); subclasses of "
                                   f"Module must define one")
 
@@ -234,6 +242,10 @@ class Module:
         self._buffers[name] = tensor
 
     def add_module(self, name, module):
+        """Register ``module`` (a Module, or None for an absent one) as the child ``name``.
+
+        The same as assigning ``self.name = module``.
+        """
         self._check_initialised("sub-modules")
         if module is not None and not isinstance(module, Module):
             raise TypeError(f"add_module({name!r}): expected a Module or None, got "
@@ -257,10 +269,12 @@ class Module:
             stack.extend(reversed(children))
 
     def modules(self):
+        """Every module of the tree, this one first, depth first, each once (``named_modules``)."""
         for _, m in self.named_modules():
             yield m
 
     def named_children(self):
+        """(name, module) for each direct child, in registration order, each module once."""
         seen = set()
         for name, m in self._modules.items():
             if m is not None and id(m) not in seen:
@@ -268,6 +282,7 @@ class Module:
                 yield name, m
 
     def children(self):
+        """The direct children, in registration order, each once."""
         for _, m in self.named_children():
             yield m
 
@@ -286,13 +301,19 @@ class Module:
         return self._named_members("_parameters", prefix, recurse)
 
     def parameters(self, recurse=True):
+        """Every Parameter of this module and (``recurse=True``) of its descendants, each once.
+
+        This is what an optimizer is built from: ``SGD(model.parameters(), lr=0.1)``.
+        """
         for _, p in self.named_parameters(recurse=recurse):
             yield p
 
     def named_buffers(self, prefix="", recurse=True):
+        """(dotted name, buffer Tensor) for every buffer (e.g. ``bn1.running_mean``), each once."""
         return self._named_members("_buffers", prefix, recurse)
 
     def buffers(self, recurse=True):
+        """Every buffer Tensor (state that is not learned: BN running statistics), each once."""
         for _, b in self.named_buffers(recurse=recurse):
             yield b
 
@@ -305,7 +326,7 @@ class Module:
 
     def num_parameters(self, trainable_only=False):
         """How many numbers the parameters hold (counted from shapes; runs no forward)."""
-        return int(sum(p.size for p in self.parameters()
+        return int(sum(p.numel() for p in self.parameters()
                        if p.requires_grad or not trainable_only))
 
     # -- modes, gradients, devices ---------------------------------------------------------
@@ -318,9 +339,12 @@ class Module:
         return self
 
     def eval(self):
+        """Set evaluation mode on the whole tree (BN uses running statistics, Dropout is off);
+        returns self."""
         return self.train(False)
 
     def requires_grad_(self, requires_grad=True):
+        """Set ``requires_grad`` on every parameter (False freezes them); returns self."""
         for p in self.parameters():
             p.requires_grad = requires_grad
         return self
@@ -366,15 +390,19 @@ class Module:
         return self
 
     def cpu(self):
+        """Move every parameter and buffer to the CPU (NumPy arrays), in place; returns self."""
         return self.to("cpu")
 
     def cuda(self):
+        """Move every parameter and buffer to the GPU (CuPy arrays), in place; returns self."""
         return self.to("cuda")
 
     def double(self):
+        """Cast floating-point parameters and buffers to float64, in place; returns self."""
         return self.to(dtype=np.float64)
 
     def float(self):
+        """Cast floating-point parameters and buffers to float32, in place; returns self."""
         return self.to(dtype=np.float32)
 
     # -- state dict ------------------------------------------------------------------------
@@ -485,6 +513,12 @@ class Module:
         return grad_input
 
     def __call__(self, *args, **kwargs):
+        """Run the module: forward pre-hooks, ``forward(*args, **kwargs)``, forward hooks.
+
+        With full backward hooks registered (and grad mode on) the tensor inputs and
+        outputs are also wrapped so the hooks see the gradients in backward. An error
+        raised inside gets a note naming the sub-module it came from.
+        """
         try:
             return self._call(args, kwargs)
         except Exception as err:
@@ -595,10 +629,12 @@ class Sequential(Module):
                              f"modules") from None
 
     def append(self, module):
+        """Add ``module`` at the end, named by its position; returns self."""
         self.add_module(str(len(self)), module)
         return self
 
     def forward(self, x):
+        """Pass x through each module in order and return the last output."""
         for module in self._modules.values():
             x = module(x)
         return x
@@ -628,16 +664,20 @@ class ModuleList(Module):
                              f"modules") from None
 
     def append(self, module):
+        """Add ``module`` at the end, named by its position; returns self."""
         if not isinstance(module, Module):
             raise TypeError(f"ModuleList.append: expected a Module, got {type(module).__name__}")
         self.add_module(str(len(self)), module)
         return self
 
     def extend(self, modules):
+        """Append each module of an iterable; returns self."""
         for m in modules:
             self.append(m)
         return self
 
     def forward(self, *args):
+        """Not defined: a ModuleList only holds modules; the enclosing module's forward
+        iterates over them."""
         raise NotImplementedError("ModuleList has no forward(): iterate over it in your module's "
                                   "forward")

@@ -35,6 +35,12 @@ class Optimizer:
             self.add_param_group(group)
 
     def add_param_group(self, group: dict):
+        """Add a parameter group, a dict like ``{"params": params, "lr": 0.01}``.
+
+        ``"params"`` is a parameter or an iterable of them; the other entries (lr,
+        weight_decay, ...) override the optimizer's defaults for this group. A parameter
+        may belong to one group only; unknown settings raise ValueError.
+        """
         if "params" not in group:
             raise ValueError(f"{type(self).__name__}: a parameter group needs a 'params' entry")
         params = group["params"]
@@ -63,6 +69,7 @@ class Optimizer:
                              f"{group['weight_decay']}")
 
     def parameters(self):
+        """Every parameter the optimizer updates, as a list, group by group."""
         return [p for g in self.param_groups for p in g["params"]]
 
     def zero_grad(self, set_to_none=True):
@@ -74,7 +81,12 @@ class Optimizer:
                 p.grad[...] = 0
 
     def step(self):
-        """Update every parameter that has a gradient, in place (``p.data`` keeps its identity)."""
+        """Update every parameter that has a gradient, in place (``p.data`` keeps its identity).
+
+        Each update counts as an in-place change of the parameter (its ``_version``
+        moves on), so a backward through a graph built before the step raises instead
+        of using the new weights.
+        """
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is None:
@@ -83,6 +95,9 @@ class Optimizer:
                     raise ValueError(f"{type(self).__name__}.step: a gradient of shape "
                                      f"{p.grad.shape} for a parameter of shape {p.data.shape}")
                 self._update(p, p.grad, self.state.setdefault(id(p), {}), group)
+                bump = getattr(p, "_bump_version", None)    # plain duck-typed params have none
+                if bump is not None:
+                    bump()
 
     def _update(self, p, grad, state, group):  # pragma: no cover - abstract
         raise NotImplementedError
