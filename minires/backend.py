@@ -51,6 +51,7 @@ def gpu_available() -> bool:
 
 
 def is_cupy_array(a) -> bool:
+    """True when ``a`` is a CuPy array; never imports CuPy (False if nothing imported it yet)."""
     cp = _loaded_cupy()
     return cp is not None and isinstance(a, cp.ndarray)
 
@@ -69,6 +70,7 @@ def device_of(a) -> str:
 
 
 def check_device(device: str) -> str:
+    """Return ``device`` if it is one of ``DEVICES`` (cpu, cuda), else raise ValueError."""
     if device not in DEVICES:
         raise ValueError(f"unknown device {device!r}: expected one of {DEVICES}")
     return device
@@ -84,6 +86,8 @@ def to_device(a, device: str):
 
 
 def to_numpy(a) -> np.ndarray:
+    """The array ``a`` as a NumPy array on the host: copied from the GPU for CuPy,
+    ``numpy.asarray`` otherwise."""
     return to_device(a, "cpu")
 
 
@@ -95,20 +99,29 @@ _default_rng = np.random.default_rng()
 
 
 def manual_seed(seed: int) -> None:
-    """Seed minires' default generator (weight init, dropout, data order)."""
+    """Seed minires' default generator (weight initialisation, dropout).
+
+    The data order is not drawn from it: a ``DataLoader`` follows its own ``seed``."""
     global _default_rng
     _default_rng = np.random.default_rng(seed)
 
 
 def default_rng() -> np.random.Generator:
+    """minires' default ``numpy.random.Generator``: weight initialisation and dropout draw from it.
+
+    ``manual_seed`` replaces it, so fetch it anew rather than keeping a reference.
+    """
     return _default_rng
 
 
 def get_rng_state() -> dict:
+    """The default generator's bit-generator state (a dict), to save in a checkpoint."""
     return _default_rng.bit_generator.state
 
 
 def set_rng_state(state: dict) -> None:
+    """Restore the default generator to a state from ``get_rng_state()``, so the same numbers
+    follow."""
     _default_rng.bit_generator.state = state
 
 
@@ -119,8 +132,8 @@ def keep_freed_memory() -> bool:
     Each training step allocates and frees the same activation-sized arrays (a few MB
     each). By default glibc hands large freed blocks back to the kernel (munmap, or
     trimming the heap), so the next step gets fresh pages and pays a page fault for
-    every 4 KB of them: about 47,000 faults and 10% of a ResNet-20 step on the CPU
-    (measured with benchmarks/bench_step.py; see benchmarks/RESULTS.md). Raising the
+    every 4 KB of them -- a measurable share of a ResNet-20 step on the CPU (figures in
+    benchmarks/RESULTS.md, optimisation 1). Raising the
     mmap threshold to its maximum (32 MB) and the trim threshold to 1 GB makes freed
     blocks reusable; peak memory is unchanged, but freed memory is then not returned to
     the system while the process runs. A no-op where malloc is not glibc's, and when

@@ -86,6 +86,11 @@ class ResNet(Module):
         _init_weights(self, zero_init_residual)
 
     def forward(self, x):
+        """x (N, 3, H, W) -> logits (N, num_classes).
+
+        Stem (conv1, bn1, relu, maxpool: H/4 x W/4), layer1..layer4 (to H/32 x W/32),
+        global average pool, flatten, fc.
+        """
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         x = F.flatten(self.avgpool(x), 1)                  # (N, 512 * expansion)
@@ -123,6 +128,11 @@ class CifarResNet(Module):
         _init_weights(self, zero_init_residual)
 
     def forward(self, x):
+        """x (N, 3, 32, 32) -> logits (N, num_classes).
+
+        conv1 (then bn1-relu for post-activation nets), layer1..layer3 on 32x32, 16x16 and
+        8x8 maps (then bn-relu for pre-activation nets), global average pool, flatten, fc.
+        """
         x = self.conv1(x)
         if not self.preact:
             x = self.relu(self.bn1(x))
@@ -182,102 +192,245 @@ def cifar_resnext(depth, cardinality, base_width, num_classes=10):
 
 
 def resnet8(num_classes=10, **kw):
+    """ResNet-8 for CIFAR (He et al. 2015): 3 stages of 1 BasicBlock (depth 6n+2, n=1).
+
+    Widths 16, 32, 64 on 32x32, 16x16, 8x8 maps; option A (parameter-free) shortcuts by
+    default; 0.08M parameters. ``kw`` goes to ``cifar_resnet`` (option, se,
+    zero_init_residual). Input (N, 3, 32, 32), output (N, num_classes) logits.
+    """
     return cifar_resnet(8, num_classes, **kw)
 
 
 def resnet14(num_classes=10, **kw):
+    """ResNet-14 for CIFAR (He et al. 2015): 3 stages of 2 BasicBlocks (depth 6n+2, n=2).
+
+    Widths 16, 32, 64 on 32x32, 16x16, 8x8 maps; option A (parameter-free) shortcuts by
+    default; 0.17M parameters. ``kw`` goes to ``cifar_resnet`` (option, se,
+    zero_init_residual). Input (N, 3, 32, 32), output (N, num_classes) logits.
+    """
     return cifar_resnet(14, num_classes, **kw)
 
 
 def resnet20(num_classes=10, **kw):
+    """ResNet-20 for CIFAR (He et al. 2015): 3 stages of 3 BasicBlocks (depth 6n+2, n=3).
+
+    Widths 16, 32, 64 on 32x32, 16x16, 8x8 maps; option A (parameter-free) shortcuts by
+    default; 0.27M parameters. ``kw`` goes to ``cifar_resnet`` (option, se,
+    zero_init_residual). Input (N, 3, 32, 32), output (N, num_classes) logits.
+    """
     return cifar_resnet(20, num_classes, **kw)
 
 
 def resnet32(num_classes=10, **kw):
+    """ResNet-32 for CIFAR (He et al. 2015): 3 stages of 5 BasicBlocks (depth 6n+2, n=5).
+
+    Widths 16, 32, 64 on 32x32, 16x16, 8x8 maps; option A (parameter-free) shortcuts by
+    default; 0.46M parameters. ``kw`` goes to ``cifar_resnet`` (option, se,
+    zero_init_residual). Input (N, 3, 32, 32), output (N, num_classes) logits.
+    """
     return cifar_resnet(32, num_classes, **kw)
 
 
 def resnet44(num_classes=10, **kw):
+    """ResNet-44 for CIFAR (He et al. 2015): 3 stages of 7 BasicBlocks (depth 6n+2, n=7).
+
+    Widths 16, 32, 64 on 32x32, 16x16, 8x8 maps; option A (parameter-free) shortcuts by
+    default; 0.66M parameters. ``kw`` goes to ``cifar_resnet`` (option, se,
+    zero_init_residual). Input (N, 3, 32, 32), output (N, num_classes) logits.
+    """
     return cifar_resnet(44, num_classes, **kw)
 
 
 def resnet56(num_classes=10, **kw):
+    """ResNet-56 for CIFAR (He et al. 2015): 3 stages of 9 BasicBlocks (depth 6n+2, n=9).
+
+    Widths 16, 32, 64 on 32x32, 16x16, 8x8 maps; option A (parameter-free) shortcuts by
+    default; 0.85M parameters. ``kw`` goes to ``cifar_resnet`` (option, se,
+    zero_init_residual). Input (N, 3, 32, 32), output (N, num_classes) logits.
+    """
     return cifar_resnet(56, num_classes, **kw)
 
 
 def resnet110(num_classes=10, **kw):
+    """ResNet-110 for CIFAR (He et al. 2015): 3 stages of 18 BasicBlocks (depth 6n+2, n=18).
+
+    Widths 16, 32, 64 on 32x32, 16x16, 8x8 maps; option A (parameter-free) shortcuts by
+    default; 1.7M parameters. ``kw`` goes to ``cifar_resnet`` (option, se,
+    zero_init_residual). Input (N, 3, 32, 32), output (N, num_classes) logits.
+    """
     return cifar_resnet(110, num_classes, **kw)
 
 
 def plain8(num_classes=10):
+    """Plain-8 for CIFAR: the layers of ``resnet8`` without any shortcut (He et al. 2015).
+
+    3 stages of 1 two-conv block (depth 6n+2, n=1), widths 16, 32, 64; the
+    network of the degradation experiment. Input (N, 3, 32, 32), output (N, num_classes).
+    """
     return cifar_plain(8, num_classes)
 
 
 def plain14(num_classes=10):
+    """Plain-14 for CIFAR: the layers of ``resnet14`` without any shortcut (He et al. 2015).
+
+    3 stages of 2 two-conv blocks (depth 6n+2, n=2), widths 16, 32, 64; the
+    network of the degradation experiment. Input (N, 3, 32, 32), output (N, num_classes).
+    """
     return cifar_plain(14, num_classes)
 
 
 def plain20(num_classes=10):
+    """Plain-20 for CIFAR: the layers of ``resnet20`` without any shortcut (He et al. 2015).
+
+    3 stages of 3 two-conv blocks (depth 6n+2, n=3), widths 16, 32, 64; the
+    network of the degradation experiment. Input (N, 3, 32, 32), output (N, num_classes).
+    """
     return cifar_plain(20, num_classes)
 
 
 def plain32(num_classes=10):
+    """Plain-32 for CIFAR: the layers of ``resnet32`` without any shortcut (He et al. 2015).
+
+    3 stages of 5 two-conv blocks (depth 6n+2, n=5), widths 16, 32, 64; the
+    network of the degradation experiment. Input (N, 3, 32, 32), output (N, num_classes).
+    """
     return cifar_plain(32, num_classes)
 
 
 def plain44(num_classes=10):
+    """Plain-44 for CIFAR: the layers of ``resnet44`` without any shortcut (He et al. 2015).
+
+    3 stages of 7 two-conv blocks (depth 6n+2, n=7), widths 16, 32, 64; the
+    network of the degradation experiment. Input (N, 3, 32, 32), output (N, num_classes).
+    """
     return cifar_plain(44, num_classes)
 
 
 def plain56(num_classes=10):
+    """Plain-56 for CIFAR: the layers of ``resnet56`` without any shortcut (He et al. 2015).
+
+    3 stages of 9 two-conv blocks (depth 6n+2, n=9), widths 16, 32, 64; the
+    network of the degradation experiment. Input (N, 3, 32, 32), output (N, num_classes).
+    """
     return cifar_plain(56, num_classes)
 
 
 def plain110(num_classes=10):
+    """Plain-110 for CIFAR: the layers of ``resnet110`` without any shortcut (He et al. 2015).
+
+    3 stages of 18 two-conv blocks (depth 6n+2, n=18), widths 16, 32, 64; the
+    network of the degradation experiment. Input (N, 3, 32, 32), output (N, num_classes).
+    """
     return cifar_plain(110, num_classes)
 
 
 def preact_resnet20(num_classes=10, **kw):
+    """Pre-activation ResNet-20 for CIFAR (He et al. 2016): 3 stages of 3 PreActBlocks.
+
+    Widths 16, 32, 64; BN-ReLU before each conv, no ReLU after the addition, a final
+    BN-ReLU before pooling; a 1x1 conv shortcut where shapes change (option B by
+    default). 0.27M parameters. ``kw`` goes to ``preact_resnet``.
+    """
     return preact_resnet(20, num_classes, **kw)
 
 
 def preact_resnet32(num_classes=10, **kw):
+    """Pre-activation ResNet-32 for CIFAR (He et al. 2016): 3 stages of 5 PreActBlocks.
+
+    Widths 16, 32, 64; BN-ReLU before each conv, no ReLU after the addition, a final
+    BN-ReLU before pooling; a 1x1 conv shortcut where shapes change (option B by
+    default). 0.47M parameters. ``kw`` goes to ``preact_resnet``.
+    """
     return preact_resnet(32, num_classes, **kw)
 
 
 def preact_resnet44(num_classes=10, **kw):
+    """Pre-activation ResNet-44 for CIFAR (He et al. 2016): 3 stages of 7 PreActBlocks.
+
+    Widths 16, 32, 64; BN-ReLU before each conv, no ReLU after the addition, a final
+    BN-ReLU before pooling; a 1x1 conv shortcut where shapes change (option B by
+    default). 0.66M parameters. ``kw`` goes to ``preact_resnet``.
+    """
     return preact_resnet(44, num_classes, **kw)
 
 
 def preact_resnet56(num_classes=10, **kw):
+    """Pre-activation ResNet-56 for CIFAR (He et al. 2016): 3 stages of 9 PreActBlocks.
+
+    Widths 16, 32, 64; BN-ReLU before each conv, no ReLU after the addition, a final
+    BN-ReLU before pooling; a 1x1 conv shortcut where shapes change (option B by
+    default). 0.86M parameters. ``kw`` goes to ``preact_resnet``.
+    """
     return preact_resnet(56, num_classes, **kw)
 
 
 def preact_resnet110(num_classes=10, **kw):
+    """Pre-activation ResNet-110 for CIFAR (He et al. 2016): 3 stages of 18 PreActBlocks.
+
+    Widths 16, 32, 64; BN-ReLU before each conv, no ReLU after the addition, a final
+    BN-ReLU before pooling; a 1x1 conv shortcut where shapes change (option B by
+    default). 1.7M parameters. ``kw`` goes to ``preact_resnet``.
+    """
     return preact_resnet(110, num_classes, **kw)
 
 
 def preact_resnet164(num_classes=10, **kw):
+    """Pre-activation ResNet-164 for CIFAR (He et al. 2016): 3 stages of 18 PreActBottlenecks.
+
+    Depth 9n+2 with n=18; stage outputs 64, 128, 256 channels (planes 16, 32, 64, x4);
+    a 1x1 conv shortcut where shapes change. 1.7M parameters. ``kw`` goes to
+    ``preact_resnet`` (option).
+    """
     return preact_resnet(164, num_classes, bottleneck=True, **kw)
 
 
 def wrn16_4(num_classes=10, dropout=0.0):
+    """Wide ResNet WRN-16-4 for CIFAR (Zagoruyko & Komodakis 2016): 3 stages of 2 WideBasic blocks.
+
+    Depth 6n+4 with n=2, widths 64, 128, 256 (16k, 32k, 64k for k=4);
+    pre-activation, ``dropout`` between the two convs of each block, a 1x1 conv
+    shortcut where shapes change. 2.7M parameters.
+    """
     return wide_resnet(16, 4, dropout, num_classes)
 
 
 def wrn16_8(num_classes=10, dropout=0.0):
+    """Wide ResNet WRN-16-8 for CIFAR (Zagoruyko & Komodakis 2016): 3 stages of 2 WideBasic blocks.
+
+    Depth 6n+4 with n=2, widths 128, 256, 512 (16k, 32k, 64k for k=8);
+    pre-activation, ``dropout`` between the two convs of each block, a 1x1 conv
+    shortcut where shapes change. 11.0M parameters.
+    """
     return wide_resnet(16, 8, dropout, num_classes)
 
 
 def wrn28_10(num_classes=10, dropout=0.0):
+    """Wide ResNet WRN-28-10 for CIFAR (Zagoruyko & Komodakis 2016): 3 stages of 4 WideBasic blocks.
+
+    Depth 6n+4 with n=4, widths 160, 320, 640 (16k, 32k, 64k for k=10);
+    pre-activation, ``dropout`` between the two convs of each block, a 1x1 conv
+    shortcut where shapes change. 36.5M parameters.
+    """
     return wide_resnet(28, 10, dropout, num_classes)
 
 
 def resnext29_8x64d(num_classes=10):
+    """ResNeXt-29 (8x64d) for CIFAR (Xie et al. 2017): 3 stages of 3 ResNeXt bottlenecks.
+
+    Depth 9n+2 with n=3; a 3x3 stem of 64 channels; the grouped 3x3 conv has 8
+    groups of 64 channels at stage 1 (512, 1024, 2048 channels by stage); stage
+    outputs 256, 512, 1024; projection (option B) shortcuts. 34.4M parameters.
+    """
     return cifar_resnext(29, 8, 64, num_classes)
 
 
 def resnext29_16x64d(num_classes=10):
+    """ResNeXt-29 (16x64d) for CIFAR (Xie et al. 2017): 3 stages of 3 ResNeXt bottlenecks.
+
+    Depth 9n+2 with n=3; a 3x3 stem of 64 channels; the grouped 3x3 conv has 16
+    groups of 64 channels at stage 1 (1024, 2048, 4096 channels by stage); stage
+    outputs 256, 512, 1024; projection (option B) shortcuts. 68.2M parameters.
+    """
     return cifar_resnext(29, 16, 64, num_classes)
 
 
@@ -294,26 +447,68 @@ def resnest20(num_classes=10, radix=2):
 
 # --- ImageNet builders (torchvision layout) --------------------------------------------
 def resnet18(num_classes=1000, **kw):
+    """torchvision's ImageNet ResNet-18: BasicBlocks, [2, 2, 2, 2] per stage.
+
+    7x7 stride-2 stem and max pool, four stages with outputs 64, 128, 256, 512 channels
+    (stride 2 from stage 2 on), projection (option B) shortcuts, global average pool
+    and fc. Parameter names and counts equal torchvision's. ``kw`` goes to ``ResNet``
+    (zero_init_residual). Input (N, 3, H, W), e.g. 224x224; output (N, num_classes).
+    """
     return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, **kw)
 
 
 def resnet34(num_classes=1000, **kw):
+    """torchvision's ImageNet ResNet-34: BasicBlocks, [3, 4, 6, 3] per stage.
+
+    7x7 stride-2 stem and max pool, four stages with outputs 64, 128, 256, 512 channels
+    (stride 2 from stage 2 on), projection (option B) shortcuts, global average pool
+    and fc. Parameter names and counts equal torchvision's. ``kw`` goes to ``ResNet``
+    (zero_init_residual). Input (N, 3, H, W), e.g. 224x224; output (N, num_classes).
+    """
     return ResNet(BasicBlock, [3, 4, 6, 3], num_classes, **kw)
 
 
 def resnet50(num_classes=1000, **kw):
+    """torchvision's ImageNet ResNet-50: Bottlenecks, [3, 4, 6, 3] per stage.
+
+    7x7 stride-2 stem and max pool, four stages with outputs 256, 512, 1024, 2048 channels
+    (stride 2 from stage 2 on), projection (option B) shortcuts, global average pool
+    and fc. Parameter names and counts equal torchvision's. ``kw`` goes to ``ResNet``
+    (zero_init_residual). Input (N, 3, H, W), e.g. 224x224; output (N, num_classes).
+    """
     return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, **kw)
 
 
 def resnet101(num_classes=1000, **kw):
+    """torchvision's ImageNet ResNet-101: Bottlenecks, [3, 4, 23, 3] per stage.
+
+    7x7 stride-2 stem and max pool, four stages with outputs 256, 512, 1024, 2048 channels
+    (stride 2 from stage 2 on), projection (option B) shortcuts, global average pool
+    and fc. Parameter names and counts equal torchvision's. ``kw`` goes to ``ResNet``
+    (zero_init_residual). Input (N, 3, H, W), e.g. 224x224; output (N, num_classes).
+    """
     return ResNet(Bottleneck, [3, 4, 23, 3], num_classes, **kw)
 
 
 def resnet152(num_classes=1000, **kw):
+    """torchvision's ImageNet ResNet-152: Bottlenecks, [3, 8, 36, 3] per stage.
+
+    7x7 stride-2 stem and max pool, four stages with outputs 256, 512, 1024, 2048 channels
+    (stride 2 from stage 2 on), projection (option B) shortcuts, global average pool
+    and fc. Parameter names and counts equal torchvision's. ``kw`` goes to ``ResNet``
+    (zero_init_residual). Input (N, 3, H, W), e.g. 224x224; output (N, num_classes).
+    """
     return ResNet(Bottleneck, [3, 8, 36, 3], num_classes, **kw)
 
 
 def resnext50_32x4d(num_classes=1000, **kw):
+    """torchvision's ImageNet ResNeXt-50 (32x4d): resnet50's layout, grouped 3x3 convs.
+
+    Bottlenecks [3, 4, 6, 3] per stage whose 3x3 conv has 32 groups of 4 channels at
+    stage 1 (width 128, doubling each stage); outputs 256, 512, 1024, 2048 channels.
+    ``kw`` goes to ``ResNet`` (zero_init_residual). Input (N, 3, H, W); output
+    (N, num_classes).
+    """
     return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, groups=32, width_per_group=4, **kw)
 
 

@@ -63,6 +63,7 @@ class DataLoader:
 
     @property
     def num_examples(self):
+        """How many examples the loader holds (N), whatever the batch size."""
         return len(self.labels)
 
     def order(self, epoch: int) -> np.ndarray:
@@ -98,9 +99,15 @@ class DataLoader:
         return iter(self.epoch(epoch))
 
     def state_dict(self):
+        """A dict of ``seed`` and ``next_epoch``: what ``for x, y in loader`` needs to go on.
+
+        Every order, crop and flip is a function of (seed, epoch, batch), so nothing else
+        has to be saved.
+        """
         return {"seed": self.seed, "next_epoch": self._next_epoch}
 
     def load_state_dict(self, state):
+        """Restore the seed and the next epoch that ``state_dict()`` saved."""
         self.seed, self._next_epoch = int(state["seed"]), int(state["next_epoch"])
 
 

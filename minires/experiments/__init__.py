@@ -30,12 +30,18 @@ EXPERIMENTS = {
 
 
 def get_experiment(name):
+    """The module of the experiment called ``name`` on the command line (see ``EXPERIMENTS``).
+
+    Imported on demand; raises ValueError for an unknown name.
+    """
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; expected one of: {', '.join(EXPERIMENTS)}")
     return importlib.import_module(f".{EXPERIMENTS[name]}", __name__)
 
 
 def make_parser(name):
+    """The ``argparse`` parser of experiment ``name``: the common options plus the experiment's
+    own."""
     module = get_experiment(name)
     parser = argparse.ArgumentParser(prog=f"python -m minires.experiments {name}",
                                      description=module.DESCRIPTION,

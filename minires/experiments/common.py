@@ -134,18 +134,9 @@ def _json_default(value):
 
 def save_json(path, obj) -> Path:
     """Write ``obj`` as JSON atomically (temporary file, then ``os.replace``)."""
-    path = Path(path)
-    text = json.dumps(obj, indent=1, default=_json_default, allow_nan=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    text = json.dumps(obj, indent=1, default=_json_default, allow_nan=True) + "\n"
+    return mr.checkpoint.write_atomically(path, lambda f: f.write(text.encode("utf-8")),
+                                          what="results")
 
 
 def finish(results, out_dir, name, plot, seconds):

@@ -294,15 +294,15 @@ def plot(results):
     if fig is None:
         return None
     axes = fig.subplots(1, len(models) + 2)
-    levels = None
+    # log10 of the loss, with the same levels for every net: a plain net's surface can span
+    # four orders of magnitude more than a residual net's, and linear levels would hide one
+    logs = {name: np.log10(np.maximum(np.array(r["surface"]), 1e-12)) for name, r in models.items()}
+    levels = np.linspace(min(v.min() for v in logs.values()), max(v.max() for v in logs.values()),
+                         25)
     for ax, (name, r) in zip(axes, models.items()):
         a = np.array(r["grid_a"])
-        surface = np.array(r["surface"])
-        if levels is None:
-            hi = max(float(np.percentile(np.array(m["surface"]), 95)) for m in models.values())
-            levels = np.linspace(min(float(np.min(m["surface"])) for m in models.values()), hi, 20)
-        cs = ax.contour(a, a, surface.T, levels=levels, linewidths=0.8)
-        ax.clabel(cs, fontsize=6, fmt="%.1f")
+        cs = ax.contour(a, a, logs[name].T, levels=levels, linewidths=0.8)
+        ax.clabel(cs, cs.levels[::3], fontsize=6, fmt=lambda v: f"{10 ** v:.3g}")
         ax.plot(0, 0, "k+")
         ax.set_title(f"{name}: non-convex share {r['nonconvex_share']:.2f}", fontsize=9)
         ax.set_xlabel("d1")

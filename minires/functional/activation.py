@@ -117,22 +117,40 @@ class Dropout(Function):
 
 
 def relu(x):
+    """max(x, 0) elementwise, any shape (e.g. (N, C, H, W)); the ResNet nonlinearity.
+
+    Backward keeps only the boolean mask x > 0 and passes gy where it holds.
+    """
     return ReLU()(x)
 
 
 def leaky_relu(x, negative_slope=0.01):
+    """x where x > 0, else ``negative_slope * x``, elementwise; any shape.
+
+    Backward keeps the mask x > 0.
+    """
     return LeakyReLU(negative_slope)(x)
 
 
 def sigmoid(x):
+    """The logistic 1 / (1 + exp(-x)) elementwise, computed so it never overflows.
+
+    Backward keeps the output y and uses dy/dx = y (1 - y).
+    """
     return Sigmoid()(x)
 
 
 def tanh(x):
+    """Elementwise hyperbolic tangent; backward keeps the output y (dy/dx = 1 - y**2)."""
     return Tanh()(x)
 
 
 def gelu(x):
+    """GELU in its tanh form: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x**3))).
+
+    Matches PyTorch's ``gelu(approximate="tanh")``; any shape. Backward keeps x and
+    the tanh value.
+    """
     return GELU()(x)
 
 

@@ -80,11 +80,15 @@ class FlowReport:
 
     # -- plain data ---------------------------------------------------------------------
     def to_dict(self) -> dict:
+        """Everything as plain JSON-able data: model, loss, batch_size, mode, device and the
+        layer and block rows."""
         return {"model": self.model_name, "loss": self.loss, "batch_size": self.batch_size,
                 "mode": self.mode, "device": self.device,
                 "layers": [dict(r) for r in self.layers], "blocks": [dict(r) for r in self.blocks]}
 
     def to_json(self, path=None, indent=1):
+        """``to_dict()`` as a JSON string; also written (atomically) to ``path`` when one is
+        given."""
         text = json.dumps(self.to_dict(), indent=indent)
         if path is not None:
             _atomic_write_text(path, text + "\n")
@@ -110,10 +114,13 @@ class FlowReport:
 
     # -- the text tables ---------------------------------------------------------------------
     def header(self) -> str:
+        """One line naming the model, batch size, loss, train/eval mode and device."""
         return (f"gradient flow of {self.model_name}: batch {self.batch_size}, loss {self.loss:.4g}, "
                 f"{self.mode} mode, {self.device}")
 
     def layers_table(self) -> str:
+        """The per-layer table as text: weight-gradient norm, grad/weight ratio, activation
+        statistics, dead ReLU fraction, and a log-scale bar."""
         scale = tf.log_range([r["grad_norm"] for r in self.layers])
         head = (f"{'layer':<22} {'|grad|':>8} {'grad/W':>8} {'act mean':>8} {'act std':>7} "
                 f"{'dead':>5} log10 |grad|")
@@ -128,6 +135,8 @@ class FlowReport:
         return "\n".join(lines)
 
     def blocks_table(self) -> str:
+        """The per-block table as text: skip, branch and total gradient norms at each block's
+        input, their cosine, and a log-scale bar."""
         if not self.blocks:
             return "no residual blocks (no module with a `fork` submodule)"
         scale = tf.log_range([r["total_grad_norm"] for r in self.blocks])
@@ -156,6 +165,10 @@ class FlowReport:
         return [r["name"] for r in rows], [r["grad_norm"] for r in rows]
 
     def summary(self) -> dict:
+        """A dict of headline numbers: layer and block counts, loss, the first and last
+        layer's weight-gradient norms and their ratio, the first and last block's total
+        gradient norm, and the mean skip share over blocks.
+        """
         names, norms = self.weight_grad_norms()
         first, last = (norms[0], norms[-1]) if norms else (None, None)
         totals = [r["total_grad_norm"] for r in self.blocks]
@@ -240,6 +253,8 @@ class Comparison:
         return self.reports[name]
 
     def to_dict(self) -> dict:
+        """``{"summary": {model: summary()}, "reports": {model: to_dict()}}`` for every model
+        compared."""
         return {"summary": {k: r.summary() for k, r in self.reports.items()},
                 "reports": {k: r.to_dict() for k, r in self.reports.items()}}
 

@@ -54,6 +54,11 @@ class GradFlowLog:
         self.model, self.path, self.every = model, os.fspath(path), every
 
     def __call__(self, step, epoch=None) -> bool:
+        """Append a line of per-layer gradient norms when ``step`` is a multiple of ``every``.
+
+        Call it after ``loss.backward()`` and before the optimizer step. Returns True when
+        it wrote a line. ``log`` is the same method.
+        """
         if step % self.every:
             return False
         if self.model is None:
@@ -69,7 +74,7 @@ class GradFlowLog:
 
     # -- as a minires.train callback (duck-typed: the loop calls these five methods) ------------
     def on_train_begin(self, trainer):
-        pass
+        """Callback hook: nothing to do at the start of training."""
 
     def on_after_backward(self, trainer):
         """Every ``.grad`` holds this step's gradient; the step's number is global_step + 1."""
@@ -78,10 +83,10 @@ class GradFlowLog:
         self(trainer.global_step + 1, epoch=trainer.epoch + 1)
 
     def on_step_end(self, trainer, loss):
-        pass
+        """Callback hook: nothing to do after a step (the log is written after backward)."""
 
     def on_epoch_end(self, trainer, metrics):
-        pass
+        """Callback hook: nothing to do at the end of an epoch."""
 
     def on_train_end(self, trainer, result):
         """Draw ``gradflow.png`` beside the log when matplotlib is installed and steps were logged."""

@@ -68,6 +68,7 @@ class Fork(Module):
     """
 
     def forward(self, x):
+        """Return (x_branch, x_skip), two tensors equal to x whose gradients add up in backward."""
         return F.fork(x, 2)
 
 
@@ -87,9 +88,15 @@ class ShortcutA(Module):
         self.in_planes, self.out_planes, self.stride = in_planes, out_planes, stride
 
     def extra_repr(self):
+        """The settings shown in the repr: in_planes, out_planes, stride."""
         return f"{self.in_planes}, {self.out_planes}, stride={self.stride}"
 
     def forward(self, x):
+        """Subsample x (N, C_in, H, W) by ``stride`` and zero-pad its channels to C_out.
+
+        Returns (N, C_out, H / stride, W / stride); no parameters, so the shortcut
+        path holds no learned weights.
+        """
         if self.stride != 1:
             x = x[:, :, ::self.stride, ::self.stride]        # (N, C_in, H/s, W/s)
         extra = self.out_planes - self.in_planes
@@ -134,6 +141,7 @@ class SqueezeExcitation(Module):
         self.fc2 = Conv2d(hidden, channels, kernel_size=1)
 
     def forward(self, x):
+        """Return x (N, C, H, W) scaled per channel by the gate s (N, C, 1, 1)."""
         s = self.avgpool(x)                                  # (N, C, 1, 1)
         s = F.sigmoid(self.fc2(self.relu(self.fc1(s))))      # (N, C, 1, 1)
         return x * s
@@ -164,9 +172,19 @@ class ResidualBlock(Module):
             self.relu = ReLU()
 
     def branch(self, x):  # pragma: no cover - abstract
+        """The residual branch F applied to ``x_branch``; each block defines it.
+
+        Returns (N, out_planes, H / stride, W / stride), the shape of the shortcut's output.
+        """
         raise NotImplementedError
 
     def forward(self, x):
+        """out = F(x) + shortcut(x), then a ReLU for post-activation blocks.
+
+        x: (N, in_planes, H, W) -> (N, out_planes, H / stride, W / stride). The input
+        is forked first, so hooks on ``self.fork``'s outputs see the branch and the
+        skip gradient separately; a plain block (``shortcut=False``) skips the addition.
+        """
         x_branch, x_skip = self.fork(x)
         out = self.branch(x_branch)
         if self.shortcut:
@@ -209,6 +227,7 @@ class BasicBlock(ResidualBlock):
         self._finish_init(inplanes, planes, stride, shortcut, option)
 
     def branch(self, x):
+        """F(x) = bn2(conv2(relu(bn1(conv1(x))))), then the SE gate if present."""
         out = self.relu1(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         if "se" in self._modules:
@@ -216,6 +235,7 @@ class BasicBlock(ResidualBlock):
         return out
 
     def zero_init_residual(self):
+        """Zero bn2's weight, so F(x) = 0 and the block starts as its shortcut."""
         init.zeros_(self.bn2.weight)
 
 
@@ -258,6 +278,7 @@ class Bottleneck(ResidualBlock):
         self._finish_init(inplanes, out_planes, stride, shortcut, option)
 
     def branch(self, x):
+        """F(x) = bn3(conv3(relu(bn2(conv2(relu(bn1(conv1(x)))))))), then the SE gate if present."""
         out = self.relu1(self.bn1(self.conv1(x)))
         out = self.relu2(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
@@ -266,6 +287,7 @@ class Bottleneck(ResidualBlock):
         return out
 
     def zero_init_residual(self):
+        """Zero bn3's weight, so F(x) = 0 and the block starts as its shortcut."""
         init.zeros_(self.bn3.weight)
 
 
@@ -310,6 +332,10 @@ class PreActBlock(ResidualBlock):
         self._finish_init(inplanes, planes, stride, shortcut, option, batch_norm=False)
 
     def branch(self, x):
+        """F(x) = conv2(relu(bn2(conv1(relu(bn1(x)))))).
+
+        With ``dropout`` a Dropout follows conv1; with ``se`` the SE gate ends the branch.
+        """
         out = self.conv1(self.relu1(self.bn1(x)))
         if "dropout" in self._modules:
             out = self.dropout(out)
@@ -319,6 +345,8 @@ class PreActBlock(ResidualBlock):
         return out
 
     def zero_init_residual(self):
+        """Zero conv2's weight (this branch ends in a conv, not a BN): the block starts as
+        its shortcut."""
         init.zeros_(self.conv2.weight)
 
 
@@ -348,6 +376,10 @@ class PreActBottleneck(ResidualBlock):
         self._finish_init(inplanes, out_planes, stride, shortcut, option, batch_norm=False)
 
     def branch(self, x):
+        """F(x) = conv3(relu(bn3(conv2(relu(bn2(conv1(relu(bn1(x))))))))).
+
+        With ``se`` the SE gate ends the branch.
+        """
         out = self.conv1(self.relu1(self.bn1(x)))
         out = self.conv2(self.relu2(self.bn2(out)))
         out = self.conv3(self.relu3(self.bn3(out)))
@@ -356,6 +388,8 @@ class PreActBottleneck(ResidualBlock):
         return out
 
     def zero_init_residual(self):
+        """Zero conv3's weight (this branch ends in a conv, not a BN): the block starts as
+        its shortcut."""
         init.zeros_(self.conv3.weight)
 
 
@@ -406,9 +440,14 @@ class SplitAttentionConv2d(Module):
         self.fc2 = Conv2d(inter, channels * radix, kernel_size=1, groups=cardinality)
 
     def extra_repr(self):
+        """The settings shown in the repr: radix, cardinality."""
         return f"radix={self.radix}, cardinality={self.cardinality}"
 
     def forward(self, x):
+        """x (N, C_in, H, W) -> (N, C, OH, OW): the radix splits weighted by their r-softmax.
+
+        With radix 1 the single split is gated by a sigmoid instead.
+        """
         R, C, G = self.radix, self.channels, self.cardinality
         u = self.relu(self.bn0(self.conv(x)))                      # (N, R*C, OH, OW)
         N = u.shape[0]
@@ -459,6 +498,10 @@ class SplitAttentionBlock(ResidualBlock):
         self._finish_init(inplanes, out_planes, stride, shortcut, option)
 
     def branch(self, x):
+        """F(x) = bn3(conv3(conv2(relu(bn1(conv1(x)))))), conv2 being the split-attention conv.
+
+        With ``se`` the SE gate ends the branch.
+        """
         out = self.relu1(self.bn1(self.conv1(x)))
         out = self.conv2(out)
         out = self.bn3(self.conv3(out))
@@ -467,6 +510,7 @@ class SplitAttentionBlock(ResidualBlock):
         return out
 
     def zero_init_residual(self):
+        """Zero bn3's weight, so F(x) = 0 and the block starts as its shortcut."""
         init.zeros_(self.bn3.weight)
 
 

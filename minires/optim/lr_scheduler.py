@@ -33,9 +33,13 @@ class LRScheduler:
         self._apply()
 
     def factor(self, t: int) -> float:  # pragma: no cover - abstract
+        """The multiplier of the base rate at iteration ``t``; subclasses that scale the base
+        rate define it."""
         raise NotImplementedError
 
     def lr_for(self, base_lr: float, t: int) -> float:
+        """The learning rate at iteration ``t`` of a group whose base rate is ``base_lr``
+        (``base_lr * factor(t)`` unless overridden)."""
         return base_lr * self.factor(t)
 
     def lr_at(self, t: int) -> list:
@@ -52,12 +56,22 @@ class LRScheduler:
         self._apply()
 
     def get_last_lr(self) -> list:
+        """The learning rate each group has now (the one the next ``optimizer.step()`` uses)."""
         return [float(g["lr"]) for g in self.optimizer.param_groups]
 
     def state_dict(self) -> dict:
+        """A dict of the schedule's class name, ``t`` and ``base_lrs``.
+
+        That is all a schedule needs to resume, since each rate is a function of ``t``.
+        """
         return {"name": type(self).__name__, "t": self.t, "base_lrs": list(self.base_lrs)}
 
     def load_state_dict(self, state: dict):
+        """Restore the iteration counter and base rates saved by ``state_dict()``.
+
+        The groups' rates are set for that iteration at once. Raises ValueError when the
+        state belongs to another kind of schedule or another number of parameter groups.
+        """
         if state.get("name", type(self).__name__) != type(self).__name__:
             raise ValueError(f"{type(self).__name__}.load_state_dict: the saved state belongs to a "
                              f"{state['name']} schedule")
@@ -75,6 +89,7 @@ class ConstantLR(LRScheduler):
     """The base rate throughout."""
 
     def factor(self, t):
+        """Always 1."""
         return 1.0
 
 
@@ -98,6 +113,7 @@ class MultiStepLR(LRScheduler):
         super().__init__(optimizer)
 
     def factor(self, t):
+        """``gamma`` to the power of the number of milestones reached by iteration ``t``."""
         return self.gamma ** sum(t >= m for m in self.milestones)
 
 
@@ -111,6 +127,8 @@ class CosineAnnealingLR(LRScheduler):
         super().__init__(optimizer)
 
     def lr_for(self, base_lr, t):
+        """The cosine from ``base_lr`` at t = 0 down to ``min_lr`` at t = total_steps; ``min_lr``
+        after that."""
         progress = min(t, self.total_steps) / self.total_steps
         return self.min_lr + (base_lr - self.min_lr) * (1.0 + math.cos(math.pi * progress)) / 2.0
 
@@ -140,6 +158,8 @@ class OneCycleLR(LRScheduler):
         return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1.0)
 
     def lr_for(self, base_lr, t):
+        """The one-cycle rate at iteration ``t`` for a group whose peak rate is ``base_lr`` (see
+        the class docstring)."""
         initial = base_lr / self.div_factor
         final = initial / self.final_div_factor
         peak_step = self.pct_start * self.total_steps - 1
@@ -174,6 +194,8 @@ class Warmup(LRScheduler):
         super().__init__(optimizer)
 
     def warmup_factor(self, t):
+        """The warm-up multiplier at iteration ``t``: linear from ``start_factor`` to 1, or
+        ``start_factor`` (constant mode), then 1."""
         if t >= self.warmup_steps:
             return 1.0
         if self.mode == "constant":
@@ -181,16 +203,21 @@ class Warmup(LRScheduler):
         return self.start_factor + (1.0 - self.start_factor) * t / self.warmup_steps
 
     def lr_for(self, base_lr, t):
+        """The inner schedule's rate at iteration ``t`` (or ``base_lr``) times
+        ``warmup_factor(t)``."""
         inner = self.schedule.lr_for(base_lr, t) if self.schedule is not None else base_lr
         return self.warmup_factor(t) * inner
 
     def state_dict(self):
+        """The warm-up's own state, plus the inner schedule's under the key ``schedule``."""
         state = super().state_dict()
         if self.schedule is not None:
             state["schedule"] = self.schedule.state_dict()
         return state
 
     def load_state_dict(self, state):
+        """Restore the inner schedule (its state must be there when there is one), then the
+        warm-up's counter."""
         if self.schedule is not None:
             if "schedule" not in state:
                 raise ValueError(f"Warmup.load_state_dict: the saved state has no inner schedule, "

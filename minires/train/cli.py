@@ -18,6 +18,7 @@ from .recipes import OPTIMIZERS, RECIPES, SCHEDULES, TrainConfig, build_model, r
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m minires.train`` argument parser (command ``cifar`` and its options)."""
     parser = argparse.ArgumentParser(
         prog="python -m minires.train",
         description="Train a network from minires.models with minires. Command: cifar.")

@@ -165,23 +165,34 @@ class Callback:
     scheduler, config, epoch (0-based), batch (steps done in this epoch), global_step, out."""
 
     def on_train_begin(self, trainer):
-        pass
+        """Called once by ``Trainer.run()`` before the first step (also when resuming)."""
 
     def on_after_backward(self, trainer):
         """After ``loss.backward()``, before the optimizer step: every ``.grad`` is this step's."""
 
     def on_step_end(self, trainer, loss: float):
-        pass
+        """Called after each optimizer and schedule step with that step's mean training loss."""
 
     def on_epoch_end(self, trainer, metrics: dict):
-        pass
+        """Called after each epoch is evaluated (and saved), with its row of ``metrics.jsonl``.
+
+        ``metrics`` holds epoch, step, train_loss, train_acc, the evaluation losses and
+        accuracies (``test_acc``, ``val_acc`` ...), lr and the epoch's times.
+        """
 
     def on_train_end(self, trainer, result):
-        pass
+        """Called once when ``run()`` returns, with its ``FitResult`` (completed or interrupted)."""
 
 
 @dataclass
 class FitResult:
+    """What ``fit()`` and ``Trainer.run()`` return.
+
+    ``status`` is "completed" or "interrupted"; ``history`` one dict per finished epoch
+    (as in metrics.jsonl); ``best`` the best evaluation accuracy and its epoch;
+    ``checkpoint`` the last checkpoint written; ``summary`` what summary.json holds
+    (for a completed run).
+    """
     status: str                      # "completed" or "interrupted"
     history: list                    # one dict per finished epoch (as in metrics.jsonl)
     best: dict                       # {"acc": ..., "epoch": ..., "split": "val" | "test"}
@@ -253,6 +264,10 @@ class Trainer:
 
     # -- state -----------------------------------------------------------------------------------
     def state_meta(self) -> dict:
+        """The run's state besides the arrays, as JSON: config, position (epoch, batch,
+        global step), the unfinished epoch's running sums, history, best, and the random
+        generators' states -- what a checkpoint's ``meta`` must hold to resume exactly.
+        """
         return {
             "config": dataclasses.asdict(self.config),
             "epoch": self.epoch, "batch": self.batch, "global_step": self.global_step,
@@ -269,6 +284,10 @@ class Trainer:
         }
 
     def save(self, name="last.npz") -> Path | None:
+        """Write a checkpoint ``out/name`` (model, optimizer, schedule, ``state_meta()``).
+
+        Returns its path, or None when the run has no output folder.
+        """
         if self.out is None:
             return None
         path = checkpoint.save(self.out / name, self.model, self.optimizer, self.scheduler,
@@ -278,6 +297,12 @@ class Trainer:
         return path
 
     def load(self, ckpt: checkpoint.Checkpoint):
+        """Resume from a loaded checkpoint: model, optimizer, schedule, position, history
+        and random generators.
+
+        Raises ValueError when the checkpoint's batch size, seed, training subset or
+        augmentation differ from this run's, since the data order would not continue.
+        """
         meta = ckpt.meta
         saved = meta.get("config", {})
         for key in ("batch_size", "seed", "limit_train", "augment"):
@@ -407,6 +432,12 @@ class Trainer:
         return self.epoch >= self.epochs or self.global_step >= self.total_steps
 
     def run(self, handle_signals=True) -> FitResult:
+        """Train until the configured epochs or steps are done, or a stop is requested.
+
+        Evaluates after every epoch and, with an output folder, saves checkpoints. With
+        ``handle_signals`` (in the main thread) Ctrl-C / SIGTERM finish the current step
+        and save ``last.npz``. Returns a ``FitResult``.
+        """
         started = time.perf_counter()
         installed = {}
         if handle_signals and threading.current_thread() is threading.main_thread():

@@ -119,6 +119,11 @@ def build_model(name: str, num_classes=10):
 
 
 def build_optimizer(config: TrainConfig, model):
+    """The optimizer a config asks for: SGD (momentum, Nesterov), Adam or AdamW.
+
+    Weight decay skips batch-norm and bias parameters (``split_weight_decay``) unless
+    ``config.decay_bn_bias``; for Adam and AdamW ``config.momentum`` is beta1.
+    """
     params = (list(model.parameters()) if config.decay_bn_bias
               else split_weight_decay(model, config.weight_decay))
     if config.optimizer == "sgd":
@@ -130,6 +135,12 @@ def build_optimizer(config: TrainConfig, model):
 
 
 def build_schedule(config: TrainConfig, optimizer, steps_per_epoch: int, total_steps: int):
+    """The learning-rate schedule a config asks for, stepped once per iteration.
+
+    cosine, onecycle, step (milestones in iterations), multistep (milestones in epochs)
+    or constant, over ``total_steps``; wrapped in ``Warmup`` when the config's warm-up
+    (in steps, or epochs times ``steps_per_epoch``) is positive.
+    """
     name = config.schedule
     if name == "cosine":
         inner = CosineAnnealingLR(optimizer, total_steps)
