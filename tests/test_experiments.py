@@ -434,6 +434,10 @@ def test_degradation_resumed_with_more_seeds_adds_them(tmp_path):
     assert (out / "seed-3" / "resnet14.npz").stat().st_mtime_ns == first      # kept
     assert set(both["runs"]) == {"3", "4"} and both["verdict"]["plain"]["seeds"] == 2
     assert set(both["seconds_per_seed"]) == {"3", "4"}
+    # resumed with fewer seeds: the folder's results keep every seed it holds
+    again = run_experiment("degradation", ["--tiny", "--out", str(out), "--seeds", "4",
+                                           "--resume"])
+    assert again["seeds"] == [3, 4] and set(again["runs"]) == {"3", "4"}
 
 
 def test_the_presets_say_what_they_run():

@@ -130,6 +130,7 @@ def run(args):
                          f"{args.depths}")
     seeds = seed_list(args.seeds, args.seed)
     out_dir = output_folder(args)
+    seeds = seeds_with_earlier(out_dir, seeds)
     clock = Timer()
     train_split, test = load_splits(args, limit_train=s["train_images"],
                                     limit_test=s["test_images"], input_size=s["input_size"],
@@ -159,6 +160,16 @@ def run(args):
     results["verdict"] = verdict(results)
     print(format_verdict(results["verdict"]), flush=True)
     return finish(results, out_dir, NAME, plot, clock.seconds)
+
+
+def seeds_with_earlier(out_dir, seeds):
+    """A resumed run keeps the seeds its folder already holds (results are never dropped),
+    then adds the new ones."""
+    path = out_dir / "results.json"
+    if not path.is_file():
+        return seeds
+    earlier = [int(x) for x in json.loads(path.read_text()).get("seeds", [])]
+    return earlier + [x for x in seeds if x not in earlier]
 
 
 def check_same_setting(out_dir, results):
