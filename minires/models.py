@@ -154,14 +154,18 @@ def _blocks_per_stage(depth, per_block, extra, family):
 def cifar_resnet(depth, num_classes=10, option="A", se=False, zero_init_residual=False):
     """He et al. 2015 CIFAR ResNet of depth 6n+2 (BasicBlock, option A shortcuts by default)."""
     n = _blocks_per_stage(depth, 2, 2, "cifar_resnet")
-    return CifarResNet(BasicBlock, [n] * 3, num_classes, option=option, se=se,
-                       zero_init_residual=zero_init_residual)
+    model = CifarResNet(BasicBlock, [n] * 3, num_classes, option=option, se=se,
+                        zero_init_residual=zero_init_residual)
+    model.builder_name = f"resnet{depth}" + ("-se" if se else "")
+    return model
 
 
 def cifar_plain(depth, num_classes=10):
     """The plain counterpart of ``cifar_resnet(depth)``: same layers, no shortcuts."""
     n = _blocks_per_stage(depth, 2, 2, "cifar_plain")
-    return CifarResNet(BasicBlock, [n] * 3, num_classes, shortcut=False)
+    model = CifarResNet(BasicBlock, [n] * 3, num_classes, shortcut=False)
+    model.builder_name = f"plain{depth}"
+    return model
 
 
 def preact_resnet(depth, num_classes=10, bottleneck=None, option="B"):
@@ -527,7 +531,9 @@ def get_model(name, **kwargs):
         builder = MODELS[name]
     except KeyError:
         raise ValueError(f"unknown model {name!r}; valid names: {', '.join(sorted(MODELS))}") from None
-    return builder(**kwargs)
+    model = builder(**kwargs)
+    model.builder_name = name          # what minires.inspect's reports call it
+    return model
 
 
 __all__ = [

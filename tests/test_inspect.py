@@ -7,6 +7,7 @@ milliseconds; the last tests use the real CIFAR ResNets from minires.models.
 import csv
 import json
 import math
+from html.parser import HTMLParser
 
 import numpy as np
 import pytest
@@ -389,3 +390,142 @@ def test_train_cli_inspect_every_writes_gradflow_and_a_heatmap(tmp_path):
     except ImportError:
         return
     assert (out / "gradflow.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# --- the model's name, the legends, the HTML form -------------------------------------------
+def small_images(n=4, seed=9):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, 3, 8, 8)).astype(np.float32), np.arange(n) % 10
+
+
+def test_the_report_names_the_model_as_the_user_did():
+    x, y = small_images()
+    assert gradient_flow(mr.models.plain8(), x, y).model_name == "plain8"        # its builder
+    assert gradient_flow(mr.models.get_model("resnet8"), x, y).model_name == "resnet8"
+    assert mr.models.plain8().builder_name == "plain8"
+    report = gradient_flow(mr.models.plain8(), x, y, name="my plain net")
+    assert report.model_name == "my plain net"
+    assert report.header().startswith("gradient flow of my plain net: batch 4")
+    assert report.to_dict()["model"] == "my plain net"
+    # the CIFAR family builders name what they build; anything else gets its class name,
+    # never a bare "CifarResNet" for a plain net
+    assert gradient_flow(mr.models.cifar_plain(8), x, y).model_name == "plain8"
+    assert gradient_flow(mr.models.cifar_resnet(8), x, y).model_name == "resnet8"
+    unnamed = mr.models.CifarResNet(mr.nn.BasicBlock, [1, 1, 1], shortcut=False)
+    assert gradient_flow(unnamed, x, y).model_name == "CifarResNet (plain: no shortcuts)"
+    assert gradient_flow(MLPNet(), *batch()).model_name == "MLPNet"
+    cmp = compare({"deep plain": mr.models.plain8(), "res": mr.models.resnet8()}, x, y)
+    assert [cmp[k].model_name for k in ("deep plain", "res")] == ["deep plain", "res"]
+    with pytest.raises(TypeError, match="name must be a non-empty str .*got 3"):
+        gradient_flow(MLPNet(), *batch(), name=3)
+    with pytest.raises(TypeError, match="each key of models must be a non-empty str"):
+        compare({"": MLPNet()}, *batch())
+
+
+def check_legend(head, footer, legend):
+    """Every heading of ``head`` is explained in ``footer``, in the order of the columns."""
+    rest = head
+    for heading, _ in legend:
+        assert heading in rest, heading
+        rest = rest.replace(heading, "", 1)
+    assert not rest.strip(), f"a column without an explanation: {rest.strip()!r}"
+    explained = [line.split("  ")[0] for line in footer.splitlines() if not line.startswith(" ")]
+    assert [h for h, _ in legend] == explained[:len(legend)]
+
+
+def test_every_column_of_the_printed_tables_is_explained_in_a_footer():
+    from minires.inspect import BLOCK_LEGEND, COMPARE_LEGEND, LAYER_LEGEND
+    x, y = small_images()
+    report = gradient_flow(mr.models.resnet8(), x, y)
+    for table, legend in ((report.layers_table(), LAYER_LEGEND),
+                          (report.blocks_table(), BLOCK_LEGEND)):
+        lines = table.splitlines()
+        assert all(len(line) <= 79 and line.isascii() for line in lines)
+        rule = [i for i, line in enumerate(lines) if line == "-" * 79]
+        assert len(rule) == 2                       # under the heading, above the footer
+        check_legend(lines[0], "\n".join(lines[rule[1] + 1:]), legend)
+        assert lines[-1].startswith("bar scale: one '#' for ")
+    assert "no bar for 0" in report.layers_table()
+    assert report.layers_table(legend=False).splitlines()[-1].startswith("fc ")
+    cmp_lines = repr(compare({"plain8": mr.models.plain8(), "resnet8": mr.models.resnet8()},
+                             x, y)).splitlines()
+    assert all(len(line) <= 79 and line.isascii() for line in cmp_lines)
+    footer = cmp_lines[cmp_lines.index("-" * 79, 3) + 1:]
+    check_legend(cmp_lines[1], "\n".join(footer), COMPARE_LEGEND)
+
+
+def test_the_legend_says_what_the_code_computes():
+    """dead: the share of units (a channel at a position) zero for every example; act mean
+    and act std over all elements (std divided by n); skip share a ratio of norms."""
+    x, y = small_images(n=6)
+    mr.manual_seed(0)
+    model = mr.models.resnet8()
+    seen = {}
+
+    def keep(module, inputs, output):
+        seen.setdefault("out", output.data)          # returns None: the output stays as it is
+
+    handle = model.relu.register_forward_hook(keep)
+    report = gradient_flow(model, x, y)
+    handle.remove()
+    out = seen["out"]                                               # (N, C, H, W)
+    row = next(r for r in report.layers if r["name"] == "relu")
+    assert row["dead_frac"] == pytest.approx(1 - (out > 0).any(axis=0).mean())
+    assert row["act_mean"] == pytest.approx(float(out.astype(np.float64).mean()))
+    assert row["act_std"] == pytest.approx(float(out.astype(np.float64).std(ddof=0)))
+    for b in report.blocks:
+        s, g = b["skip_grad_norm"], b["branch_grad_norm"]
+        assert b["skip_share"] == pytest.approx(s / (s + g))
+        line = next(line for line in report.blocks_table().splitlines()
+                    if line.startswith(b["name"] + " "))
+        assert f"{100 * b['skip_share']:.0f}%" in line
+
+
+class _Tags(HTMLParser):
+    """Collects start tags, text and whether every tag was closed in order."""
+
+    def __init__(self):
+        super().__init__()
+        self.open, self.starts, self.text, self.balanced = [], [], [], True
+
+    def handle_starttag(self, tag, attrs):
+        self.open.append(tag)
+        self.starts.append(tag)
+
+    def handle_endtag(self, tag):
+        self.balanced &= bool(self.open) and self.open.pop() == tag
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def parse_html(text):
+    parser = _Tags()
+    parser.feed(text)
+    parser.close()
+    assert parser.balanced and not parser.open
+    return parser
+
+
+def test_repr_html_is_a_plain_escaped_table_with_its_legend():
+    from minires.inspect import BLOCK_LEGEND, COMPARE_LEGEND, LAYER_LEGEND
+    x, y = small_images()
+    report = gradient_flow(mr.models.resnet8(), x, y, name="<b>net</b> & co")
+    page = report._repr_html_()
+    assert "<b>net</b>" not in page and "&lt;b&gt;net&lt;/b&gt; &amp; co" in page
+    parsed = parse_html(page)
+    assert parsed.starts.count("table") == 2
+    assert parsed.starts.count("tr") == 2 + len(report.layers) + len(report.blocks)
+    assert parsed.starts.count("dt") == len(LAYER_LEGEND) + len(BLOCK_LEGEND)
+    text = "".join(parsed.text)
+    for heading, explanation in LAYER_LEGEND + BLOCK_LEGEND:
+        assert heading in text and explanation in text
+    assert "layer1.0.conv1" in text and "<script" not in page
+
+    cmp = compare({"a<plain>": mr.models.plain8(), "resnet8": mr.models.resnet8()}, x, y)
+    parsed = parse_html(cmp._repr_html_())
+    assert parsed.starts.count("tr") == 3
+    text = "".join(parsed.text)
+    assert "a<plain>" in text and all(h in text for h, _ in COMPARE_LEGEND)
+    no_blocks = gradient_flow(nn.Sequential(nn.Flatten(), nn.Linear(192, 10)), x, y)
+    assert "no residual blocks" in "".join(parse_html(no_blocks._repr_html_()).text)

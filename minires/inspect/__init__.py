@@ -2,7 +2,9 @@
 
     import minires as mr
     report = mr.inspect.gradient_flow(model, x, y)    # one forward + backward, model untouched
-    print(report)                                     # per layer and per residual block
+    print(report)                                     # per layer and per residual block,
+                                                      # each column explained in a footer
+    report                                            # in Jupyter: HTML tables
     print(mr.inspect.compare({"plain20": p, "resnet20": r}, x, y))
 
 ``gradient_flow`` and ``compare`` (flow.py) watch one pass through public hooks
@@ -10,10 +12,12 @@ only; ``FlowReport`` and ``Comparison`` (report.py) hold the numbers and turn th
 into tables, CSV and figures; ``GradFlowLog`` (training.py) records per-layer
 gradient norms during training for ``python -m minires.train --inspect-every``.
 """
-from .flow import compare, cosine, default_loss, gradient_flow, norm, residual_blocks
-from .report import BLOCK_FIELDS, LAYER_FIELDS, Comparison, FlowReport
+from .flow import compare, cosine, default_loss, gradient_flow, model_name, norm, residual_blocks
+from .report import (BLOCK_FIELDS, BLOCK_LEGEND, COMPARE_LEGEND, LAYER_FIELDS, LAYER_LEGEND,
+                     Comparison, FlowReport)
 from .training import GradFlowLog, layer_grad_norms, plot_heatmap, read_gradflow
 
-__all__ = ["BLOCK_FIELDS", "LAYER_FIELDS", "Comparison", "FlowReport", "GradFlowLog", "compare",
-           "cosine", "default_loss", "gradient_flow", "layer_grad_norms", "norm", "plot_heatmap",
+__all__ = ["BLOCK_FIELDS", "BLOCK_LEGEND", "COMPARE_LEGEND", "LAYER_FIELDS", "LAYER_LEGEND",
+           "Comparison", "FlowReport", "GradFlowLog", "compare", "cosine", "default_loss",
+           "gradient_flow", "layer_grad_norms", "model_name", "norm", "plot_heatmap",
            "read_gradflow", "residual_blocks"]

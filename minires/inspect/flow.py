@@ -233,7 +233,29 @@ def default_loss(output, y):
     return cross_entropy(output, y)
 
 
-def gradient_flow(model, x, y, loss_fn=None, mode=None) -> FlowReport:
+def model_name(model, blocks=None) -> str:
+    """How a report names ``model`` when it is not given a name.
+
+    The name of the ``minires.models`` builder that made it (``plain20``, recorded as
+    ``model.builder_name``); else its class name, marked "(plain: no shortcuts)" when
+    ``blocks`` (a report's block rows) show blocks and none of them has a skip path.
+    """
+    recorded = getattr(model, "builder_name", None)
+    if isinstance(recorded, str) and recorded:
+        return recorded
+    kind = type(model).__name__
+    if blocks and not any(b["has_skip"] for b in blocks):
+        return f"{kind} (plain: no shortcuts)"
+    return kind
+
+
+def _check_name(name, where, what="name"):
+    if name is not None and not (isinstance(name, str) and name.strip()):
+        raise TypeError(f"minires.inspect.{where}: {what} must be a non-empty str (how the report "
+                        f"names the model), got {name!r:.60}")
+
+
+def gradient_flow(model, x, y, loss_fn=None, mode=None, name=None) -> FlowReport:
     """Run ``loss_fn(model(x), y)`` forward and backward once and report where the gradient goes.
 
     model    a ``minires.nn.Module`` (on CPU or GPU; ``x`` and ``y`` are moved to it)
@@ -242,6 +264,8 @@ def gradient_flow(model, x, y, loss_fn=None, mode=None) -> FlowReport:
     mode     None: the model's current mode (a fresh model is in train mode: batch norm
              uses the batch's statistics, as during training); "train" or "eval": that
              mode for this pass only
+    name     what the report calls the model; default: the name of the ``minires.models``
+             builder that made it (``plain20``), else its class name (see ``model_name``)
 
     The model is left exactly as it was: weights, batch-norm running statistics (a
     train-mode pass updates them; they are written back), existing ``.grad``,
@@ -253,6 +277,7 @@ def gradient_flow(model, x, y, loss_fn=None, mode=None) -> FlowReport:
                         f"{type(model).__name__}")
     if mode not in MODES:
         raise ValueError(f"minires.inspect.gradient_flow: mode must be one of {MODES}, got {mode!r}")
+    _check_name(name, "gradient_flow")
     if not any(True for _ in model.parameters()):
         raise ValueError(f"minires.inspect.gradient_flow: {type(model).__name__} has no parameters, "
                          f"so there is no gradient to inspect")
@@ -263,11 +288,13 @@ def gradient_flow(model, x, y, loss_fn=None, mode=None) -> FlowReport:
     layer_rows, block_rows, handles = [], [], []
     try:
         with _Preserved(model, mode):
-            for name, layer in _leaf_layers(model):
+            for layer_name, layer in _leaf_layers(model):
                 if _weight_of(layer) is not None or _is_relu(layer):
-                    handles.append(layer.register_forward_hook(_LayerWatch(name, layer, layer_rows)))
-            for name, block in residual_blocks(model):
-                handles.append(block.fork.register_forward_hook(_BlockWatch(name, block, block_rows)))
+                    watch = _LayerWatch(layer_name, layer, layer_rows)
+                    handles.append(layer.register_forward_hook(watch))
+            for block_name, block in residual_blocks(model):
+                watch = _BlockWatch(block_name, block, block_rows)
+                handles.append(block.fork.register_forward_hook(watch))
             training = model.training
             output = model(x_t)
             loss = loss_fn(output, y)
@@ -285,14 +312,15 @@ def gradient_flow(model, x, y, loss_fn=None, mode=None) -> FlowReport:
     finally:
         for h in handles:
             h.remove()
-    return FlowReport(type(model).__name__, layers, blocks, loss_value, int(x_t.shape[0]),
-                      "train" if training else "eval", device)
+    return FlowReport(name or model_name(model, blocks), layers, blocks, loss_value,
+                      int(x_t.shape[0]), "train" if training else "eval", device)
 
 
 def compare(models: dict, x, y, loss_fn=None, mode=None) -> Comparison:
     """``gradient_flow`` of each model on the same batch, side by side.
 
-    ``models`` maps a label to a model: ``compare({"plain20": p, "resnet20": r}, x, y)``.
+    ``models`` maps a label to a model: ``compare({"plain20": p, "resnet20": r}, x, y)``;
+    each model's report is named by its label.
     ``print(...)`` shows, per model, the weight-gradient norm of the first and last
     layer and their ratio, how much of the gradient takes the skip path, and a
     one-line profile of the gradient norm across the layers.
@@ -300,5 +328,7 @@ def compare(models: dict, x, y, loss_fn=None, mode=None) -> Comparison:
     if not isinstance(models, dict) or not models:
         raise ValueError("minires.inspect.compare: expected a non-empty dict of name -> model, got "
                          f"{models!r:.60}")
-    return Comparison({name: gradient_flow(m, x, y, loss_fn=loss_fn, mode=mode)
-                       for name, m in models.items()})
+    for label in models:
+        _check_name(label, "compare", "each key of models")
+    return Comparison({label: gradient_flow(m, x, y, loss_fn=loss_fn, mode=mode, name=label)
+                       for label, m in models.items()})

@@ -13,13 +13,19 @@ A ``FlowReport`` holds two lists of rows (plain dicts of Python numbers and stri
 
 Norms are Euclidean norms over the whole batch. ``None`` means "does not apply"
 (a ReLU has no weight; the cosine with a zero vector is undefined).
+
+The printed tables end with a footer that explains each column (``LAYER_LEGEND``,
+``BLOCK_LEGEND``, ``COMPARE_LEGEND``); in Jupyter the same tables and legends show as
+HTML (``_repr_html_``).
 """
 from __future__ import annotations
 
 import csv
+import html
 import json
 import os
 import tempfile
+import textwrap
 
 from . import _format as tf
 
@@ -27,6 +33,91 @@ LAYER_FIELDS = ("name", "kind", "shape", "params", "weight_norm", "grad_norm", "
                 "act_mean", "act_std", "out_grad_norm", "dead_frac")
 BLOCK_FIELDS = ("name", "kind", "has_skip", "skip_grad_norm", "branch_grad_norm", "total_grad_norm",
                 "cosine", "skip_share")
+
+
+# What each column of the printed tables shows, exactly as flow.py computes it: (the
+# column's heading, its explanation). The footers of the text tables and of the HTML
+# tables are made from these, so a column and its explanation cannot drift apart.
+LAYER_LEGEND = (
+    ("layer", "the layer's name in the model (name#2: its second call in this pass)"),
+    ("|grad|", ("Euclidean norm of the gradient of the loss with respect to the layer's "
+                "weight (BatchNorm: its scale gamma; a layer without `weight`: its first "
+                "parameter), over all its elements")),
+    ("grad/W", ("|grad| / |W|, the norm of that gradient over the norm of the weight itself "
+                "('-' when W is all zeros)")),
+    ("act mean", ("mean of the layer's output over all its elements (examples, channels, "
+                  "positions)")),
+    ("act std", "standard deviation of the same elements (divided by n, not n - 1)"),
+    ("dead", ("ReLUs only: the fraction of output units (a channel at a position) that are 0 "
+              "for every example in the batch")),
+    ("log10 |grad|", ("a bar whose length grows with log10 |grad|; '-' in a column: does not "
+                      "apply to this layer")),
+)
+BLOCK_LEGEND = (
+    ("block", ("a module with a `fork` submodule, which hands the block's input to the "
+               "residual branch and to the skip path")),
+    ("skip", ("|g_skip|: norm of the gradient reaching the block's input through the skip "
+              "path (0: a plain block, which does not use it)")),
+    ("branch", ("|g_branch|: norm of the gradient reaching the block's input through the "
+                "residual branch")),
+    ("total", "|g_skip + g_branch|: norm of the whole gradient at the block's input"),
+    ("cos", ("cosine of the angle between g_skip and g_branch ('-': no skip path, or one of "
+             "the two is zero)")),
+    ("skip share", ("|g_skip| / (|g_skip| + |g_branch|), a ratio of norms (the vectors can "
+                    "partly cancel)")),
+    ("log10 |total|", "a bar whose length grows with log10 of total"),
+)
+COMPARE_LEGEND = (
+    ("model", "the name given to compare()"),
+    ("layers", ("weight layers: convolutions and linear layers (weights of 2+ axes), "
+                "BatchNorm left out")),
+    ("blocks", "modules with a `fork` submodule (residual or plain blocks)"),
+    ("loss", "the loss on the batch (loss_fn; default: mean cross-entropy)"),
+    ("|g| first", "norm of the weight gradient of the first weight layer (input side)"),
+    ("|g| last", "norm of the weight gradient of the last weight layer (output side)"),
+    ("first/last", ("|g| first / |g| last: far below 1, the gradient fades on its way to the "
+                    "input; far above 1, it grows")),
+    ("skip share", ("the mean over blocks of |g_skip| / (|g_skip| + |g_branch|) at each "
+                    "block's input")),
+)
+
+
+def legend_text(legend, notes=()) -> str:
+    """A footer explaining each column: its heading, then its explanation wrapped to fit
+    the table's width; ``notes`` are extra lines (the bar's scale) added at the end."""
+    pad = max(len(head) for head, _ in legend) + 2
+    lines = []
+    for head, text in legend:
+        lines += textwrap.wrap(text, tf.WIDTH, initial_indent=head.ljust(pad),
+                               subsequent_indent=" " * pad)
+    return "\n".join(lines + list(notes))
+
+
+def _html_table(columns, rows, legend, caption=None, notes=(), bar=True) -> str:
+    """A plain HTML table (every text escaped) followed by its legend as a definition list.
+
+    Names (the first column) and, with ``bar``, the bars (the last) are left-aligned, numbers
+    right-aligned.
+    """
+    esc = html.escape
+    parts = ["<table>"]
+    if caption:
+        parts.append(f"<caption style=\"text-align:left\">{esc(caption)}</caption>")
+    parts.append("<thead><tr>" + "".join(f"<th>{esc(c)}</th>" for c in columns)
+                 + "</tr></thead><tbody>")
+    for row in rows:
+        cells = []
+        for i, value in enumerate(row):
+            align = "left" if i == 0 or (bar and i == len(row) - 1) else "right"
+            cells.append(f"<td style=\"text-align:{align}\"><code>{esc(str(value).strip())}"
+                         f"</code></td>")
+        parts.append("<tr>" + "".join(cells) + "</tr>")
+    parts.append("</tbody></table>")
+    parts.append("<dl style=\"font-size:smaller\">" + "".join(
+        f"<dt><code>{esc(head)}</code></dt><dd>{esc(text)}</dd>" for head, text in legend)
+        + "</dl>")
+    parts += [f"<p style=\"font-size:smaller\">{esc(note)}</p>" for note in notes]
+    return "\n".join(parts)
 
 
 def _atomic_write_text(path, text):
@@ -65,8 +156,10 @@ def _finish_figure(fig, path):
 class FlowReport:
     """Per-layer and per-block gradient statistics of one forward/backward pass.
 
-    ``print(report)`` shows two aligned tables with log-scale bars; ``to_dict()``,
+    ``print(report)`` shows two aligned tables with log-scale bars, each with a footer
+    explaining its columns; in Jupyter the report shows as HTML tables; ``to_dict()``,
     ``to_csv(path)`` and ``plot(path=None)`` give the same numbers in other forms.
+    ``model_name`` is what the header calls the model.
     """
 
     def __init__(self, model_name, layers, blocks, loss, batch_size, mode, device):
@@ -118,44 +211,77 @@ class FlowReport:
         return (f"gradient flow of {self.model_name}: batch {self.batch_size}, loss {self.loss:.4g}, "
                 f"{self.mode} mode, {self.device}")
 
-    def layers_table(self) -> str:
-        """The per-layer table as text: weight-gradient norm, grad/weight ratio, activation
-        statistics, dead ReLU fraction, and a log-scale bar."""
+    _LAYER_HEAD = (f"{'layer':<22} {'|grad|':>8} {'grad/W':>8} {'act mean':>8} {'act std':>7} "
+                   f"{'dead':>5} log10 |grad|")
+    _BLOCK_HEAD = (f"{'block':<16} {'skip':>8} {'branch':>8} {'total':>8} {'cos':>6} "
+                   f"{'skip share':>10} log10 |total|")
+
+    def _layer_cells(self):
+        """The cells of the per-layer table, one list per layer (the bar last)."""
         scale = tf.log_range([r["grad_norm"] for r in self.layers])
-        head = (f"{'layer':<22} {'|grad|':>8} {'grad/W':>8} {'act mean':>8} {'act std':>7} "
-                f"{'dead':>5} log10 |grad|")
-        width = tf.WIDTH - len(head) + len("log10 |grad|")
-        lines = [head, "-" * tf.WIDTH]
-        for r in self.layers:
-            lines.append(f"{tf.clip_name(r['name'], 22)} {tf.fmt(r['grad_norm'])} "
-                         f"{tf.fmt(r['grad_weight_ratio'])} {tf.fmt(r['act_mean'])} "
-                         f"{tf.fmt(r['act_std'], 7)} {tf.fmt_pct(r['dead_frac'])} "
-                         f"{tf.bar(r['grad_norm'], scale, width)}".rstrip())
-        lines.append(f"|grad|: norm of the weight's gradient; bar scale {tf.scale_text(scale)}")
+        width = tf.WIDTH - len(self._LAYER_HEAD) + len("log10 |grad|")
+        rows = [[tf.clip_name(r["name"], 22), tf.fmt(r["grad_norm"]),
+                 tf.fmt(r["grad_weight_ratio"]), tf.fmt(r["act_mean"]), tf.fmt(r["act_std"], 7),
+                 tf.fmt_pct(r["dead_frac"]), tf.bar(r["grad_norm"], scale, width)]
+                for r in self.layers]
+        return rows, _bar_note("|grad|", scale, width)
+
+    def _block_cells(self):
+        """The cells of the per-block table, one list per block (the bar last)."""
+        scale = tf.log_range([r["total_grad_norm"] for r in self.blocks])
+        width = tf.WIDTH - len(self._BLOCK_HEAD) + len("log10 |total|")
+        rows = [[tf.clip_name(r["name"], 16), tf.fmt(r["skip_grad_norm"]),
+                 tf.fmt(r["branch_grad_norm"]), tf.fmt(r["total_grad_norm"]),
+                 tf.fmt_signed(r["cosine"]), tf.fmt_pct(r["skip_share"], 10),
+                 tf.bar(r["total_grad_norm"], scale, width)]
+                for r in self.blocks]
+        return rows, _bar_note("total", scale, width)
+
+    def layers_table(self, legend=True) -> str:
+        """The per-layer table as text: weight-gradient norm, grad/weight ratio, activation
+        statistics, dead ReLU fraction, and a log-scale bar; with ``legend``, a footer that
+        explains each column."""
+        rows, note = self._layer_cells()
+        lines = [self._LAYER_HEAD, "-" * tf.WIDTH] + [" ".join(r).rstrip() for r in rows]
+        if legend:
+            lines += ["-" * tf.WIDTH, legend_text(LAYER_LEGEND, [note])]
         return "\n".join(lines)
 
-    def blocks_table(self) -> str:
+    def blocks_table(self, legend=True) -> str:
         """The per-block table as text: skip, branch and total gradient norms at each block's
-        input, their cosine, and a log-scale bar."""
+        input, their cosine, the skip share and a log-scale bar; with ``legend``, a footer
+        that explains each column."""
         if not self.blocks:
             return "no residual blocks (no module with a `fork` submodule)"
-        scale = tf.log_range([r["total_grad_norm"] for r in self.blocks])
-        head = (f"{'block':<16} {'skip':>8} {'branch':>8} {'total':>8} {'cos':>6} "
-                f"log10 |total grad|")
-        width = tf.WIDTH - 16 - 3 * 9 - 7 - 1
-        lines = [head, "-" * tf.WIDTH]
-        for r in self.blocks:
-            lines.append(f"{tf.clip_name(r['name'], 16)} {tf.fmt(r['skip_grad_norm'])} "
-                         f"{tf.fmt(r['branch_grad_norm'])} {tf.fmt(r['total_grad_norm'])} "
-                         f"{tf.fmt_signed(r['cosine'])} "
-                         f"{tf.bar(r['total_grad_norm'], scale, width)}".rstrip())
-        lines.append(f"skip, branch, total: |grad| reaching the block input; bar {tf.scale_text(scale)}")
+        rows, note = self._block_cells()
+        lines = [self._BLOCK_HEAD, "-" * tf.WIDTH] + [" ".join(r).rstrip() for r in rows]
+        if legend:
+            lines += ["-" * tf.WIDTH, legend_text(BLOCK_LEGEND, [note])]
         return "\n".join(lines)
 
     def __repr__(self):
         return f"{self.header()}\n\n{self.layers_table()}\n\n{self.blocks_table()}"
 
     __str__ = __repr__
+
+    def _repr_html_(self):
+        """The report as HTML for Jupyter: the header, then the two tables, each with the
+        legend that explains its columns (all text escaped)."""
+        layer_rows, layer_note = self._layer_cells()
+        parts = [f"<div class=\"minires-gradient-flow\"><p><b>{html.escape(self.header())}</b></p>",
+                 _html_table([h for h, _ in LAYER_LEGEND],
+                             [[r["name"]] + cells[1:] for r, cells in
+                              zip(self.layers, layer_rows)], LAYER_LEGEND, "per layer",
+                             [layer_note])]
+        if self.blocks:
+            block_rows, block_note = self._block_cells()
+            parts.append(_html_table([h for h, _ in BLOCK_LEGEND],
+                                     [[r["name"]] + cells[1:] for r, cells in
+                                      zip(self.blocks, block_rows)], BLOCK_LEGEND, "per block",
+                                     [block_note]))
+        else:
+            parts.append(f"<p>{html.escape(self.blocks_table())}</p>")
+        return "\n".join(parts) + "\n</div>"
 
     # -- summary figures (also used by compare) ----------------------------------------------
     def weight_grad_norms(self):
@@ -205,6 +331,14 @@ class FlowReport:
         return _finish_figure(fig, path)
 
 
+def _bar_note(of, scale, width):
+    """The footer line that gives a bar's scale."""
+    if scale is None:
+        return f"bar: none ({of} is zero everywhere)"
+    return (f"bar scale: one '#' for {of} {scale[0]:.1e} (or less), {width} for "
+            f"{scale[1]:.1e}; no bar for 0")
+
+
 def _positive_or_nan(values):
     return [v if v is not None and v > 0 else float("nan") for v in values]
 
@@ -244,7 +378,11 @@ class _CsvText:
 
 
 class Comparison:
-    """Several ``FlowReport``s of models given the same batch, side by side."""
+    """Several ``FlowReport``s of models given the same batch, side by side.
+
+    ``print(comparison)`` shows one summary row per model (footer: what each column is)
+    and a one-line gradient profile per model; in Jupyter the summary shows as HTML.
+    """
 
     def __init__(self, reports: dict):
         self.reports = dict(reports)
@@ -270,21 +408,27 @@ class Comparison:
         _atomic_write_text(path, lines.text)
         return path
 
-    def __repr__(self):
-        batch = {r.batch_size for r in self.reports.values()}
-        head = (f"{'model':<14} {'layers':>6} {'blocks':>6} {'loss':>7} {'|g| first':>9} "
-                f"{'|g| last':>9} {'first/last':>10} {'skip share':>10}")
-        sizes = ", ".join(map(str, sorted(batch)))
-        title = f"gradient flow compared on the same batch ({sizes} examples)"
-        lines = [title, head, "-" * tf.WIDTH]
+    def _title(self):
+        sizes = ", ".join(map(str, sorted({r.batch_size for r in self.reports.values()})))
+        return f"gradient flow compared on the same batch ({sizes} examples)"
+
+    def _cells(self):
+        """One list of cells per model, in the columns of COMPARE_LEGEND."""
+        rows = []
         for name, report in self.reports.items():
             s = report.summary()
-            lines.append(f"{tf.clip_name(name, 14)} {s['layers']:>6} {s['blocks']:>6} "
-                         f"{tf.fmt(s['loss'], 7)} {tf.fmt(s['first_grad_norm'], 9)} "
-                         f"{tf.fmt(s['last_grad_norm'], 9)} {tf.fmt(s['first_over_last'], 10)} "
-                         f"{tf.fmt_pct(s['mean_skip_share'], 10)}")
-        lines.append("|g| first, last: norm of the weight gradient of the first and the last layer")
-        lines.append("skip share: mean over blocks of |skip| / (|skip| + |branch|) at the block input")
+            rows.append([tf.clip_name(name, 14), f"{s['layers']:>6}", f"{s['blocks']:>6}",
+                         tf.fmt(s["loss"], 7), tf.fmt(s["first_grad_norm"], 9),
+                         tf.fmt(s["last_grad_norm"], 9), tf.fmt(s["first_over_last"], 10),
+                         tf.fmt_pct(s["mean_skip_share"], 10)])
+        return rows
+
+    def __repr__(self):
+        head = (f"{'model':<14} {'layers':>6} {'blocks':>6} {'loss':>7} {'|g| first':>9} "
+                f"{'|g| last':>9} {'first/last':>10} {'skip share':>10}")
+        lines = [self._title(), head, "-" * tf.WIDTH]
+        lines += [" ".join(cells) for cells in self._cells()]
+        lines += ["-" * tf.WIDTH, legend_text(COMPARE_LEGEND)]
         # One character per layer: how large each layer's weight gradient is, on a scale shared by
         # all models, so a vanishing (or exploding) gradient shows as a ramp.
         all_norms = [v for r in self.reports.values() for v in r.weight_grad_norms()[1]]
@@ -300,6 +444,14 @@ class Comparison:
         return "\n".join(lines)
 
     __str__ = __repr__
+
+    def _repr_html_(self):
+        """The comparison as an HTML table for Jupyter, with the legend of its columns (all
+        text escaped)."""
+        rows = [[name] + cells[1:] for name, cells in zip(self.reports, self._cells())]
+        table = _html_table([h for h, _ in COMPARE_LEGEND], rows, COMPARE_LEGEND, self._title(),
+                            bar=False)
+        return f"<div class=\"minires-gradient-flow\">\n{table}\n</div>"
 
     def plot(self, path=None):
         """Gradient norm per layer against relative depth, and total block gradient, per model."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -145,12 +144,38 @@ _CONFIG_FLAGS = ("model", "epochs", "max_steps", "batch_size", "optimizer", "lr"
                  "val_split", "limit_train", "limit_test", "prefetch", "data_dir", "threads")
 
 
+def _model_of_checkpoint(flag, path, saved, asked):
+    """The model to build for a checkpoint: ``asked`` (``--model``), else the one its saved
+    config names (``saved``, ``meta["config"]``).
+
+    Raises ValueError, in one line naming both, when ``--model`` asks for another model
+    than the checkpoint's; and when neither names a model.
+    """
+    recorded = (saved or {}).get("model")
+    recorded = None if recorded in (None, "custom") else recorded   # "custom": fit() from Python
+    if asked and recorded and asked != recorded:
+        raise ValueError(f"{flag} {path}: the checkpoint holds a {recorded} model, but --model "
+                         f"asks for {asked}; leave out --model to use the checkpoint's model "
+                         f"({recorded})")
+    name = asked or recorded
+    if not name:
+        raise ValueError(f"{flag} {path}: the checkpoint does not name its model; pass --model")
+    return name
+
+
 def config_from_args(args) -> TrainConfig:
+    """The run's ``TrainConfig``: the recipe's values with the options given; with
+    ``--resume``, the checkpoint's saved config with the options given.
+
+    Raises ValueError (a one-line message) for a checkpoint without a config, or one of
+    another model than ``--model`` asks for.
+    """
     given = {k: getattr(args, k) for k in _CONFIG_FLAGS if getattr(args, k, None) is not None}
     if args.resume:
         saved = checkpoint.load(args.resume).meta.get("config")
         if not saved:
             raise ValueError(f"{args.resume}: holds no training config; cannot resume it")
+        given["model"] = _model_of_checkpoint("--resume", args.resume, saved, args.model)
         changed = {k: v for k, v in given.items() if saved.get(k) != v and k != "prefetch"}
         if changed:
             print(f"resuming with changed settings: {changed}", file=sys.stderr)
@@ -179,14 +204,12 @@ def _check_device(device):
 
 def _eval_only(args) -> int:
     ckpt = checkpoint.load(args.eval_only)
-    saved = ckpt.meta.get("config", {})
-    name = args.model or saved.get("model")
-    if not name or name == "custom":
-        raise ValueError(f"{args.eval_only}: the checkpoint does not name its model; pass --model")
-    model = build_model(name)
-    checkpoint.load_model_state(model, ckpt.model, source=f"checkpoint {args.eval_only}")
+    saved = ckpt.meta.get("config") or {}
+    name = _model_of_checkpoint("--eval-only", args.eval_only, saved, args.model)
     device = args.device or saved.get("device", "cpu")
     _check_device(device)
+    model = build_model(name)
+    checkpoint.load_model_state(model, ckpt.model, source=f"checkpoint {args.eval_only}")
     model.to(device)
     data = load_cifar10(args.data_dir or saved.get("data_dir"), download=args.download)
     test = data.test.take(args.limit_test)
@@ -208,6 +231,8 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     problem = invalid_number(args)
+    if args.resume and args.eval_only:
+        problem = "--resume and --eval-only: give one of them, not both"
     if problem:
         parser.error(problem)
     try:
@@ -216,7 +241,14 @@ def main(argv=None) -> int:
             print(f"threads: {speed['threads']}", file=sys.stderr)
         if args.eval_only:
             return _eval_only(args)
+        # Every check comes before the run folder exists: the config (and with --resume the
+        # checkpoint and its model), the device, the model name, the folder (probed, then
+        # removed again), an earlier run there, the data. fit() creates the folder and
+        # removes it again if the run cannot start.
         config = config_from_args(args)
+        _check_device(config.device)
+        backend.manual_seed(config.seed)
+        model = build_model(config.model)
         if args.out:
             out = Path(args.out)
         elif args.resume:
@@ -224,12 +256,9 @@ def main(argv=None) -> int:
         else:
             name = config.model.replace(":", "-")
             out = Path("runs") / f"cifar-{name}-{config.recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
-        check_writable(out)                                          # fail before any work
+        check_writable(out, keep=False)                              # fail before any work
         if not args.resume:
             refuse_earlier_run(out)
-        _check_device(config.device)
-        backend.manual_seed(config.seed)
-        model = build_model(config.model)
         data = load_cifar10(config.data_dir, download=args.download, val_split=config.val_split)
         print(f"{config.model} ({sum(p.data.size for p in model.parameters()):,} parameters) on "
               f"{config.device}; {len(data.train.take(config.limit_train))} training images; run "

@@ -64,9 +64,15 @@ def evaluate_views(model, split: Split, batch_size=256, device="cpu",
     return {view: (loss_sum[view] / n, correct[view] / n) for view in views}
 
 
-def check_writable(out) -> Path:
-    """Create the run folder and prove we can write there -- before any training starts."""
+def check_writable(out, keep=True) -> Path:
+    """Create the run folder and prove we can write there -- before any training starts.
+
+    With ``keep=False`` the folders this call had to create are removed again after the
+    probe (a check that leaves nothing behind: the command line makes it before it loads
+    the data, and the folder itself appears only when training starts).
+    """
     out = Path(out)
+    created = _missing_folders(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=out)
@@ -74,9 +80,36 @@ def check_writable(out) -> Path:
         os.close(fd)
         os.unlink(probe)
     except OSError as err:
+        _remove_empty_folders(created)
         raise OSError(err.errno, f"cannot write to the run folder {out} (--out): "
                                  f"{err.strerror or err}") from err
+    if not keep:
+        _remove_empty_folders(created)
     return out
+
+
+def _missing_folders(out) -> list:
+    """The folders that creating ``out`` would make, deepest first (empty when it exists)."""
+    def absent(path):
+        try:
+            return not (path.exists() or path.is_symlink())
+        except OSError:              # cannot even look (permissions): not ours to remove
+            return False
+
+    missing, path = [], Path(out)
+    while absent(path) and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def _remove_empty_folders(folders):
+    """Remove ``folders`` (deepest first) while each is empty; stop at the first that is not."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 # the files a run leaves in its folder: any of them means the folder is taken
@@ -149,6 +182,12 @@ def _module_generators(model):
                 yield (f"{name}.{attr}" if name else attr), value
 
 
+def _some(names, limit=4):
+    """``names`` joined for a message, the first ``limit`` of them and how many more."""
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
 def _format_time(seconds):
     m, s = divmod(round(seconds), 60)
     h, m = divmod(m, 60)
@@ -157,7 +196,12 @@ def _format_time(seconds):
 
 # --- the loop -------------------------------------------------------------------------------------
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or Inf; the run stopped before that step touched the weights."""
+    """The run diverged: the loss (training or evaluation) or the weights became NaN or Inf.
+
+    The run stops there and saves nothing of the diverged state: a training step with a
+    non-finite loss does not touch the weights, and non-finite weights are never written
+    to ``last.npz`` or ``best.npz``, so the last checkpoint written is intact.
+    """
 
 
 class Callback:
@@ -212,7 +256,6 @@ class Trainer:
                  verbose=True):
         self.config, self.callbacks = config, list(callbacks)
         self.progress, self.verbose = progress, verbose
-        self.out = None if out is None else check_writable(out)
         self.model = model.to(config.device)
         self.train_split = data.train.take(config.limit_train)
         self.eval_splits = {}
@@ -249,6 +292,8 @@ class Trainer:
         # overwrites it with the saved state
         backend.manual_seed(int(np.random.SeedSequence([config.seed, 2]).generate_state(1)[0]))
         self.last_lr = self.optimizer.param_groups[0]["lr"]
+        # last, after every check above: a run that cannot start leaves no new folder
+        self.out = None if out is None else check_writable(out)
 
     # -- stopping ----------------------------------------------------------------------------------
     def request_stop(self, signum=None):
@@ -290,11 +335,34 @@ class Trainer:
         """
         if self.out is None:
             return None
+        bad = self.non_finite_state()
+        if bad:
+            raise NonFiniteLossError(
+                f"not saving {name}: the weights are not finite ({_some(bad)}) at epoch "
+                f"{self.epoch + 1}, iteration {self.global_step}; {self._intact()}. "
+                f"A lower --lr or a longer warm-up usually helps.")
         path = checkpoint.save(self.out / name, self.model, self.optimizer, self.scheduler,
                                self.state_meta())
         if name == "last.npz":
             self.last_checkpoint = path
         return path
+
+    def non_finite_state(self) -> list:
+        """Names of the model's parameters and buffers that hold a NaN or an Inf (empty: all
+        finite)."""
+        bad = []
+        for kind, named in (("", self.model.named_parameters()), ("buffer ",
+                                                                   self.model.named_buffers())):
+            for name, value in named:
+                data = value.data
+                xp = backend.get_array_module(data)
+                if not bool(xp.isfinite(data).all()):
+                    bad.append(kind + name)
+        return bad
+
+    def _intact(self):
+        return (f"the last good checkpoint, {self.last_checkpoint}, is intact"
+                if self.last_checkpoint else "no checkpoint was written in this run")
 
     def load(self, ckpt: checkpoint.Checkpoint):
         """Resume from a loaded checkpoint: model, optimizer, schedule, position, history
@@ -340,12 +408,10 @@ class Trainer:
         loss = F.cross_entropy(logits, y, label_smoothing=self.config.label_smoothing)
         value = float(loss.item())
         if not math.isfinite(value):
-            where = (f"the last good checkpoint, {self.last_checkpoint}, is intact"
-                     if self.last_checkpoint else "no checkpoint was written in this run")
             raise NonFiniteLossError(
                 f"the training loss is {value} at epoch {self.epoch + 1}, step {self.batch + 1} "
                 f"(iteration {self.global_step}, lr {self.optimizer.param_groups[0]['lr']:.4g}); "
-                f"stopping before this step changes the weights. {where}. "
+                f"stopping before this step changes the weights; {self._intact()}. "
                 f"A lower --lr or a longer warm-up usually helps.")
         loss.backward()
         for cb in self.callbacks:
@@ -394,6 +460,7 @@ class Trainer:
                "train_loss": p["loss_sum"] / max(p["seen"], 1),
                "train_acc": p["correct"] / max(p["seen"], 1)}
         last_epoch = self.epoch + 1 >= self.epochs or self.global_step >= self.total_steps
+        self._refuse_divergence(row, "the weights are not finite", self.non_finite_state())
         start = time.perf_counter()
         for split_name, split in self.eval_splits.items():
             views = evaluate_views(self.model, split, max(self.config.batch_size, 256),
@@ -401,6 +468,9 @@ class Trainer:
             row[f"{split_name}_loss"], row[f"{split_name}_acc"] = views[False]
             if True in views:
                 row[f"{split_name}_flip_loss"], row[f"{split_name}_flip_acc"] = views[True]
+        self._refuse_divergence(row, "the loss is not finite",
+                                [f"{k} {v}" for k, v in row.items()
+                                 if k.endswith("_loss") and not math.isfinite(v)])
         row.update(lr=self.last_lr, epoch_time=p["time"],
                    eval_time=time.perf_counter() - start,
                    img_per_s=p["seen"] / max(p["time"], 1e-9))
@@ -427,6 +497,14 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_epoch_end(self, row)
         return row
+
+    def _refuse_divergence(self, row, what, bad):
+        """Raise NonFiniteLossError (nothing of this epoch saved) when ``bad`` lists anything."""
+        if bad:
+            raise NonFiniteLossError(
+                f"{what} at the end of epoch {row['epoch']} (iteration {self.global_step}, "
+                f"train loss {row['train_loss']:.4g}): {_some(bad)}. Nothing of this epoch was "
+                f"saved; {self._intact()}. A lower --lr or a longer warm-up usually helps.")
 
     def _finished(self):
         return self.epoch >= self.epochs or self.global_step >= self.total_steps
@@ -519,16 +597,26 @@ def fit(model, data, config: TrainConfig | None = None, *, out=None, resume=None
     Seeds: ``config.seed`` seeds the data order, the augmentation and minires' default
     generator (dropout). Seed the model's initialisation yourself (``mr.manual_seed``)
     before building it.
+
+    Failures: a run that cannot start (a bad config, no training examples, a checkpoint
+    that does not fit) raises before training and leaves no new folder behind; a run
+    that diverges (a NaN or Inf loss or weights) raises ``NonFiniteLossError`` and never
+    writes those weights to ``last.npz`` or ``best.npz``.
     """
     config = dataclasses.replace(config or TrainConfig(), **overrides)
     if out is not None and resume is None:
         refuse_earlier_run(out)
-    trainer = Trainer(model, data, config, out=out, callbacks=callbacks, progress=progress,
-                      verbose=verbose)
-    if resume is not None:
-        trainer.load(checkpoint.load(resume))
-        if trainer.out is not None:
-            _write_metrics(trainer.out / "metrics.jsonl", trainer.history)
+    new_folders = [] if out is None else _missing_folders(out)
+    try:
+        trainer = Trainer(model, data, config, out=out, callbacks=callbacks, progress=progress,
+                          verbose=verbose)
+        if resume is not None:
+            trainer.load(checkpoint.load(resume))
+    except BaseException:
+        _remove_empty_folders(new_folders)       # a run that cannot start leaves no empty folder
+        raise
+    if resume is not None and trainer.out is not None:
+        _write_metrics(trainer.out / "metrics.jsonl", trainer.history)
     if trainer.out is not None:
         _write_json_atomic(trainer.out / "config.json", {
             **dataclasses.asdict(config), "minires_version": _version(),
