@@ -1,6 +1,6 @@
 """One command that checks minires on a GPU: tests, step time against PyTorch, a short training run.
 
-    bash benchmarks/gpu_check.sh                 # on the GPU machine (about 7-8 minutes on an H100)
+    bash benchmarks/gpu_check.sh --require-gpu   # on the GPU machine (at most --budget s, 450)
     python benchmarks/gpu_check.py --dry-run     # every stage in a tiny CPU configuration (~20 s)
 
 Stages, each with its own time limit, run whatever happened before (the summary table
@@ -44,6 +44,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -84,11 +85,32 @@ def say(text):
 
 
 # --- 1. the GPU tests -----------------------------------------------------------------------------
-def run_gpu_tests(stage, args, out_dir):
+# the test files that exercise the GPU paths (the others' GPU variants add little)
+GPU_TEST_FILES = ["tests/test_cuda_kernels.py", "tests/test_conv.py", "tests/test_norm.py",
+                  "tests/test_loss.py", "tests/test_activation.py", "tests/test_backend.py",
+                  "tests/test_blocks.py"]
+
+
+def _has_plugin(module):
+    return importlib.util.find_spec(module) is not None
+
+
+def gpu_test_command(args):
+    """pytest on the GPU variants: in parallel (-n 8) and with per-test timeouts when the
+    plugins are there (pytest-xdist, pytest-timeout), limited to GPU_TEST_FILES."""
     cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider",
            "--durations=15"]
+    if _has_plugin("xdist") and not args.dry_run:
+        cmd += ["-n", str(args.test_workers)]
+    if _has_plugin("pytest_timeout"):
+        cmd += ["--timeout", "120"]
     if args.dry_run:   # just the plumbing: this file's GPU variants (skipped on the CPU)
-        cmd += ["tests/test_cuda_kernels.py", "-k", "not dry_run"]
+        return cmd + ["tests/test_cuda_kernels.py", "-k", "not dry_run"]
+    return cmd + GPU_TEST_FILES
+
+
+def run_gpu_tests(stage, args, out_dir):
+    cmd = gpu_test_command(args)
     say(f"$ {' '.join(cmd)}")
     try:
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
@@ -519,9 +541,19 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, help="training epochs (default: what fits the budget)")
     p.add_argument("--tests-timeout", type=float,
                    help="seconds for the GPU tests (default 240; dry run 120)")
+    p.add_argument("--require-gpu", action="store_true",
+                   help="fail at once (exit 3) when CuPy sees no GPU, instead of a CPU dry run")
+    p.add_argument("--test-workers", type=int, default=8,
+                   help="pytest-xdist workers for the GPU tests (default 8)")
+    p.add_argument("--cpu-eval", action="store_true",
+                   help="also evaluate the checkpoint on the CPU here (default: only in a dry "
+                        "run; on a GPU lease the checkpoint comes back in --out-dir instead)")
     args = p.parse_args(argv)
     args.auto_dry_run = False
     if not args.dry_run and not backend.gpu_available():
+        if args.require_gpu:
+            say("--require-gpu: CuPy sees no usable GPU here; nothing was run")
+            raise SystemExit(3)
         args.dry_run = args.auto_dry_run = True
     if args.dry_run:
         args.batch, args.repeats, args.warmup = 2, 2, 1
@@ -554,6 +586,20 @@ def main(argv=None):
     stages = {name: Stage(name) for name in ("gpu tests", "step time", "data", "training",
                                              "cpu eval")}
 
+    summary_lock = threading.Lock()             # the data stage runs in a thread
+
+    def write_summary():
+        """summary.json after every stage: a run killed at its time limit still reports."""
+        with summary_lock:
+            _write_summary()
+
+    def _write_summary():
+        summary = {"environment": info, "dry_run": args.dry_run,
+                   "seconds": time.monotonic() - started,
+                   "stages": {s.name: {"status": s.status, "seconds": s.seconds,
+                                       "notes": s.notes, **s.data} for s in stages.values()}}
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+
     def attempt(stage, fn, *fargs):
         say(f"\n--- {stage.name} " + "-" * 60)
         start = time.monotonic()
@@ -566,7 +612,15 @@ def main(argv=None):
             traceback.print_exc()
         finally:
             stage.seconds = time.monotonic() - start
+            write_summary()
 
+    # JPEG decoding (CPU) overlaps the GPU tests: a thread, since Pillow releases the GIL
+    data_future = None
+    if "train" not in skip:
+        from concurrent.futures import ThreadPoolExecutor
+        pool = ThreadPoolExecutor(1)
+        data_future = pool.submit(attempt, stages["data"], run_data, args, work)
+        pool.shutdown(wait=False)
     if "tests" not in skip:
         attempt(stages["gpu tests"], run_gpu_tests, args, out_dir)
     if "step" not in skip:
@@ -574,18 +628,26 @@ def main(argv=None):
     step_ms = stages["step time"].data.get("minires_ms")
     if args.dry_run:
         step_ms = None
-    if "train" not in skip:
-        data_dir = attempt(stages["data"], run_data, args, work)
+    if data_future is not None:
+        data_dir = data_future.result()
         if data_dir is not None:
             run = attempt(stages["training"], run_training, args, device, data_dir, step_ms,
                           deadline, out_dir)
             if run is not None:
-                attempt(stages["cpu eval"], run_cpu_eval, args, run, data_dir, out_dir)
+                for name in ("last.npz", "best.npz"):           # the checkpoint comes back
+                    if (run / name).exists():
+                        shutil.copy(run / name, out_dir / name)
+                if args.dry_run or args.cpu_eval:
+                    attempt(stages["cpu eval"], run_cpu_eval, args, run, data_dir, out_dir)
+                else:
+                    stages["cpu eval"].status = "to do on the CPU machine"
+                    stages["cpu eval"].note("python -m minires.train cifar --eval-only "
+                                            "OUT/last.npz --device cpu (the checkpoint is in OUT)")
+    cache = os.environ.get("CUPY_CACHE_DIR")
+    if cache and Path(cache).is_dir() and not args.dry_run:          # compiled kernels come back
+        shutil.copytree(cache, out_dir / "cupy-cache", dirs_exist_ok=True)
     total = time.monotonic() - started
-    summary = {"environment": info, "dry_run": args.dry_run, "seconds": total,
-               "stages": {s.name: {"status": s.status, "seconds": s.seconds, "notes": s.notes,
-                                   **s.data} for s in stages.values()}}
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    write_summary()
     print_summary(stages.values(), info, total)
     failed = [s.name for s in stages.values() if s.status.startswith(("FAILED", "TIMEOUT"))]
     return 1 if failed else 0
