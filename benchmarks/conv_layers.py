@@ -7,11 +7,12 @@
 Both libraries run in this one process, alternating (minires, torch, minires, ...), so a
 noisy neighbour slows both alike; each figure is the median of the repeats. The input
 gradient is computed for every layer except the first (whose input is the image), as
-in training. ``--variants`` adds alternatives to minires' default (chunks of a few
-images, columns recomputed in backward):
+in training. ``--variants`` adds alternatives to minires' default (the fast conv2d,
+minires/functional/conv_fast.py: chunks of a few images, columns recomputed in backward):
   whole-recompute   im2col of the whole batch at once, recomputed in backward
   whole-keep        im2col of the whole batch at once, kept from forward for backward
-which are the measurements behind the choices documented in minires/functional/conv.py.
+  reference         the reference conv2d of conv.py (im2col, one matmul, col2im)
+which are the measurements behind the choices documented in conv_fast.py.
 "whole-keep" also needs the columns of every layer in memory until its backward: the
 table's last line says how much that is for the 19 convolutions of ResNet-20.
 """
@@ -35,7 +36,13 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import minires as mr  # noqa: E402  (after the sys.path line)
+from minires.autograd import Function  # noqa: E402
+from minires.functional import conv_fast  # noqa: E402
 from minires.functional.conv import Conv2d  # noqa: E402
+from minires.functional.conv_fast import FastConv2d  # noqa: E402
+from minires.functional.conv_layouts import col2im_batch, im2col_batch  # noqa: E402
+from minires.functional.windows import (batch_grid_width, conv_output_size,  # noqa: E402
+                                       conv_settings)
 
 # (name, C_in, C_out, H=W of the input, stride, how many convs of this shape in ResNet-20)
 RESNET20_CONVS = [
@@ -48,29 +55,54 @@ RESNET20_CONVS = [
 ]
 
 
-class Conv2dWholeBatch(Conv2d):
+WHOLE_BATCH = 1 << 62        # chunk_bytes: the whole batch is one chunk
+
+
+class Conv2dWholeBatch(Function):
     """Variant: one chunk for the whole batch (columns of all images at once), recomputed.
 
-    Uses the wide-grid columns (im2col_batch) and the columns backward for every stride
-    (not the side-by-side layout or the transposed backward), so that it and
-    Conv2dKeepCols differ only in keeping versus recomputing the columns."""
+    The fast conv2d's wide-grid forward and its columns backward for every stride (not
+    the side-by-side layout or the transposed backward), so that it and Conv2dKeepCols
+    differ only in keeping versus recomputing the columns. No bias, groups 1."""
 
-    CPU_CHUNK_BYTES = 1 << 62
-    TRANSPOSED_BACKWARD = False
-    SIDE_BY_SIDE = False
+    def __init__(self, stride=1, padding=0):
+        super().__init__()
+        self.settings = conv_settings(stride, padding)
+
+    def forward(self, x, weight, bias):
+        self.save_for_backward(x, weight)
+        return conv_fast.forward_grid(x, weight, self.settings, chunk_bytes=WHOLE_BATCH)
+
+    def backward(self, gy):
+        x, weight = self.saved
+        need_x, need_w = self.needs_input_grad[:2]
+        return conv_fast.backward_columns(gy, x, weight, self.settings, need_x, need_w,
+                                          chunk_bytes=WHOLE_BATCH) + (None,)
 
 
 class Conv2dKeepCols(Conv2dWholeBatch):
     """Variant: one chunk for the whole batch, the columns KEPT from forward for backward."""
 
     def forward(self, x, weight, bias):
-        self._kept = None
-        return super().forward(x, weight, bias)
+        s, (H, W), O = self.settings, x.shape[2:], weight.shape[0]
+        OH, OW = conv_output_size(H, W, weight.shape[2:], s.stride, s.padding)
+        cols = im2col_batch(x, weight.shape[2:], s.stride, s.padding)   # (C*KH*KW, N*OH*Wq)
+        y = (weight.reshape(O, -1) @ cols).reshape(O, -1, OH, batch_grid_width(W, OW, s.stride,
+                                                                               s.padding))
+        self.save_for_backward(x, weight, cols)
+        return np.ascontiguousarray(y[:, :, :, :OW].transpose(1, 0, 2, 3))   # (N, C_out, OH, OW)
 
-    def _columns(self, x_chunk, weight, buffer):
-        if self._kept is None:                      # forward: build them and keep them
-            self._kept = super()._columns(x_chunk, weight, buffer)
-        return self._kept                           # backward: reuse
+    def backward(self, gy):
+        x, weight, cols = self.saved
+        need_x, need_w = self.needs_input_grad[:2]
+        s, (N, O, OH, OW), W = self.settings, gy.shape, x.shape[3]
+        g = np.zeros((O, N, OH, batch_grid_width(W, OW, s.stride, s.padding)), dtype=gy.dtype)
+        g[:, :, :, :OW] = gy.transpose(1, 0, 2, 3)                  # zero in the cut-off columns
+        g = g.reshape(O, -1)                                        # (C_out, N*OH*Wq)
+        gw = (g @ cols.T).reshape(weight.shape) if need_w else None
+        gx = col2im_batch(weight.reshape(O, -1).T @ g, x.shape, weight.shape[2:], s.stride,
+                          s.padding) if need_x else None
+        return gx, gw, None
 
 
 def minires_step(fn_class, x, w, gy, stride):
@@ -128,25 +160,27 @@ def main():
     parser.add_argument("--threads", type=int, default=None,
                         help="BLAS / torch threads for both libraries (default: their own)")
     parser.add_argument("--chunk-bytes", type=int, default=None,
-                        help="override Conv2d.CPU_CHUNK_BYTES (bytes of columns per chunk)")
+                        help="bytes of columns per chunk of the fast conv2d "
+                             "(conv_fast.set_chunk_bytes)")
     args = parser.parse_args()
     mr.use_speed_settings()              # threads and memory, as the command lines set them
     if args.chunk_bytes:
-        Conv2d.CPU_CHUNK_BYTES = args.chunk_bytes
+        conv_fast.set_chunk_bytes(args.chunk_bytes)
 
     torch = optional_torch(args.no_torch)
     if torch and args.threads:
         torch.set_num_threads(args.threads)
 
-    variants = [("minires", Conv2d)]
+    variants = [("minires", FastConv2d)]
     if args.variants:
-        variants += [("whole-recompute", Conv2dWholeBatch), ("whole-keep", Conv2dKeepCols)]
+        variants += [("whole-recompute", Conv2dWholeBatch), ("whole-keep", Conv2dKeepCols),
+                     ("reference", Conv2d)]
     versions = f"numpy {np.__version__}"
     if torch:
         versions += f", torch {torch.__version__} ({torch.get_num_threads()} threads)"
     print(f"machine: {machine_description()}; {versions}")
     print(f"conv2d 3x3 padding 1, forward + backward, batch {args.batch}, float32, median of "
-          f"{args.repeats} (ms); Conv2d.CPU_CHUNK_BYTES = {Conv2d.CPU_CHUNK_BYTES}")
+          f"{args.repeats} (ms); conv_fast chunk bytes = {conv_fast.get_chunk_bytes()}")
     header = f"{'layer':<16}{'C_in->C_out @HxW /stride':<26}{'count':>5}"
     header += "".join(f"{name:>16}" for name, _ in variants)
     if torch:

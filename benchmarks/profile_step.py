@@ -5,9 +5,10 @@
 
 Two tables:
   1. per op (forward and backward of each Function class), milliseconds per step;
-  2. per kind of work: GEMM (every numpy.matmul), im2col (im2col_batch), col2im
-     (col2im_batch), batch norm, ReLU, other element-wise ops, the optimizer, and the
-     rest ("Python overhead": the graph walk, module calls, argument checks).
+  2. per kind of work: GEMM (every numpy.matmul), im2col (im2col_batch and the
+     side-by-side layout's columns), col2im (col2im_batch), batch norm, ReLU, other
+     element-wise ops, the optimizer, and the rest ("Python overhead": the graph walk,
+     module calls, argument checks).
 Kinds nest (conv2d's forward contains its im2col and GEMM), so each kind is counted
 once: a GEMM inside conv2d counts as GEMM, the remainder of conv2d as "conv2d other
 (transposes, padding)".
@@ -34,7 +35,7 @@ from conv_layers import machine_description
 import minires as mr
 import minires.functional as F
 from minires import autograd
-from minires.functional import conv, parallel
+from minires.functional import conv_fast, conv_layouts, parallel
 
 _stack = []          # the kinds currently open (nesting)
 _self_time = collections.defaultdict(float)
@@ -58,7 +59,7 @@ def _timed_kind(kind, fn):
 
 
 def _op_kind(name):
-    if name == "Conv2d":
+    if name in ("Conv2d", "FastConv2d"):
         return "conv2d other (transposes, padding)"
     if name == "BatchNorm":
         return "batch norm"
@@ -70,7 +71,7 @@ def _op_kind(name):
 
 
 def instrument():
-    """Wrap every Function's forward/backward, numpy.matmul, im2col_batch and col2im_batch."""
+    """Wrap every Function's forward/backward, numpy.matmul and the column builders."""
     def subclasses(cls):
         for sub in cls.__subclasses__():
             yield sub
@@ -95,8 +96,10 @@ def instrument():
                 return wrapper
             setattr(cls, method, per_op())
     np.matmul = _timed_kind("GEMM (numpy.matmul)", np.matmul)
-    conv.im2col_batch = _timed_kind("im2col", conv.im2col_batch)
-    conv.col2im_batch = _timed_kind("col2im", conv.col2im_batch)
+    # the names conv_fast.py calls them by (its module globals)
+    conv_fast.im2col_batch = _timed_kind("im2col", conv_fast.im2col_batch)
+    conv_fast.col2im_batch = _timed_kind("col2im", conv_fast.col2im_batch)
+    conv_layouts.SideBySide.columns = _timed_kind("im2col", conv_layouts.SideBySide.columns)
 
 
 def main():

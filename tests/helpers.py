@@ -2,6 +2,7 @@
 import numpy as np
 
 import minires as mr
+import minires.functional as F
 from minires.backend import to_numpy
 
 
@@ -46,3 +47,30 @@ def raw_backward_dtypes(out):
     xp = mr.get_array_module(out.data)
     grads = out.grad_fn.backward(xp.ones(out.shape, dtype=np.float32))
     return {str(g.dtype) for g in grads if g is not None}
+
+
+# --- convolutions (the cases come from strategies.conv_cases) ---------------------------------
+def conv_kwargs(case):
+    """The stride / padding / dilation / groups of a conv case, as conv2d's keywords."""
+    return {k: case[k] for k in ("stride", "padding", "dilation", "groups")}
+
+
+def conv_inputs(case, device="cpu", dtype=np.float64, requires_grad=True, need_x=True):
+    """x, weight and bias (None when the case has none) of a conv case, from its seed."""
+    rng = np.random.default_rng(case["seed"])
+    arrays = [rng.standard_normal(case["x_shape"]), rng.standard_normal(case["w_shape"]) * 0.5]
+    arrays.append(rng.standard_normal(case["w_shape"][0]) if case["bias"] else None)
+    grads = (requires_grad and need_x, requires_grad, requires_grad)
+    return tuple(None if a is None else
+                 mr.tensor(a.astype(dtype), requires_grad=g, dtype=dtype, device=device)
+                 for a, g in zip(arrays, grads))
+
+
+def conv_results(case, device="cpu", dtype=np.float64, need_x=True):
+    """F.conv2d (the implementation in use) on a conv case: [y, dx, dW, db] as NumPy
+    arrays for a fixed drawn gradient of y; dx left out unless need_x, db without bias."""
+    x, w, b = conv_inputs(case, device, dtype, need_x=need_x)
+    y = F.conv2d(x, w, b, **conv_kwargs(case))
+    gy = np.random.default_rng(case["seed"] + 1).standard_normal(y.shape)
+    y.backward(mr.tensor(gy.astype(dtype), dtype=dtype, device=device))
+    return [y.numpy()] + [to_numpy(t.grad) for t in (x, w, b) if t is not None and t.requires_grad]

@@ -128,3 +128,34 @@ def index_expressions(draw, shape):
     if kind == "bool_full":
         return draw(hnp.arrays(np.bool_, shape))
     return draw(hnp.arrays(np.bool_, (shape[0],)))
+
+
+def pair(v):
+    """A convolution setting given as an int or as (h, w), as the pair (h, w)."""
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+@st.composite
+def conv_cases(draw, max_batch=2, max_groups=3, max_group_channels=2, max_kernel=3):
+    """Settings and shapes of a small convolution whose kernel fits its padded input.
+
+    stride / padding / dilation come as an int or as an (h, w) pair. The input size
+    does not depend on the stride, so a test may replace it (``dict(case, stride=1)``).
+    """
+    G = draw(st.integers(1, max_groups))
+    Cg, Og = draw(st.integers(1, max_group_channels)), draw(st.integers(1, max_group_channels))
+    KH, KW = draw(st.integers(1, max_kernel)), draw(st.integers(1, max_kernel))
+
+    def int_or_pair(low, high):
+        return draw(st.one_of(st.integers(low, high),
+                              st.tuples(st.integers(low, high), st.integers(low, high))))
+
+    stride, padding, dilation = int_or_pair(1, 2), int_or_pair(0, 2), int_or_pair(1, 2)
+    (ph, pw), (dh, dw) = pair(padding), pair(dilation)
+    span_h, span_w = dh * (KH - 1) + 1, dw * (KW - 1) + 1
+    H = draw(st.integers(max(1, span_h - 2 * ph), max(1, span_h - 2 * ph) + 3))
+    W = draw(st.integers(max(1, span_w - 2 * pw), max(1, span_w - 2 * pw) + 3))
+    N = draw(st.integers(1, max_batch))
+    return dict(x_shape=(N, G * Cg, H, W), w_shape=(G * Og, Cg, KH, KW), stride=stride,
+                padding=padding, dilation=dilation, groups=G, bias=draw(st.booleans()),
+                seed=draw(st.integers(0, 2**31)))

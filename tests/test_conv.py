@@ -1,12 +1,17 @@
 """conv2d, im2col and col2im (minires/functional/conv.py).
 
+Tests that take the ``implementation`` fixture run once with each conv2d implementation
+(``F.use_conv``: "reference", the im2col + matmul + col2im of conv.py, and "fast", the
+default, conv_fast.py); tests/test_fast_paths.py compares the two with each other.
+
 - conv2d's backward (x, weight, bias) against finite differences in float64, every
   element, over drawn batch, channels, groups, kernel, stride, padding, dilation and
-  input size; depthwise and 1x1 cases explicitly;
-- the fast forward against the naive loop reference ``conv2d_naive``;
+  input size; depthwise and 1x1 cases explicitly; both implementations;
+- both implementations' forward against the naive loop reference ``conv2d_naive``;
 - im2col against its definition, and col2im as its adjoint: <col2im(c), x> == <c, im2col(x)>;
-- chunked im2col (several chunks, an uneven last one) equal to one chunk;
+- the batch layout (im2col_batch / col2im_batch) against im2col / col2im;
 - float32 stays float32; only the gradients asked for are computed;
+- the selection: use_conv / conv_implementation switch and restore, bad names refused;
 - bad input raises errors that name conv2d and say what was expected;
 - against PyTorch when it is installed (skipped otherwise).
 """
@@ -14,84 +19,43 @@
 import numpy as np
 import pytest
 from hypothesis import given
-from hypothesis import strategies as st
 
 import minires as mr
 import minires.functional as F
 from minires.backend import to_numpy
-from minires.functional.conv import Conv2d, col2im, conv2d_naive, im2col
-from minires.functional.conv_layouts import batch_grid_width, col2im_batch, im2col_batch
-from tests.helpers import assert_forward, t32, t64
+from minires.functional.conv import col2im, conv2d_naive, im2col
+from minires.functional.conv_layouts import col2im_batch, im2col_batch
+from minires.functional.windows import batch_grid_width
+from tests.helpers import assert_forward, conv_inputs, conv_kwargs, t32, t64
+from tests.strategies import conv_cases, pair
+
+IMPLEMENTATIONS = ["reference", "fast"]
 
 
-@st.composite
-def conv_cases(draw, max_batch=2, max_groups=3, max_group_channels=2, max_kernel=3):
-    """Settings and shapes of a small convolution whose kernel fits its padded input.
-
-    stride / padding / dilation come as an int or as an (h, w) pair.
-    """
-    G = draw(st.integers(1, max_groups))
-    Cg, Og = draw(st.integers(1, max_group_channels)), draw(st.integers(1, max_group_channels))
-    KH, KW = draw(st.integers(1, max_kernel)), draw(st.integers(1, max_kernel))
-
-    def int_or_pair(low, high):
-        return draw(
-            st.one_of(
-                st.integers(low, high), st.tuples(st.integers(low, high), st.integers(low, high))
-            )
-        )
-
-    stride, padding, dilation = int_or_pair(1, 2), int_or_pair(0, 2), int_or_pair(1, 2)
-    (ph, pw), (dh, dw) = pair(padding), pair(dilation)
-    span_h, span_w = dh * (KH - 1) + 1, dw * (KW - 1) + 1
-    H = draw(st.integers(max(1, span_h - 2 * ph), max(1, span_h - 2 * ph) + 3))
-    W = draw(st.integers(max(1, span_w - 2 * pw), max(1, span_w - 2 * pw) + 3))
-    N = draw(st.integers(1, max_batch))
-    return dict(
-        x_shape=(N, G * Cg, H, W),
-        w_shape=(G * Og, Cg, KH, KW),
-        stride=stride,
-        padding=padding,
-        dilation=dilation,
-        groups=G,
-        bias=draw(st.booleans()),
-        seed=draw(st.integers(0, 2**31)),
-    )
-
-
-def pair(v):
-    return (v, v) if isinstance(v, int) else tuple(v)
-
-
-def make_inputs(case, device, make=t64):
-    rng = np.random.default_rng(case["seed"])
-    x = make(rng.standard_normal(case["x_shape"]), device)
-    w = make(rng.standard_normal(case["w_shape"]) * 0.5, device)
-    b = make(rng.standard_normal(case["w_shape"][0]), device) if case["bias"] else None
-    return x, w, b
-
-
-def settings(case):
-    return {k: case[k] for k in ("stride", "padding", "dilation", "groups")}
+@pytest.fixture(params=IMPLEMENTATIONS)
+def implementation(request):
+    """Runs the test with F.conv2d set to each implementation in turn."""
+    with F.conv_implementation(request.param):
+        yield request.param
 
 
 @given(case=conv_cases())
-def test_conv2d_backward(device, case):
-    x, w, b = make_inputs(case, device)
+def test_conv2d_backward(device, implementation, case):
+    x, w, b = conv_inputs(case, device)
     inputs = (x, w) if b is None else (x, w, b)
-    assert mr.gradcheck(lambda *t: F.conv2d(*t, **settings(case)), *inputs)
+    assert mr.gradcheck(lambda *t: F.conv2d(*t, **conv_kwargs(case)), *inputs)
 
 
 @given(case=conv_cases(max_batch=3, max_groups=4, max_group_channels=3))
-def test_conv2d_forward_matches_naive(device, case):
-    x, w, b = make_inputs(case, device, make=t32)
+def test_conv2d_forward_matches_naive(device, implementation, case):
+    x, w, b = conv_inputs(case, device, np.float32, requires_grad=False)
     expected = conv2d_naive(
         x.numpy().astype(np.float64),
         w.numpy().astype(np.float64),
         None if b is None else b.numpy(),
-        **settings(case),
+        **conv_kwargs(case),
     )
-    assert_forward(F.conv2d(x, w, b, **settings(case)), expected, rtol=1e-5, atol=1e-5)
+    assert_forward(F.conv2d(x, w, b, **conv_kwargs(case)), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_conv2d_naive_by_hand():
@@ -103,7 +67,7 @@ def test_conv2d_naive_by_hand():
 
 
 @pytest.mark.parametrize("stride,padding,dilation", [(1, 1, 1), (2, 1, 1), (1, 2, 2)])
-def test_depthwise_conv2d(device, stride, padding, dilation):
+def test_depthwise_conv2d(device, implementation, stride, padding, dilation):
     """groups == channels (each channel its own 3x3 filter), with a channel multiplier of 2."""
     rng = np.random.default_rng(1)
     x, w = (
@@ -122,7 +86,7 @@ def test_depthwise_conv2d(device, stride, padding, dilation):
 
 
 @pytest.mark.parametrize("stride", [1, 2])
-def test_pointwise_conv2d(device, stride):
+def test_pointwise_conv2d(device, implementation, stride):
     """1x1 convolutions: stride 1 uses the reshape shortcut, stride 2 the general path."""
     rng = np.random.default_rng(2)
     x, w, b = (t64(rng.standard_normal(s), device) for s in [(2, 4, 3, 5), (6, 4, 1, 1), (6,)])
@@ -183,37 +147,6 @@ def test_col2im_is_the_adjoint_of_im2col(device, case):
     assert lhs == pytest.approx(rhs, rel=1e-10, abs=1e-10)
 
 
-@pytest.mark.parametrize("stride", [1, 2])
-@pytest.mark.parametrize("groups", [1, 2])
-def test_chunked_conv2d_equals_one_chunk(device, monkeypatch, groups, stride):
-    """Forward and all three gradients do not depend on how the batch is chunked
-    (chunks of 2 images of a batch of 5 leave an uneven last chunk, which reuses the
-    first chunk's buffers); stride 1 uses the wide grid, stride 2 the plain one."""
-    rng = np.random.default_rng(3)
-    x_np, w_np = rng.standard_normal((5, 4, 6, 6)), rng.standard_normal((6, 4 // groups, 3, 3))
-    OH = 6 // stride
-    b_np, gy = rng.standard_normal(6), rng.standard_normal((5, 6, OH, OH))
-
-    def run():
-        x, w, b = t64(x_np, device), t64(w_np, device), t64(b_np, device)
-        y = F.conv2d(x, w, b, stride=stride, padding=1, groups=groups)
-        y.backward(mr.tensor(gy, dtype=np.float64, device=device))
-        return [y.numpy()] + [to_numpy(t.grad) for t in (x, w, b)]
-
-    monkeypatch.setattr(Conv2d, "CPU_CHUNK_BYTES", 1 << 40)
-    whole = run()
-    fn = Conv2d(stride=stride, padding=1, groups=groups)
-    fn._plan(x_np, w_np, OH, OH)
-    assert fn.grid_w == (8 if stride == 1 else 3) and fn.chunks == [(0, 5)]
-    per_image = 4 * 9 * OH * fn.grid_w * 8  # C*KH*KW * OH*Wq * float64 bytes
-    monkeypatch.setattr(Conv2d, "CPU_CHUNK_BYTES", 2 * per_image)
-    fn._plan(x_np, w_np, OH, OH)
-    assert fn.chunks == [(0, 2), (2, 4), (4, 5)]
-    chunked = run()
-    for a, b in zip(whole, chunked):
-        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
-
-
 @given(case=conv_cases(max_batch=3, max_groups=1, max_group_channels=3))
 def test_batch_columns_match_im2col(device, case):
     """im2col_batch holds im2col's columns side by side, channel-major, on the grid of width
@@ -252,7 +185,7 @@ def test_batch_columns_match_im2col(device, case):
 
 
 @pytest.mark.parametrize("kwargs", [{"padding": 1}, {"stride": 2}, {}])
-def test_conv2d_empty_batch(kwargs):
+def test_conv2d_empty_batch(implementation, kwargs):
     x, w = t64(np.zeros((0, 3, 5, 5))), t64(np.ones((4, 3, 3, 3)))
     y = F.conv2d(x, w, **kwargs)
     assert y.shape[:2] == (0, 4)
@@ -260,7 +193,7 @@ def test_conv2d_empty_batch(kwargs):
     assert x.grad.shape == x.shape and not w.grad.any()
 
 
-def test_conv2d_keeps_float32(device):
+def test_conv2d_keeps_float32(device, implementation):
     rng = np.random.default_rng(4)
     x = t32(rng.standard_normal((2, 3, 5, 5)), device, requires_grad=True)
     w = t32(rng.standard_normal((4, 3, 3, 3)), device, requires_grad=True)
@@ -271,7 +204,7 @@ def test_conv2d_keeps_float32(device):
     assert x.grad.dtype == w.grad.dtype == b.grad.dtype == np.float32
 
 
-def test_conv2d_computes_only_the_gradients_asked_for(device):
+def test_conv2d_computes_only_the_gradients_asked_for(device, implementation):
     rng = np.random.default_rng(5)
     x_np, w_np = rng.standard_normal((2, 2, 4, 4)), rng.standard_normal((3, 2, 3, 3))
     gy = mr.tensor(rng.standard_normal((2, 3, 2, 2)), dtype=np.float64, device=device)
@@ -285,6 +218,43 @@ def test_conv2d_computes_only_the_gradients_asked_for(device):
             np.testing.assert_allclose(to_numpy(x.grad), to_numpy(full_x.grad))
         if w_grad:
             np.testing.assert_allclose(to_numpy(w.grad), to_numpy(full_w.grad))
+
+
+# --- choosing the implementation ---------------------------------------------------------
+def test_use_conv_switches_returns_the_previous_choice_and_refuses_bad_names():
+    assert F.conv_in_use() == "fast"                                  # the default
+    x, w = t64(np.ones((1, 2, 4, 4))), t64(np.ones((3, 2, 3, 3)))
+    assert F.use_conv("reference") == "fast"
+    try:
+        assert F.conv_in_use() == "reference"
+        assert F.conv2d(x, w).grad_fn.name == "Conv2d"                # the reference Function
+    finally:
+        assert F.use_conv("fast") == "reference"
+    assert F.conv2d(x, w).grad_fn.name == "FastConv2d"
+    with pytest.raises(ValueError, match=r"use_conv: expected one of \['fast', 'reference'\], "
+                                         r"got 'im2col'"):
+        F.use_conv("im2col")
+    assert F.conv_in_use() == "fast"
+
+
+def test_conv_implementation_restores_the_choice_even_after_an_error():
+    with F.conv_implementation("reference") as name:
+        assert name == F.conv_in_use() == "reference"
+        with F.conv_implementation("fast"):
+            assert F.conv_in_use() == "fast"
+        assert F.conv_in_use() == "reference"
+    assert F.conv_in_use() == "fast"
+    with pytest.raises(RuntimeError, match="inside"), F.conv_implementation("reference"):
+        raise RuntimeError("inside")
+    assert F.conv_in_use() == "fast"
+
+
+def test_nn_conv2d_runs_the_chosen_implementation():
+    layer = mr.nn.Conv2d(2, 3, 3, padding=1)
+    x = t32(np.ones((1, 2, 4, 4)), requires_grad=True)
+    with F.conv_implementation("reference"):
+        assert layer(x).grad_fn.name == "Conv2d"
+    assert layer(x).grad_fn.name == "FastConv2d"
 
 
 # --- bad input --------------------------------------------------------------------------
@@ -338,7 +308,7 @@ def _x(shape=(2, 4, 6, 6)):
         ((2, 4, 6, 6), (8, 4, 3), {}, r"conv2d: weight \(C_out, C_in/groups, KH, KW\) must be 4-D"),
     ],
 )
-def test_conv2d_shape_errors(x_shape, w_shape, kwargs, match):
+def test_conv2d_shape_errors(implementation, x_shape, w_shape, kwargs, match):
     with pytest.raises(ValueError, match=match):
         F.conv2d(_x(x_shape), t32(np.zeros(w_shape)), **kwargs)
 
@@ -360,12 +330,12 @@ def test_conv2d_shape_errors(x_shape, w_shape, kwargs, match):
         ({"groups": 0}, ValueError, r"conv2d: groups must be a positive int, got 0"),
     ],
 )
-def test_conv2d_bad_settings(kwargs, error, match):
+def test_conv2d_bad_settings(implementation, kwargs, error, match):
     with pytest.raises(error, match=match):
         F.conv2d(_x(), t32(np.zeros((8, 4, 3, 3))), **kwargs)
 
 
-def test_conv2d_bad_bias_and_dtype():
+def test_conv2d_bad_bias_and_dtype(implementation):
     w = t32(np.zeros((8, 4, 3, 3)))
     with pytest.raises(
         ValueError,
@@ -398,7 +368,7 @@ def test_col2im_checks_the_column_shape():
         ((2, 16, 8, 8), (8, 16, 1, 1), dict()),
     ],
 )
-def test_conv2d_matches_torch(x_shape, w_shape, kwargs):
+def test_conv2d_matches_torch(implementation, x_shape, w_shape, kwargs):
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(6)
     x_np = rng.standard_normal(x_shape).astype(np.float32)

@@ -229,7 +229,7 @@ def test_batch_layout_matches_the_portable_code_wide_grid_included(kernels, geom
     np.testing.assert_array_equal(got, want)                 # the wide grid's extra columns too
     N, _, H, W = shape
     OH, OW = windows.conv_output_size(H, W, kernel, stride, padding, dilation)
-    Wq = conv_layouts.batch_grid_width(W, OW, stride, padding)
+    Wq = windows.batch_grid_width(W, OW, stride, padding)
     cols = _rng(seed + 1).standard_normal(want.shape).astype(np.float32)
     cols.reshape(-1, N, OH, Wq)[..., OW:] = 0                 # as conv2d's backward leaves them
     want = conv_layouts.col2im_batch(cols, shape, kernel, stride, padding, dilation)
@@ -256,7 +256,7 @@ def test_resnet20_shapes_end_to_end_of_a_convolution(kernels):
         got = kernels.back(ck.im2col_batch(kernels.to(x), 3, stride, 1))
         np.testing.assert_array_equal(got, want)
         OH = (H + 2 - 3) // stride + 1
-        Wq = conv_layouts.batch_grid_width(H, OH, (stride, stride), (1, 1))
+        Wq = windows.batch_grid_width(H, OH, (stride, stride), (1, 1))
         cols = _rng(C + 1).standard_normal(want.shape).astype(np.float32)
         cols.reshape(-1, 4, OH, Wq)[..., OH:] = 0
         np.testing.assert_allclose(

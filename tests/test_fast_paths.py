@@ -1,13 +1,20 @@
-"""Fast paths taken for speed, each compared with the plain version it replaces.
+"""The fast conv2d (minires/functional/conv_fast.py) against the reference (conv.py).
 
-- conv2d, stride 1: the backward as a transposed convolution (columns of gy, no col2im)
-  equals the backward through the columns of x and col2im, for drawn shapes, groups,
-  padding and dilation, with several chunks.
-- conv2d, stride 1 on the CPU: the chunk's images side by side in one plane
-  (SideBySide) equals the wide grid of im2col_batch, and its columns equal im2col's.
+- F.conv2d with "fast" equals F.conv2d with "reference" -- forward and every gradient,
+  with and without dx (a first layer), in float64 and float32, with one chunk or one
+  image per chunk -- on the same drawn cases (strides, padding, dilation, groups, 1x1).
+  Each implementation's own finite-difference check is in tests/test_conv.py.
+- Every fast path on its own (including the ones the policy does not pick on this
+  machine: the GPU's wide-grid transposed backward, the wide grid for stride 1)
+  equals the reference, for every combination of gradients asked for.
+- The policy (forward_path / backward_path) picks the paths the module docstring names.
+- Chunking: several chunks, an uneven last one, equal one chunk.
+- The side-by-side layout's columns equal im2col's.
 - conv2d's chunks on a pool of threads (minires/functional/parallel.py) give exactly
   the single-thread result, for 3x3 and 1x1, strides 1 and 2, groups.
 """
+
+import contextlib
 
 import numpy as np
 import pytest
@@ -17,49 +24,184 @@ from hypothesis import strategies as st
 import minires as mr
 import minires.functional as F
 from minires.backend import to_numpy
+from minires.functional import conv_fast as cf
 from minires.functional import parallel
-from minires.functional.conv import Conv2d, im2col
+from minires.functional.conv import im2col
 from minires.functional.conv_layouts import SideBySide
-from tests.helpers import t64
-from tests.test_conv import conv_cases, make_inputs, pair, settings
+from minires.functional.windows import batch_grid_width, conv_settings, is_pointwise
+from tests.helpers import conv_inputs, conv_kwargs, conv_results, t64
+from tests.strategies import conv_cases, pair
 
 
-def _conv_grads(case, device):
-    x, w, b = make_inputs(case, device, make=t64)
-    y = F.conv2d(x, w, b, **settings(case))
-    gy = np.random.default_rng(case["seed"] + 1).standard_normal(y.shape)
-    y.backward(mr.tensor(gy, dtype=np.float64, device=device))
-    return [to_numpy(t.grad) for t in (x, w, b) if t is not None]
+@contextlib.contextmanager
+def chunk_bytes(n):
+    """Run the block with conv_fast's chunk size set to ``n`` bytes (None: unchanged)."""
+    previous = cf.set_chunk_bytes(n) if n is not None else None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            cf.set_chunk_bytes(previous)
 
 
-@given(case=conv_cases(max_batch=3, max_groups=3, max_group_channels=3), chunk=st.booleans())
-def test_conv2d_transposed_backward_equals_columns_backward(device, monkeypatch, case, chunk):
-    case = dict(case, stride=1)
-    with monkeypatch.context() as m:
-        if chunk:                              # chunks of one image: several chunks
-            m.setattr(Conv2d, "CPU_CHUNK_BYTES", 64)
-        fast = _conv_grads(case, device)
-        m.setattr(Conv2d, "TRANSPOSED_BACKWARD", False)
-        plain = _conv_grads(case, device)
-    for a, b in zip(plain, fast):
-        np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-10)
+# --- the fast implementation against the reference -------------------------------------
+@given(case=conv_cases(max_batch=3, max_groups=3, max_group_channels=3), stride_1=st.booleans(),
+       small_chunks=st.booleans(), need_x=st.booleans(),
+       dtype=st.sampled_from([np.float64, np.float32]))
+def test_fast_conv2d_equals_the_reference(device, case, stride_1, small_chunks, need_x, dtype):
+    if stride_1:                       # the stride-1 paths are the ones ResNets use most
+        case = dict(case, stride=1)
+    with F.conv_implementation("reference"):
+        want = conv_results(case, device, dtype, need_x)
+    with F.conv_implementation("fast"), chunk_bytes(64 if small_chunks else None):
+        got = conv_results(case, device, dtype, need_x)
+    tol = 1e-10 if dtype == np.float64 else 1e-4
+    assert len(got) == len(want)
+    for a, b in zip(want, got):
+        assert b.dtype == a.dtype == dtype
+        np.testing.assert_allclose(b, a, rtol=tol, atol=tol)
 
 
-def test_conv2d_transposed_backward_is_used_for_stride_1():
-    fn = Conv2d(stride=1, padding=1)
-    assert fn._transposed_padding(3, 3) == (1, 1)
-    assert Conv2d(stride=1, padding=2)._transposed_padding(3, 3) == (0, 0)
-    assert Conv2d(stride=1, padding=3)._transposed_padding(3, 3) is None   # falls back
+def _applicable_forward_paths(kernel, s, device):
+    paths = [cf.forward_grid]
+    if is_pointwise(kernel, s.stride, s.padding):
+        paths.append(cf.forward_pointwise)
+    if device == "cpu" and s.stride == (1, 1) and SideBySide.fits(kernel, s.padding, s.dilation):
+        paths.append(cf.forward_side_by_side)
+    return paths
 
 
+def _applicable_backward_paths(kernel, s, device):
+    paths = [cf.backward_columns]
+    if is_pointwise(kernel, s.stride, s.padding):
+        paths.append(cf.backward_pointwise)
+    pad_t = cf.transposed_padding(kernel, s.padding, s.dilation)
+    if s.stride == (1, 1) and pad_t is not None:
+        paths.append(cf.backward_transposed_grid)
+        if device == "cpu" and SideBySide.fits(kernel, pad_t, s.dilation):
+            paths.append(cf.backward_transposed_side_by_side)
+    return paths
+
+
+@given(case=conv_cases(max_batch=3, max_groups=3, max_group_channels=3),
+       stride_1=st.booleans(), small_chunks=st.booleans())
+def test_every_fast_path_equals_the_reference(device, case, stride_1, small_chunks):
+    """Each path called directly on arrays, against the reference's y, dx and dW."""
+    if stride_1:
+        case = dict(case, stride=1)
+    x, w, _ = conv_inputs(case, device)
+    with F.conv_implementation("reference"):
+        y = F.conv2d(x, w, None, **conv_kwargs(case))
+    gy = mr.tensor(np.random.default_rng(case["seed"] + 1).standard_normal(y.shape),
+                   dtype=np.float64, device=device)
+    y.backward(gy)
+    want = {"y": y.numpy(), "dx": to_numpy(x.grad), "dW": to_numpy(w.grad)}
+    s, kernel = conv_settings(**conv_kwargs(case)), case["w_shape"][2:]
+    limit = 64 if small_chunks else None                   # 64 bytes: one image per chunk
+    forward, backward = (_applicable_forward_paths(kernel, s, device),
+                         _applicable_backward_paths(kernel, s, device))
+    assert cf.forward_path(x.data, w.data, s) in forward
+    for need_x in (True, False):
+        assert cf.backward_path(x.data, w.data, s, need_x) in backward
+    for path in forward:
+        got = to_numpy(path(x.data, w.data, s, chunk_bytes=limit))
+        np.testing.assert_allclose(got, want["y"], rtol=1e-10, atol=1e-10, err_msg=path.__name__)
+    for path in backward:
+        for need_x, need_w in [(True, True), (True, False), (False, True)]:
+            gx, gw = path(gy.data, x.data, w.data, s, need_x, need_w, chunk_bytes=limit)
+            for name, got, needed in (("dx", gx, need_x), ("dW", gw, need_w)):
+                if not needed:
+                    assert got is None, (path.__name__, name)
+                    continue
+                np.testing.assert_allclose(to_numpy(got), want[name], rtol=1e-10, atol=1e-10,
+                                           err_msg=f"{path.__name__} {name}")
+
+
+def test_the_policy_picks_the_documented_paths():
+    x = np.zeros((2, 4, 6, 6))
+    w3, w1 = np.zeros((6, 4, 3, 3)), np.zeros((6, 4, 1, 1))
+    stride1, stride2 = conv_settings(1, 1), conv_settings(2, 1)
+    assert cf.forward_path(x, w3, stride1) is cf.forward_side_by_side
+    assert cf.forward_path(x, w3, stride2) is cf.forward_grid
+    assert cf.forward_path(x, w1, conv_settings()) is cf.forward_pointwise
+    assert cf.forward_path(x, w1, conv_settings(2)) is cf.forward_grid
+    assert cf.backward_path(x, w3, stride1, need_x=True) is cf.backward_transposed_side_by_side
+    assert cf.backward_path(x, w3, stride1, need_x=False) is cf.backward_columns  # dW alone
+    assert cf.backward_path(x, w3, stride2, need_x=True) is cf.backward_columns
+    assert cf.backward_path(x, w1, conv_settings(), need_x=False) is cf.backward_pointwise
+    # stride 1 as a transposed convolution needs padding <= (K-1)*dilation
+    assert cf.transposed_padding((3, 3), (1, 1), (1, 1)) == (1, 1)
+    assert cf.transposed_padding((3, 3), (2, 2), (1, 1)) == (0, 0)
+    assert cf.transposed_padding((3, 3), (3, 3), (1, 1)) is None
+    assert cf.backward_path(x, w3, conv_settings(1, 3), need_x=True) is cf.backward_columns
+
+
+def test_paths_refuse_settings_they_do_not_handle():
+    x, w = np.zeros((1, 2, 5, 5)), np.zeros((2, 2, 3, 3))
+    with pytest.raises(ValueError, match="forward_side_by_side: needs stride 1"):
+        cf.forward_side_by_side(x, w, conv_settings(2, 1))
+    with pytest.raises(ValueError, match="backward_transposed: needs stride 1"):
+        cf.backward_transposed_grid(np.zeros((1, 2, 5, 5)), x, w, conv_settings(1, 3))
+    with pytest.raises(ValueError, match="forward_pointwise: needs a 1x1 kernel"):
+        cf.forward_pointwise(x, w, conv_settings())
+
+
+# --- chunks -------------------------------------------------------------------------------
+def test_set_chunk_bytes_returns_the_previous_value_and_rejects_bad_values():
+    default = cf.get_chunk_bytes()
+    assert cf.set_chunk_bytes(1000) == default
+    try:
+        assert cf.get_chunk_bytes() == 1000
+        assert cf.batch_chunks(5, 400, np) == [(0, 2), (2, 4), (4, 5)]
+        assert cf.batch_chunks(5, 400, np, chunk_bytes=10) == [(n, n + 1) for n in range(5)]
+        assert cf.batch_chunks(0, 400, np) == []
+    finally:
+        assert cf.set_chunk_bytes(default) == 1000
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="set_chunk_bytes: n must be a positive int"):
+            cf.set_chunk_bytes(bad)
+    assert cf.get_chunk_bytes() == default
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("groups", [1, 2])
+def test_chunked_conv2d_equals_one_chunk(device, groups, stride):
+    """Forward and all three gradients do not depend on how the batch is chunked
+    (chunks of 2 images of a batch of 5 leave an uneven last chunk); stride 1 plans with
+    the wide grid, stride 2 with the plain one."""
+    rng = np.random.default_rng(3)
+    x_np, w_np = rng.standard_normal((5, 4, 6, 6)), rng.standard_normal((6, 4 // groups, 3, 3))
+    OH = 6 // stride
+    b_np, gy = rng.standard_normal(6), rng.standard_normal((5, 6, OH, OH))
+    Wq = batch_grid_width(6, OH, (stride, stride), (1, 1))
+    assert Wq == (8 if stride == 1 else 3)
+    per_image = 4 * 9 * OH * Wq * 8  # C*KH*KW * OH*Wq * float64 bytes
+    assert cf.batch_chunks(5, per_image, np, chunk_bytes=1 << 40) == [(0, 5)]
+    assert cf.batch_chunks(5, per_image, np, chunk_bytes=2 * per_image) == [(0, 2), (2, 4), (4, 5)]
+
+    def run():
+        x, w, b = t64(x_np, device), t64(w_np, device), t64(b_np, device)
+        y = F.conv2d(x, w, b, stride=stride, padding=1, groups=groups)
+        y.backward(mr.tensor(gy, dtype=np.float64, device=device))
+        return [y.numpy()] + [to_numpy(t.grad) for t in (x, w, b)]
+
+    with chunk_bytes(1 << 40):
+        whole = run()
+    with chunk_bytes(2 * per_image):
+        chunked = run()
+    for a, b in zip(whole, chunked):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+# --- threads ------------------------------------------------------------------------------
 @pytest.mark.parametrize("kernel, stride, groups", [(3, 1, 1), (3, 2, 2), (1, 1, 1), (1, 2, 1)])
-def test_conv2d_threads_give_the_same_result(monkeypatch, kernel, stride, groups):
+def test_conv2d_threads_give_the_same_result(kernel, stride, groups):
     """conv2d's CPU chunks on 2 threads give exactly what 1 thread gives (forward and all
     three gradients), with several chunks, including an uneven last one."""
     rng = np.random.default_rng(5)
-    x_np, w_np = rng.standard_normal((7, 4, 6, 6)), rng.standard_normal((6, 4 // groups, kernel, kernel))
+    x_np = rng.standard_normal((7, 4, 6, 6))
+    w_np = rng.standard_normal((6, 4 // groups, kernel, kernel))
     b_np = rng.standard_normal(6)
-    monkeypatch.setattr(Conv2d, "CPU_CHUNK_BYTES", 2000)
 
     def run():
         x, w, b = t64(x_np, "cpu"), t64(w_np, "cpu"), t64(b_np, "cpu")
@@ -69,10 +211,11 @@ def test_conv2d_threads_give_the_same_result(monkeypatch, kernel, stride, groups
 
     before = parallel.num_threads()
     try:
-        parallel.set_num_threads(1)
-        serial = run()
-        parallel.set_num_threads(2)
-        threaded = run()
+        with chunk_bytes(2000):
+            parallel.set_num_threads(1)
+            serial = run()
+            parallel.set_num_threads(2)
+            threaded = run()
     finally:
         parallel.set_num_threads(before)
     for a, b in zip(serial, threaded):
@@ -106,30 +249,7 @@ def test_run_chunks_nested_and_errors():
         parallel.set_num_threads(before)
 
 
-@given(case=conv_cases(max_batch=3, max_groups=2, max_group_channels=3), chunk=st.booleans())
-def test_conv2d_side_by_side_equals_wide_grid(monkeypatch, case, chunk):
-    """On the CPU, stride-1 conv2d lays a chunk's images side by side (SideBySide); forward
-    and all gradients equal the wide-grid path (SIDE_BY_SIDE = False), with one or several
-    chunks, for drawn kernels, padding, dilation and groups."""
-    case = dict(case, stride=1)
-
-    def run():
-        x, w, b = make_inputs(case, "cpu", make=t64)
-        y = F.conv2d(x, w, b, **settings(case))
-        gy = np.random.default_rng(case["seed"] + 1).standard_normal(y.shape)
-        y.backward(mr.tensor(gy, dtype=np.float64))
-        return [y.numpy()] + [to_numpy(t.grad) for t in (x, w, b) if t is not None]
-
-    with monkeypatch.context() as m:
-        if chunk:
-            m.setattr(Conv2d, "CPU_CHUNK_BYTES", 64)
-        fast = run()
-        m.setattr(Conv2d, "SIDE_BY_SIDE", False)
-        plain = run()
-    for a, b in zip(plain, fast):
-        np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-10)
-
-
+# --- the side-by-side layout ----------------------------------------------------------------
 @given(case=conv_cases(max_batch=3, max_groups=1, max_group_channels=3))
 def test_side_by_side_columns_match_im2col(case):
     """SideBySide.columns holds im2col's columns (read back through .images); .place puts

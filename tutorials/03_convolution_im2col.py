@@ -14,8 +14,10 @@
 # **Goal.** Write a convolution as the obvious seven nested loops, then turn it into
 # *one matrix product* with im2col ("image to columns"), derive the backward pass
 # (col2im is the transpose of im2col), and check everything against the loop and
-# against finite differences. This is how `F.conv2d` in
-# `minires/functional/conv.py` works.
+# against finite differences. This is exactly `F.conv2d`'s *reference* implementation,
+# the class `Conv2d` in `minires/functional/conv.py`; the default, *fast* implementation
+# (`conv_fast.py`) computes the same with the work arranged for speed. Section 3 shows
+# how to switch between them and checks that they agree.
 #
 # **Budget without fast mode:** one CIFAR-10 image for the picture, and a speed test
 # on a random (8, 16, 16, 16) batch; under a minute on a 2-core CPU. Fast mode: a
@@ -173,6 +175,45 @@ for kw in settings:
     print("gradcheck passed:", kw)
 
 # %% [markdown]
+# ### The code that runs: reference or fast
+#
+# `F.conv2d` (and so `nn.Conv2d`) has two implementations, chosen in one place:
+#
+# * `"reference"`: `Conv2d` in `minires/functional/conv.py`, this lesson line by line —
+#   `im2col`, one matmul batched over images and groups; in backward dW by a matmul and
+#   dx by `col2im`. Read it next to this lesson.
+# * `"fast"` (the default): `FastConv2d` in `minires/functional/conv_fast.py`, the same
+#   arithmetic in chunks of a few images that stay in the CPU cache, the columns of a
+#   chunk in one matrix, the chunks on all cores, and for stride 1 a backward that needs
+#   no col2im. Its docstring lists every path; the tests compare each with the reference.
+#
+# Switch for the whole program with `F.use_conv("reference")` (it returns the previous
+# choice), or for one block with `with F.conv_implementation("reference"): ...`. The
+# `grad_fn` of the output names the one that ran.
+
+# %%
+def conv_and_grads(stride, padding):
+    """y, and [y, dx, dW, db] for a fixed dL/dy, with the implementation in use."""
+    xt, wt, bt = (mr.tensor(a, requires_grad=True) for a in (x, w, b))
+    y = F.conv2d(xt, wt, bt, stride=stride, padding=padding)
+    y.backward(np.random.default_rng(1).standard_normal(y.shape))
+    return y, [y.numpy(), xt.grad, wt.grad, bt.grad]
+
+
+print("in use:", F.conv_in_use())
+for stride, padding in [(2, 1), (1, 1)]:          # stride 1 takes the fast path's own tricks
+    with F.conv_implementation("reference"):
+        y_ref, reference = conv_and_grads(stride, padding)
+    y_fast, fast = conv_and_grads(stride, padding)
+    for name, a, c in zip(["y", "dx", "dW", "db"], reference, fast):
+        assert np.allclose(a, c, rtol=1e-10, atol=1e-10), (stride, name)
+    print(f"stride {stride}: {y_ref.grad_fn.name} (reference) and {y_fast.grad_fn.name} (fast) "
+          f"agree on y, dx, dW, db")
+previous = F.use_conv("reference")                # the same switch, without a block
+assert F.conv_in_use() == "reference" and previous == "fast"
+F.use_conv(previous)
+
+# %% [markdown]
 # ## 4. Why bother: speed
 #
 # The loops do the same arithmetic as the matrix product, one Python operation at a
@@ -187,12 +228,17 @@ bb = np.zeros(shape[1], dtype=np.float32)
 start = time.perf_counter()
 slow = conv2d_loops(xb, wb, bb, padding=1)
 t_loops = time.perf_counter() - start
-start = time.perf_counter()
-fast = F.conv2d(mr.tensor(xb), mr.tensor(wb), mr.tensor(bb), padding=1).numpy()
-t_gemm = time.perf_counter() - start
-assert np.allclose(slow, fast, atol=1e-3)
+times = {}
+for implementation in ("reference", "fast"):
+    with F.conv_implementation(implementation):
+        start = time.perf_counter()
+        y_gemm = F.conv2d(mr.tensor(xb), mr.tensor(wb), mr.tensor(bb), padding=1).numpy()
+        times[implementation] = time.perf_counter() - start
+    assert np.allclose(slow, y_gemm, atol=1e-3)
+t_gemm = times["reference"]
 print(f"input {shape}, 3x3 kernel: loops {t_loops * 1e3:.1f} ms, im2col + GEMM "
-      f"{t_gemm * 1e3:.2f} ms: {t_loops / t_gemm:.0f}x faster in this run")
+      f"{t_gemm * 1e3:.2f} ms: {t_loops / t_gemm:.0f}x faster in this run "
+      f"(fast implementation: {times['fast'] * 1e3:.2f} ms)")
 
 # %% [markdown]
 # ## 5. Max pooling and its backward

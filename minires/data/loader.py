@@ -61,11 +61,6 @@ class DataLoader:
         n = len(self.labels)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
-    @property
-    def num_examples(self):
-        """How many examples the loader holds (N), whatever the batch size."""
-        return len(self.labels)
-
     def order(self, epoch: int) -> np.ndarray:
         """The example indices of ``epoch`` in the order they are served."""
         if not self.shuffle:

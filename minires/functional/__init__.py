@@ -10,7 +10,7 @@ from .activation import dropout, gelu, leaky_relu, relu, sigmoid, tanh
 from .basic import (abs, add, clip, concatenate, div, exp, flatten, fork, getitem, linear, log, matmul,
                     max, maximum, mean, min, minimum, mul, neg, pad, permute, pow, reshape, sqrt,
                     stack, sub, sum, transpose, where)
-from .conv import col2im, conv2d, conv2d_naive, im2col
+from .conv import col2im, conv2d, conv2d_naive, conv_implementation, conv_in_use, im2col, use_conv
 from .loss import cross_entropy, log_softmax, softmax
 from .norm import batch_norm
 from .pool import adaptive_avg_pool2d, avg_pool2d, max_pool2d
@@ -21,6 +21,7 @@ __all__ = [
     "reshape", "sqrt", "stack", "sub", "sum", "transpose", "where",
     "dropout", "gelu", "leaky_relu", "relu", "sigmoid", "tanh",
     "cross_entropy", "log_softmax", "softmax",
-    "conv2d", "conv2d_naive", "im2col", "col2im", "batch_norm",
+    "conv2d", "conv2d_naive", "im2col", "col2im", "use_conv", "conv_implementation", "conv_in_use",
+    "batch_norm",
     "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d",
 ]

@@ -1,4 +1,4 @@
-"""The two column layouts ``conv2d`` uses for speed, beside the readable ``im2col`` of conv.py.
+"""The column layouts of the fast conv2d (conv_fast.py), beside the readable im2col of conv.py.
 
 ``im2col_batch`` / ``col2im_batch``: the columns of every image of a chunk in ONE matrix
 (one large GEMM instead of one per image), with the "wide grid" for stride 1; the GPU
@@ -12,12 +12,14 @@ import numpy as np
 
 from ..backend import get_array_module
 from . import cuda_kernels
-from .windows import _check_4d, _pair, conv_output_size, offset_slices, pad2d, strided_view
+from .windows import (_check_4d, batch_grid_width, conv_output_size, offset_slices,
+                      output_length, pad2d, strided_view, window_settings)
 
 
-# --- the fast path conv2d uses: the columns of a whole batch in ONE matrix ---------------
-# im2col above gives each image its own matrix, so a convolution would be N small GEMMs.
-# conv2d instead lays the columns of all the images of a chunk side by side, channel-major:
+# --- the columns of a whole batch in ONE matrix -------------------------------------------
+# conv.im2col gives each image its own matrix, so a convolution would be N small GEMMs.
+# The fast conv2d instead lays the columns of all the images of a chunk side by side,
+# channel-major:
 #       cols (C*KH*KW, N*OH*Wq),   y = W @ cols  (C_out, N*OH*Wq)
 # one large GEMM per group and pass. BLAS spreads one big product over the cores much
 # better than many small ones; the price is a transpose of the output (C_out, N, ...) ->
@@ -32,13 +34,9 @@ from .windows import _check_4d, _pair, conv_output_size, offset_slices, pad2d, s
 # row (c, kh, kw) of the columns ONE contiguous run of the flat plane, and col2im KH*KW
 # contiguous adds. The Wp - OW extra outputs per row (j >= OW) read wrapped-around
 # neighbours: they are computed and cut off (6% extra GEMM work at 32x32, 25% at 8x8);
-# in backward the gradient there is zero, so they add nothing.
-# Measured on ResNet-20 shapes: benchmarks/conv_layers.py (figures in conv2d's docstring).
+# in backward the gradient there is zero, so they add nothing. The grid's width,
+# Wq = batch_grid_width(...), is in windows.py (the CUDA kernels use it too).
 # tests/test_conv.py checks both functions against im2col / col2im.
-
-def batch_grid_width(W, OW, stride, padding):
-    """Wq, the width of the output grid im2col_batch lays out: Wp (wide) for stride 1, else OW."""
-    return W + 2 * padding[1] if tuple(stride) == (1, 1) else OW
 
 
 def _flat_planes(x, padding, extra):
@@ -53,9 +51,8 @@ def _flat_planes(x, padding, extra):
 
 
 def _batch_settings(op, x_shape, kernel_size, stride, padding, dilation):
-    KH, KW = _pair(kernel_size, "kernel_size", op, 1)
-    stride, padding = _pair(stride, "stride", op, 1), _pair(padding, "padding", op, 0)
-    dilation = _pair(dilation, "dilation", op, 1)
+    (KH, KW), stride, padding, dilation = window_settings(op, kernel_size, stride, padding,
+                                                          dilation)
     H, W = x_shape[2:]
     OH, OW = conv_output_size(H, W, (KH, KW), stride, padding, dilation, op)
     return (KH, KW), stride, padding, dilation, (OH, OW), batch_grid_width(W, OW, stride, padding)
@@ -132,7 +129,7 @@ def col2im_batch(cols, x_shape, kernel_size, stride=1, padding=0, dilation=1):
 # --- the CPU layout for stride 1: the images of a chunk side by side in ONE plane -------
 # The wide grid above still computes Wp - OW throw-away outputs per row (2 of every 10 at
 # 8x8) and copies one run per image and row (c, kh, kw) -- short runs at 8x8. On the CPU,
-# conv2d instead lays the n images of a chunk side by side in a single zero-padded plane,
+# the fast conv2d instead lays the n images of a chunk side by side in a single zero-padded plane,
 # each image followed by pw zero columns that double as the next image's left padding:
 #       plane[c, ph + i, pw + k*S + j] = x[k, c, i, j]      S = W + pw,  plane Hp x Wb,
 #                                                            Wb = n*S + pw
@@ -140,9 +137,9 @@ def col2im_batch(cols, x_shape, kernel_size, stride=1, padding=0, dilation=1):
 # run of OH*Wb values, and output (k, i, j) sits in column i*Wb + k*S + j. Per image row
 # only S - OW = (KW-1)*dw - pw outputs are thrown away (1 in 9 at 8x8 with a 3x3 kernel
 # and padding 1). The layout needs S >= OW, i.e. pw <= (KW-1)*dw, or neighbouring images'
-# outputs would overlap. Measured on ResNet-20 shapes (1 thread, per layer forward):
-# im2col 5.3 -> 4.0 ms at 32x32, 2.4 -> 1.6 ms at 8x8; GEMM 12.2 -> 11.3 ms at 8x8.
-# tests/test_fast_paths.py checks it against im2col.
+# outputs would overlap. Fewer throw-away outputs mean a smaller GEMM, and longer runs
+# a faster copy (benchmarks/RESULTS.md, item 7). tests/test_fast_paths.py checks it
+# against im2col.
 
 class SideBySide:
     """The side-by-side layout of a chunk of n images of H x W for a stride-1 convolution."""
@@ -150,8 +147,8 @@ class SideBySide:
     def __init__(self, n, H, W, kernel_size, padding, dilation):
         (self.KH, self.KW), (self.ph, self.pw), (self.dh, self.dw) = kernel_size, padding, dilation
         self.n, self.H, self.W = n, H, W
-        self.OH = H + 2 * self.ph - self.dh * (self.KH - 1)
-        self.OW = W + 2 * self.pw - self.dw * (self.KW - 1)
+        self.OH = output_length(H, self.KH, 1, self.ph, self.dh)
+        self.OW = output_length(W, self.KW, 1, self.pw, self.dw)
         self.S = W + self.pw                                # columns per image
         self.Wb = n * self.S + self.pw                      # columns of the plane
         self.L = self.OH * self.Wb                          # columns of the column matrix
@@ -195,4 +192,4 @@ class SideBySide:
         return grid.reshape(C, self.L)
 
 
-__all__ = ["SideBySide", "batch_grid_width", "col2im_batch", "im2col_batch"]
+__all__ = ["SideBySide", "col2im_batch", "im2col_batch"]

@@ -37,18 +37,18 @@ gradient checks), ``R`` for that of the running statistics, ``I`` for the labels
 """
 from __future__ import annotations
 
-import numbers
-
 from ..backend import get_array_module, get_cupy
+from .windows import batch_grid_width, conv_output_size, window_settings
 
 # --- the kernel sources -------------------------------------------------------------------------
 # name -> (in_params, out_params, operation): cupy.ElementwiseKernel's arguments.
 ELEMENTWISE = {
     # im2col: thread i writes entry i of the column matrix, in either layout:
     #   channel_major = 0: (N, C*KH*KW, OH*Wq)   conv.im2col (Wq = OW)
-    #   channel_major = 1: (C*KH*KW, N*OH*Wq)    conv.im2col_batch (Wq = Wp for stride 1, else OW)
+    #   channel_major = 1: (C*KH*KW, N*OH*Wq)    conv_layouts.im2col_batch (Wq = Wp for stride 1,
+    #                                            else OW)
     # Entry (img, c, kh, kw, oi, oj) holds padded pixel (oi*sh + kh*dh, oj*sw + kw*dw). On
-    # conv.im2col_batch's wide grid (oj up to Wp - 1) that column runs past the row's end and
+    # im2col_batch's wide grid (oj up to Wp - 1) that column runs past the row's end and
     # wraps into the next row of the flattened padded plane, or past the plane's end (zero),
     # exactly as the portable flat view does -- so both go through the flat position f.
     "im2col": (
@@ -200,18 +200,12 @@ def built_kernels():
     return sorted(_KERNELS)
 
 
-# --- argument helpers (the portable functions validate before they dispatch here) ---------------
-def _pair(value):
-    if isinstance(value, numbers.Integral):
-        return int(value), int(value)
-    return int(value[0]), int(value[1])
-
-
-def _geometry(H, W, kernel_size, stride, padding, dilation):
-    (KH, KW), (sh, sw), (ph, pw), (dh, dw) = map(_pair, (kernel_size, stride, padding, dilation))
-    OH = (H + 2 * ph - dh * (KH - 1) - 1) // sh + 1
-    OW = (W + 2 * pw - dw * (KW - 1) - 1) // sw + 1
-    return (KH, KW), (sh, sw), (ph, pw), (dh, dw), (OH, OW)
+# --- argument helpers (windows.py's, as the portable functions use them) ---------------------
+def _geometry(op, H, W, kernel_size, stride, padding, dilation):
+    """kernel, stride, padding, dilation as pairs, and (OH, OW)."""
+    kernel, stride, padding, dilation = window_settings(op, kernel_size, stride, padding, dilation)
+    out_hw = conv_output_size(H, W, kernel, stride, padding, dilation, op)
+    return kernel, stride, padding, dilation, out_hw
 
 
 def _conv_args(x_shape, geometry):
@@ -230,7 +224,7 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1, out=None):
     """
     xp = get_array_module(x)
     N, C, H, W = x.shape
-    geometry = _geometry(H, W, kernel_size, stride, padding, dilation)
+    geometry = _geometry("im2col", H, W, kernel_size, stride, padding, dilation)
     (KH, KW), (OH, OW) = geometry[0], geometry[4]
     if out is None:
         out = xp.empty((N, C * KH * KW, OH * OW), dtype=x.dtype)
@@ -247,20 +241,15 @@ def col2im(cols, x_shape, kernel_size, stride=1, padding=0, dilation=1):
     """
     xp = get_array_module(cols)
     N, C, H, W = x_shape
-    geometry = _geometry(H, W, kernel_size, stride, padding, dilation)
+    geometry = _geometry("col2im", H, W, kernel_size, stride, padding, dilation)
     OW = geometry[4][1]
     gx = xp.empty((N, C, H, W), dtype=cols.dtype)
     _kernel("col2im")(xp.ascontiguousarray(cols), *_conv_args(x_shape, geometry), OW, OW, 0, gx)
     return gx
 
 
-def _grid_width(W, OW, stride, padding):
-    """conv.batch_grid_width: Wp (the wide grid) for stride 1, else OW."""
-    return W + 2 * _pair(padding)[1] if _pair(stride) == (1, 1) else OW
-
-
 def im2col_batch(x, kernel_size, stride=1, padding=0, dilation=1, out=None):
-    """conv.im2col_batch on the GPU: (N, C, H, W) -> (C*KH*KW, N*OH*Wq), channel-major.
+    """conv_layouts.im2col_batch on the GPU: (N, C, H, W) -> (C*KH*KW, N*OH*Wq), channel-major.
 
     The same entries as the portable version, wide grid included (Wq = Wp for stride 1:
     the columns j >= OW hold what the portable flat view holds there), in one kernel
@@ -269,9 +258,9 @@ def im2col_batch(x, kernel_size, stride=1, padding=0, dilation=1, out=None):
     """
     xp = get_array_module(x)
     N, C, H, W = x.shape
-    geometry = _geometry(H, W, kernel_size, stride, padding, dilation)
+    geometry = _geometry("im2col_batch", H, W, kernel_size, stride, padding, dilation)
     (KH, KW), (OH, OW) = geometry[0], geometry[4]
-    Wq = _grid_width(W, OW, stride, padding)
+    Wq = batch_grid_width(W, OW, geometry[1], geometry[2])
     size = C * KH * KW * N * OH * Wq
     cols = xp.empty(size, dtype=x.dtype) if out is None else out[:size]
     _kernel("im2col")(xp.ascontiguousarray(x), *_conv_args(x.shape, geometry), Wq, 1, cols)
@@ -279,16 +268,16 @@ def im2col_batch(x, kernel_size, stride=1, padding=0, dilation=1, out=None):
 
 
 def col2im_batch(cols, x_shape, kernel_size, stride=1, padding=0, dilation=1):
-    """conv.col2im_batch on the GPU: (C*KH*KW, N*OH*Wq) -> (N, C, H, W), a gather.
+    """conv_layouts.col2im_batch on the GPU: (C*KH*KW, N*OH*Wq) -> (N, C, H, W), a gather.
 
     As in the portable version, the entries of the wide grid's extra columns (j >= OW)
     must be zero; the gather does not read them at all.
     """
     xp = get_array_module(cols)
     N, C, H, W = x_shape
-    geometry = _geometry(H, W, kernel_size, stride, padding, dilation)
+    geometry = _geometry("col2im_batch", H, W, kernel_size, stride, padding, dilation)
     OW = geometry[4][1]
-    Wq = _grid_width(W, OW, stride, padding)
+    Wq = batch_grid_width(W, OW, geometry[1], geometry[2])
     gx = xp.empty((N, C, H, W), dtype=cols.dtype)
     _kernel("col2im")(xp.ascontiguousarray(cols), *_conv_args(x_shape, geometry), OW, Wq, 1, gx)
     return gx

@@ -1,14 +1,13 @@
 """CPU threads: run the chunks of a convolution on every core, BLAS single-threaded.
 
-Why. On the CPU, conv2d works through a batch in chunks of a few images (im2col, a
-GEMM, a transpose: see conv.py). Left alone, only the GEMM uses more than one core
-(OpenBLAS threads it), while the copies around it -- about half the time -- run on
-one. Running whole chunks on a pool of threads, one per core, with BLAS itself
-single-threaded, keeps every core busy for the whole chunk (NumPy and BLAS release
-the GIL). It is also far more robust on a shared machine: OpenBLAS's threads spin
-while they wait for each other, and when another process takes a core a
-multi-threaded GEMM can slow down by 10x or more (a ResNet-20 step measured 28 s
-instead of 1.2 s under a load of 3.7 on 2 cores; benchmarks/RESULTS.md).
+Why. On the CPU, the fast conv2d works through a batch in chunks of a few images
+(im2col, a GEMM, a transpose: see conv_fast.py). Left alone, only the GEMM uses more
+than one core (OpenBLAS threads it), while the copies around it -- about half the
+time -- run on one. Running whole chunks on a pool of threads, one per core, with BLAS
+itself single-threaded, keeps every core busy for the whole chunk (NumPy and BLAS
+release the GIL). It is also far more robust on a shared machine: OpenBLAS's threads
+spin while they wait for each other, and when another process takes a core a
+multi-threaded GEMM can slow down by an order of magnitude (benchmarks/RESULTS.md).
 
 Nothing happens at import: importing minires leaves BLAS, threads and memory alone.
 ``minires.use_speed_settings()`` (the command lines call it; users may) runs

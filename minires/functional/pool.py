@@ -1,8 +1,9 @@
 """Pooling: max_pool2d, avg_pool2d, adaptive_avg_pool2d, with naive loop references.
 
-Pooling windows are the same windows a convolution sees (see conv.py), but each
-channel is pooled on its own, so no matrix product is needed: the ops loop over the
-KH*KW kernel offsets, and for each offset touch one strided slice of the padded
+Pooling windows are the same windows a convolution sees, and the bookkeeping both
+share (argument pairs, output size, padding, ``offset_slices``) is in windows.py. But
+each channel is pooled on its own, so no matrix product is needed: the ops loop over
+the KH*KW kernel offsets, and for each offset touch one strided slice of the padded
 input (``offset_slices``) covering every window at once -- never a loop over pixels.
 """
 from __future__ import annotations

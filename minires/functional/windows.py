@@ -1,14 +1,19 @@
 """Sliding windows: the bookkeeping convolution and pooling share.
 
-Argument checking (``_pair``: an int or a pair; ``_check_4d``), the output size of a
+Argument checking (``_pair``: an int or a pair, used by the functional ops, the CUDA
+kernels' wrappers and the nn layers; ``_check_4d``; ``conv_settings`` and
+``check_conv_inputs``, which both conv2d implementations call), the output size of a
 window of size KH x KW sliding with stride and dilation over a padded input
-(``conv_output_size``), padding, and the two ways of looking at every window at once
-without copying: one strided slice per kernel offset (``offset_slices``, used by
-pooling and col2im) and a strided view of all windows (``window_view``, used by im2col).
+(``conv_output_size``, checked; ``output_length``, the formula itself), the width of
+the column grid of conv2d's batch layout (``batch_grid_width``), padding, and the two
+ways of looking at every window at once without copying: one strided slice per kernel
+offset (``offset_slices``, used by pooling and col2im) and a strided view of all
+windows (``window_view``, used by im2col).
 """
 from __future__ import annotations
 
 import numbers
+from typing import NamedTuple
 
 import numpy as np
 
@@ -34,6 +39,12 @@ def _pair(value, name, op, minimum):
     return int(pair[0]), int(pair[1])
 
 
+def window_settings(op, kernel_size, stride, padding, dilation):
+    """kernel_size, stride, padding, dilation checked and as pairs (h, w), in that order."""
+    return (_pair(kernel_size, "kernel_size", op, 1), _pair(stride, "stride", op, 1),
+            _pair(padding, "padding", op, 0), _pair(dilation, "dilation", op, 1))
+
+
 def _check_4d(x, op, what="input"):
     if x.ndim != 4:
         hint = (" (for a single image (C, H, W), add a batch axis: x.reshape(1, *x.shape))"
@@ -46,10 +57,8 @@ def conv_output_size(H, W, kernel_size, stride=1, padding=0, dilation=1, op="con
 
     OH = (H + 2*padding - dilation*(KH - 1) - 1) // stride + 1, and likewise for OW.
     """
-    KH, KW = _pair(kernel_size, "kernel_size", op, 1)
-    sh, sw = _pair(stride, "stride", op, 1)
-    ph, pw = _pair(padding, "padding", op, 0)
-    dh, dw = _pair(dilation, "dilation", op, 1)
+    (KH, KW), (sh, sw), (ph, pw), (dh, dw) = window_settings(op, kernel_size, stride, padding,
+                                                             dilation)
     span_h, span_w = dh * (KH - 1) + 1, dw * (KW - 1) + 1   # the kernel's reach, dilation included
     if span_h > H + 2 * ph or span_w > W + 2 * pw:
         reach = ""
@@ -58,7 +67,72 @@ def conv_output_size(H, W, kernel_size, stride=1, padding=0, dilation=1, op="con
         raise ValueError(f"{op}: kernel {KH}x{KW}{reach} is larger than the padded input "
                          f"{H + 2 * ph}x{W + 2 * pw} (input {H}x{W} + padding {ph}x{pw} "
                          f"on each side)")
-    return (H + 2 * ph - span_h) // sh + 1, (W + 2 * pw - span_w) // sw + 1
+    return output_length(H, KH, sh, ph, dh), output_length(W, KW, sw, pw, dw)
+
+
+def output_length(size, kernel, stride, padding, dilation):
+    """How many positions a window has along one axis (ints, already checked):
+    (size + 2*padding - dilation*(kernel - 1) - 1) // stride + 1."""
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def is_pointwise(kernel_size, stride, padding):
+    """A 1x1 kernel with stride 1 and no padding: every pixel is its own window (no im2col)."""
+    return tuple(kernel_size) == (1, 1) and tuple(stride) == (1, 1) and tuple(padding) == (0, 0)
+
+
+def batch_grid_width(W, OW, stride, padding):
+    """Wq, the width of the output grid of conv2d's batch layout (conv_layouts.im2col_batch
+    and its CUDA kernel): Wp = W + 2*pw (the "wide" grid) for stride 1, else OW.
+
+    ``stride`` and ``padding`` are pairs."""
+    return W + 2 * padding[1] if tuple(stride) == (1, 1) else OW
+
+
+# --- a convolution's arguments (both conv2d implementations check them here) ----------
+class ConvSettings(NamedTuple):
+    """A convolution's settings, checked: stride, padding, dilation as pairs, groups an int."""
+
+    stride: tuple
+    padding: tuple
+    dilation: tuple
+    groups: int
+
+
+def conv_settings(stride=1, padding=0, dilation=1, groups=1, op="conv2d"):
+    """The ConvSettings of a conv2d call, or a clear error naming ``op``."""
+    stride, padding = _pair(stride, "stride", op, 1), _pair(padding, "padding", op, 0)
+    dilation = _pair(dilation, "dilation", op, 1)
+    if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups < 1:
+        raise ValueError(f"{op}: groups must be a positive int, got {groups!r}")
+    return ConvSettings(stride, padding, dilation, int(groups))
+
+
+def check_conv_inputs(x, weight, bias, settings, op="conv2d"):
+    """Check x (N, C, H, W), weight (C_out, C/groups, KH, KW) and bias (C_out,) or None
+    against each other and ``settings``; return the output size (OH, OW)."""
+    G = settings.groups
+    _check_4d(x, op)
+    _check_4d(weight, op, "weight (C_out, C_in/groups, KH, KW)")
+    C, H, W = x.shape[1:]
+    O, Cg, KH, KW = weight.shape
+    if C % G:
+        raise ValueError(f"{op}: groups={G} does not divide the {C} input channels")
+    if O % G:
+        raise ValueError(f"{op}: groups={G} does not divide the {O} output channels "
+                         f"(weight shape {tuple(weight.shape)})")
+    if C != Cg * G:
+        raise ValueError(f"{op}: input has {C} channels but weight expects {Cg * G} "
+                         f"(groups={G}; weight shape {tuple(weight.shape)})")
+    if bias is not None and tuple(bias.shape) != (O,):
+        raise ValueError(f"{op}: bias must have shape ({O},) for {O} output channels, "
+                         f"got {tuple(bias.shape)}")
+    for name, a in (("weight", weight), ("bias", bias)):
+        if a is not None and a.dtype != x.dtype:
+            raise TypeError(f"{op}: input has dtype {x.dtype} but {name} has dtype {a.dtype}; "
+                            f"convert one of them (mixing would upcast silently)")
+    return conv_output_size(H, W, (KH, KW), settings.stride, settings.padding,
+                            settings.dilation, op)
 
 
 def pad2d(x, padding, value=0.0):
@@ -110,4 +184,6 @@ def window_view(x_pad, kernel_size, out_hw, stride, dilation):
                         (sN, sC, dh * sH, dw * sW, sh * sH, sw * sW))
 
 
-__all__ = ["conv_output_size", "offset_slices", "pad2d", "strided_view", "window_view"]
+__all__ = ["ConvSettings", "batch_grid_width", "check_conv_inputs", "conv_output_size",
+           "conv_settings", "is_pointwise", "offset_slices", "output_length", "pad2d",
+           "strided_view", "window_settings", "window_view"]

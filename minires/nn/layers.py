@@ -17,19 +17,10 @@ import numpy as np
 
 from .. import functional as F
 from ..backend import DEFAULT_DTYPE
+from ..functional.windows import _pair
 from ..tensor import Tensor
 from . import init
 from .module import Module, Parameter
-
-
-def _pair(value, name, layer):
-    """An int or a pair of ints as a pair (PyTorch's ``_pair``)."""
-    if isinstance(value, numbers.Integral):
-        return (int(value), int(value))
-    if isinstance(value, (tuple, list)) and len(value) == 2 and all(
-            isinstance(v, numbers.Integral) for v in value):
-        return (int(value[0]), int(value[1]))
-    raise TypeError(f"{layer}: {name} must be an int or a pair of ints, got {value!r}")
 
 
 def _check_tensor(x, layer):
@@ -71,15 +62,10 @@ class Conv2d(Module):
         if padding_mode != "zeros":
             raise ValueError(f"{name}: only padding_mode='zeros' is supported, got {padding_mode!r}")
         self.in_channels, self.out_channels, self.groups = int(in_channels), int(out_channels), groups
-        self.kernel_size = _pair(kernel_size, "kernel_size", name)
-        self.stride = _pair(stride, "stride", name)
-        self.padding = _pair(padding, "padding", name)
-        self.dilation = _pair(dilation, "dilation", name)
-        if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.dilation) < 1:
-            raise ValueError(f"{name}: kernel_size, stride and dilation must be >= 1, got "
-                             f"{self.kernel_size}, {self.stride}, {self.dilation}")
-        if min(self.padding) < 0:
-            raise ValueError(f"{name}: padding must be >= 0, got {self.padding}")
+        self.kernel_size = _pair(kernel_size, "kernel_size", name, 1)
+        self.stride = _pair(stride, "stride", name, 1)
+        self.padding = _pair(padding, "padding", name, 0)
+        self.dilation = _pair(dilation, "dilation", name, 1)
         self.padding_mode = padding_mode
         KH, KW = self.kernel_size
         self.weight = Parameter(_zeros((out_channels, in_channels // groups, KH, KW)))
@@ -354,7 +340,7 @@ class AdaptiveAvgPool2d(Module):
 
     def __init__(self, output_size):
         super().__init__()
-        self.output_size = _pair(output_size, "output_size", "AdaptiveAvgPool2d")
+        self.output_size = _pair(output_size, "output_size", "AdaptiveAvgPool2d", 1)
 
     def extra_repr(self):
         """The settings shown in the repr: output_size."""

@@ -1,0 +1,389 @@
+"""The fast conv2d: the reference's arithmetic (conv.py), with the work arranged for speed.
+
+``FastConv2d`` computes what the reference ``conv.Conv2d`` computes -- im2col, one GEMM
+per group; dW by a GEMM, dx by col2im -- and is the default (``conv.use_conv``). Every
+path below is compared with the reference, forward and all gradients, on drawn cases
+(tests/test_fast_paths.py). What changes, and why:
+
+* Chunks. NumPy convolutions are limited by memory traffic more than by arithmetic: the
+  column matrix of a 3x3 convolution is 9 times the size of its input. So the CPU paths
+  build the columns of a few images at a time (about ``get_chunk_bytes()`` bytes), which
+  stay in the CPU cache between being written and being read by BLAS. On the GPU the
+  whole batch is one chunk.
+* One GEMM per chunk. The columns of all the images of a chunk sit side by side in one
+  matrix (conv_layouts.py): one large GEMM instead of one small one per image.
+* Threads. The chunks run on parallel.py's thread pool, BLAS single-threaded, so the
+  copies around the GEMMs use every core too. Each chunk writes only its own slice of
+  the output; the weight gradient is summed from per-chunk parts in chunk order
+  (``sum_in_chunk_order``), so results do not depend on the number of threads.
+* Backward recomputes the columns from the saved input rather than keeping them: kept,
+  they would hold the 9x-the-input columns of every layer until its backward, for a
+  small saving in time (benchmarks/RESULTS.md, "Moved from code comments").
+
+The paths -- ``forward_path`` and ``backward_path`` pick one each, and those two
+functions are the whole policy:
+
+  forward_pointwise          1x1 kernel, stride 1, no padding: the columns ARE the pixels
+  forward_side_by_side       CPU, stride 1: a chunk's images side by side in one plane
+  forward_grid               otherwise, and on the GPU: im2col_batch's grid
+  backward_pointwise         the 1x1 case
+  backward_transposed_*      stride 1 when dx is needed: dx as a convolution of gy
+                             (side_by_side on the CPU, grid on the GPU)
+  backward_columns           otherwise: dW = gy @ cols.T, dx = col2im_batch(W.T @ gy)
+
+Forward paths take (x, weight, settings) and return y; backward paths take (gy, x,
+weight, settings, need_x, need_w) and return (dx, dW). ``settings`` is a
+windows.ConvSettings. Each also takes ``chunk_bytes`` (None: the module setting).
+The work of one chunk is a plain function ``_..._chunk(..., n0, n1)`` that
+``run_chunks`` calls through ``functools.partial``.
+"""
+from __future__ import annotations
+
+import numbers
+from functools import partial
+
+import numpy as np
+
+from ..autograd import Function
+from ..backend import get_array_module
+from .conv_layouts import SideBySide, col2im_batch, im2col_batch
+from .parallel import run_chunks
+from .windows import (batch_grid_width, check_conv_inputs, conv_output_size, conv_settings,
+                      is_pointwise)
+
+# --- the one tuning knob: how much column matrix a CPU chunk builds -------------------
+# Small enough to stay in the CPU cache between im2col and the GEMM, large enough for
+# efficient GEMMs; within that range the exact value matters little (the sweep is in
+# benchmarks/RESULTS.md, "Tried, not kept"). For the 1x1 path the pixels are the columns.
+_chunk_bytes = 4 << 20
+
+
+def get_chunk_bytes() -> int:
+    """Bytes of column matrix the CPU paths build per chunk (default 4 MiB)."""
+    return _chunk_bytes
+
+
+def set_chunk_bytes(n: int) -> int:
+    """Build about ``n`` bytes of column matrix per chunk on the CPU; returns the previous value.
+
+    Results change only by the order of the weight-gradient sums (float rounding).
+    """
+    global _chunk_bytes
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+        raise ValueError(f"set_chunk_bytes: n must be a positive int, got {n!r}")
+    previous, _chunk_bytes = _chunk_bytes, int(n)
+    return previous
+
+
+def batch_chunks(N, per_image_bytes, xp, chunk_bytes=None):
+    """(n0, n1) batch ranges of about ``chunk_bytes`` each (at least one image); on the GPU
+    one range. The split depends on sizes only, never on the number of threads."""
+    limit = _chunk_bytes if chunk_bytes is None else chunk_bytes
+    step = max(1, N if xp is not np else limit // max(1, per_image_bytes))
+    return [(n0, min(N, n0 + step)) for n0 in range(0, N, step)]
+
+
+def _column_chunks(x, kernel, s, out_hw, chunk_bytes):
+    """The chunks of the paths that build the columns of x (per image C*KH*KW x OH*Wq)."""
+    N, C, _, W = x.shape
+    (KH, KW), (OH, OW) = kernel, out_hw
+    per_image = C * KH * KW * OH * batch_grid_width(W, OW, s.stride, s.padding) * x.itemsize
+    return batch_chunks(N, per_image, get_array_module(x), chunk_bytes)
+
+
+def sum_in_chunk_order(parts, shape, dtype, xp):
+    """The weight gradient from the chunks' parts, added in chunk order (deterministic)."""
+    total = xp.zeros(shape, dtype=dtype)
+    for part in parts:
+        total += part
+    return total
+
+
+# --- 1x1, stride 1, no padding: no im2col at all --------------------------------------
+def _check_pointwise(op, weight, s):
+    if not is_pointwise(weight.shape[2:], s.stride, s.padding):
+        raise ValueError(f"{op}: needs a 1x1 kernel, stride 1 and no padding")
+
+
+def _pointwise_forward_chunk(w, x4, y4, n0, n1):
+    get_array_module(x4).matmul(w, x4[n0:n1], out=y4[n0:n1])      # (n, G, O/G, H*W)
+
+
+def forward_pointwise(x, weight, s, chunk_bytes=None):
+    """y[n] = W @ x[n].reshape(C, H*W): the pixels are the columns, one batched matmul."""
+    _check_pointwise("forward_pointwise", weight, s)
+    xp = get_array_module(x)
+    N, C, H, W = x.shape
+    O, G = weight.shape[0], s.groups
+    w = weight.reshape(G, O // G, -1)                                   # (G, O/G, C/G)
+    x4 = x.reshape(N, G, C // G, H * W)                                 # (N, G, C/G, H*W)
+    y4 = xp.empty((N, G, O // G, H * W), dtype=x.dtype)
+    chunks = batch_chunks(N, C * H * W * x.itemsize, xp, chunk_bytes)
+    run_chunks(partial(_pointwise_forward_chunk, w, x4, y4), chunks)
+    return y4.reshape(N, O, H, W)
+
+
+def _pointwise_backward_chunk(gy4, x4, wT, gx4, need_w, n0, n1):
+    xp = get_array_module(gy4)
+    if gx4 is not None:
+        xp.matmul(wT, gy4[n0:n1], out=gx4[n0:n1])                       # (n, G, C/G, H*W)
+    if need_w:                                                          # (G, O/G, C/G)
+        return xp.matmul(gy4[n0:n1], x4[n0:n1].transpose(0, 1, 3, 2)).sum(axis=0)
+    return None
+
+
+def backward_pointwise(gy, x, weight, s, need_x=True, need_w=True, chunk_bytes=None):
+    """dx[n] = W.T @ gy[n], dW = sum over n of gy[n] @ x[n].T, on the pixels directly."""
+    _check_pointwise("backward_pointwise", weight, s)
+    xp = get_array_module(gy)
+    N, C, H, W = x.shape
+    O, G = weight.shape[0], s.groups
+    w = weight.reshape(G, O // G, -1)                                   # (G, O/G, C/G)
+    gy4 = gy.reshape(N, G, O // G, H * W)                               # (N, G, O/G, H*W)
+    x4 = x.reshape(N, G, C // G, H * W)                                 # (N, G, C/G, H*W)
+    gx4 = xp.empty((N, G, C // G, H * W), dtype=x.dtype) if need_x else None
+    chunks = batch_chunks(N, C * H * W * x.itemsize, xp, chunk_bytes)
+    parts = run_chunks(partial(_pointwise_backward_chunk, gy4, x4, w.transpose(0, 2, 1), gx4,
+                               need_w), chunks)
+    gx = gx4.reshape(x.shape) if need_x else None
+    gw = sum_in_chunk_order(parts, w.shape, weight.dtype, xp).reshape(weight.shape) if need_w \
+        else None
+    return gx, gw
+
+
+# --- the columns of x: im2col_batch's grid (any stride; the GPU) ----------------------
+def _grid_forward_chunk(x, w, kernel, s, y, n0, n1):
+    xp = get_array_module(x)
+    n, (O, OH, OW), G = n1 - n0, y.shape[1:], s.groups
+    cols = im2col_batch(x[n0:n1], kernel, s.stride, s.padding, s.dilation)  # (C*KH*KW, n*OH*Wq)
+    cols = cols.reshape(G, -1, cols.shape[1])                           # (G, C/G*KH*KW, n*OH*Wq)
+    y_cm = xp.matmul(w, cols)                                           # (G, O/G, n*OH*Wq)
+    y_cm = y_cm.reshape(O, n, OH, -1)[:, :, :, :OW]                     # (C_out, n, OH, OW)
+    y[n0:n1] = y_cm.transpose(1, 0, 2, 3)                               # (n, C_out, OH, OW)
+
+
+def forward_grid(x, weight, s, chunk_bytes=None):
+    """y = W @ im2col_batch(x chunk), one GEMM per group and chunk, cut to OW and transposed."""
+    xp = get_array_module(x)
+    N, _, H, W = x.shape
+    O, G, kernel = weight.shape[0], s.groups, weight.shape[2:]
+    OH, OW = conv_output_size(H, W, kernel, s.stride, s.padding, s.dilation)
+    y = xp.empty((N, O, OH, OW), dtype=x.dtype)
+    w = weight.reshape(G, O // G, -1)                                   # (G, O/G, C/G*KH*KW)
+    chunks = _column_chunks(x, kernel, s, (OH, OW), chunk_bytes)
+    run_chunks(partial(_grid_forward_chunk, x, w, kernel, s, y), chunks)
+    return y
+
+
+def _columns_backward_chunk(gy, x, wT, kernel, s, gx, need_w, n0, n1):
+    xp = get_array_module(gy)
+    n, (C, H, W), (O, OH, OW), G = n1 - n0, x.shape[1:], gy.shape[1:], s.groups
+    Wq = batch_grid_width(W, OW, s.stride, s.padding)
+    K, L = C * kernel[0] * kernel[1], n * OH * Wq
+    buffer = xp.empty(K * L, dtype=x.dtype)                             # the columns, then dcols
+    g = xp.empty((O, n, OH, Wq), dtype=gy.dtype)        # gy channel-major on the grid,
+    g[:, :, :, :OW] = gy[n0:n1].transpose(1, 0, 2, 3)   # zero in the cut-off columns
+    g[:, :, :, OW:] = 0
+    g = g.reshape(G, O // G, L)                                         # (G, O/G, n*OH*Wq)
+    gw_part = None
+    if need_w:                                          # the columns, recomputed from x
+        cols = im2col_batch(x[n0:n1], kernel, s.stride, s.padding, s.dilation, out=buffer)
+        # dW = gy @ cols.T over the whole chunk; BLAS reads the transpose in place.
+        gw_part = xp.matmul(g, cols.reshape(G, -1, L).transpose(0, 2, 1))  # (G, O/G, C/G*KH*KW)
+    if gx is not None:
+        dcols = buffer.reshape(G, -1, L)
+        xp.matmul(wT, g, out=dcols)                                     # (G, C/G*KH*KW, n*OH*Wq)
+        gx[n0:n1] = col2im_batch(dcols.reshape(K, L), (n, C, H, W), kernel, s.stride,
+                                 s.padding, s.dilation)
+    return gw_part
+
+
+def backward_columns(gy, x, weight, s, need_x=True, need_w=True, chunk_bytes=None):
+    """dW = gy @ cols.T and dx = col2im_batch(W.T @ gy), chunk by chunk. Any stride."""
+    xp = get_array_module(gy)
+    O, G, kernel = weight.shape[0], s.groups, weight.shape[2:]
+    w = weight.reshape(G, O // G, -1)                                   # (G, O/G, C/G*KH*KW)
+    gx = xp.empty(x.shape, dtype=x.dtype) if need_x else None
+    chunks = _column_chunks(x, kernel, s, gy.shape[2:], chunk_bytes)
+    parts = run_chunks(partial(_columns_backward_chunk, gy, x, w.transpose(0, 2, 1), kernel, s,
+                               gx, need_w), chunks)
+    gw = sum_in_chunk_order(parts, w.shape, weight.dtype, xp).reshape(weight.shape) if need_w \
+        else None
+    return gx, gw
+
+
+# --- stride 1, CPU: the chunk's images side by side in one plane (conv_layouts.py) ----
+def _side_by_side_forward_chunk(x, w, kernel, s, y, n0, n1):
+    H, W = x.shape[2:]
+    layout = SideBySide(n1 - n0, H, W, kernel, s.padding, s.dilation)
+    cols = layout.columns(x[n0:n1])                                     # (C*KH*KW, OH*Wb)
+    cols = cols.reshape(s.groups, -1, layout.L)                         # (G, C/G*KH*KW, OH*Wb)
+    y_grid = get_array_module(x).matmul(w, cols).reshape(y.shape[1], layout.L)  # (C_out, OH*Wb)
+    y[n0:n1] = layout.images(y_grid)                                    # (n, C_out, OH, OW)
+
+
+def forward_side_by_side(x, weight, s, chunk_bytes=None):
+    """Stride 1 on the CPU: y = W @ SideBySide.columns(x chunk), read back image by image."""
+    xp = get_array_module(x)
+    N, _, H, W = x.shape
+    O, G, kernel = weight.shape[0], s.groups, weight.shape[2:]
+    if s.stride != (1, 1) or not SideBySide.fits(kernel, s.padding, s.dilation):
+        raise ValueError("forward_side_by_side: needs stride 1 and padding <= (KW-1)*dilation")
+    OH, OW = conv_output_size(H, W, kernel, s.stride, s.padding, s.dilation)
+    y = xp.empty((N, O, OH, OW), dtype=x.dtype)
+    w = weight.reshape(G, O // G, -1)                                   # (G, O/G, C/G*KH*KW)
+    chunks = _column_chunks(x, kernel, s, (OH, OW), chunk_bytes)
+    run_chunks(partial(_side_by_side_forward_chunk, x, w, kernel, s, y), chunks)
+    return y
+
+
+# --- stride 1: backward as a convolution of gy (no col2im) ----------------------------
+# For stride 1 the gradient of the input is itself a convolution: gy, padded by
+# p' = (K-1)*d - p, convolved with the kernel flipped in both axes and with C_in and
+# C_out swapped (the "transposed convolution"):
+#     dx[n, c, m] = sum over o, kh, kw of  W[o, c, K-1-kh, K-1-kw] * gy_pad'[n, o, m + kh*d]
+# So backward builds the columns of gy instead of the columns of x, and both gradients
+# are GEMMs against them:
+#     dx          = W_flipped (C, O*KH*KW) @ gycols (O*KH*KW, n*H*Wq')
+#     dW_flipped  = x_grid (C, n*H*Wq') @ gycols.T   (x on the same grid, zero elsewhere)
+# since dW[o, c, a, b] = sum over pixels m of x[n, c, m] * gy_pad'[n, o, m + (K-1-a)*d].
+# Compared with backward_columns this skips the col2im (KH*KW read-modify-write passes
+# over the columns) and one im2col, and the dx GEMM's inner dimension is O*KH*KW instead
+# of O, which BLAS runs much faster. It pays off through dx only: for dW alone (a
+# network's first layer) the columns of x are fewer (C_in*KH*KW rows, not C_out*KH*KW).
+def transposed_padding(kernel, padding, dilation):
+    """(p'h, p'w) = ((KH-1)*dh - ph, (KW-1)*dw - pw), gy's padding in the transposed
+    convolution; None when one is negative (then backward_columns serves)."""
+    (KH, KW), (ph, pw), (dh, dw) = kernel, padding, dilation
+    pad = ((KH - 1) * dh - ph, (KW - 1) * dw - pw)
+    return pad if min(pad) >= 0 else None
+
+
+def _transposed_side_by_side_chunk(gy, x, w_flip, kernel, pad_t, s, gx, need_w, n0, n1):
+    xp = get_array_module(gy)
+    C, (OH, OW), G = x.shape[1], gy.shape[2:], s.groups
+    layout = SideBySide(n1 - n0, OH, OW, kernel, pad_t, s.dilation)     # output grid: H x W
+    gycols = layout.columns(gy[n0:n1])                                  # (C_out*KH*KW, H*Wb)
+    gycols = gycols.reshape(G, -1, layout.L)                            # (G, O/G*KH*KW, H*Wb)
+    gw_part = None
+    if need_w:                                                          # x on the same grid
+        x_grid = layout.place(x[n0:n1], xp.empty(C * layout.L, dtype=x.dtype))
+        x_grid = x_grid.reshape(G, C // G, layout.L)                    # (G, C/G, H*Wb)
+        gw_part = xp.matmul(x_grid, gycols.transpose(0, 2, 1))          # (G, C/G, O/G*KH*KW)
+    if gx is not None:
+        dx = xp.matmul(w_flip, gycols).reshape(C, layout.L)             # (C_in, H*Wb)
+        gx[n0:n1] = layout.images(dx)                                   # (n, C_in, H, W)
+    return gw_part
+
+
+def _transposed_grid_chunk(gy, x, w_flip, kernel, pad_t, s, gx, need_w, n0, n1):
+    xp = get_array_module(gy)
+    n, (C, H, W), G = n1 - n0, x.shape[1:], s.groups
+    Wq = gy.shape[3] + 2 * pad_t[1]                                     # Wq' = OW + 2p'w
+    L = n * H * Wq
+    gycols = im2col_batch(gy[n0:n1], kernel, 1, pad_t, s.dilation)     # (O*KH*KW, n*H*Wq')
+    gycols = gycols.reshape(G, -1, L)                                   # (G, O/G*KH*KW, n*H*Wq')
+    grid = xp.empty((C, n, H, Wq), dtype=gy.dtype)                     # dx, or x, on the grid
+    gw_part = None
+    if need_w:
+        grid[:, :, :, :W] = x[n0:n1].transpose(1, 0, 2, 3)              # x, channel-major
+        grid[:, :, :, W:] = 0
+        gw_part = xp.matmul(grid.reshape(G, C // G, L), gycols.transpose(0, 2, 1))
+    if gx is not None:
+        xp.matmul(w_flip, gycols, out=grid.reshape(G, C // G, L))       # (G, C/G, n*H*Wq')
+        gx[n0:n1] = grid[:, :, :, :W].transpose(1, 0, 2, 3)             # (n, C_in, H, W)
+    return gw_part
+
+
+def _backward_transposed(chunk, gy, x, weight, s, need_x, need_w, chunk_bytes):
+    """What the two transposed paths share: the flipped kernel, chunks, dW un-flipped."""
+    xp = get_array_module(gy)
+    (N, _, H, _), (O, Cg, KH, KW), G = x.shape, weight.shape, s.groups
+    pad_t = transposed_padding((KH, KW), s.padding, s.dilation)
+    if s.stride != (1, 1) or pad_t is None:
+        raise ValueError("backward_transposed: needs stride 1 and padding <= (K-1)*dilation")
+    # W_flipped[g, c, (o, kh, kw)] = W[g*O/G + o, c, KH-1-kh, KW-1-kw]
+    w_flip = weight.reshape(G, O // G, Cg, KH, KW)[:, :, :, ::-1, ::-1]
+    w_flip = w_flip.transpose(0, 2, 1, 3, 4).reshape(G, Cg, O // G * KH * KW)
+    per_image = O * KH * KW * H * (gy.shape[3] + 2 * pad_t[1]) * gy.itemsize
+    gx = xp.empty(x.shape, dtype=x.dtype) if need_x else None
+    parts = run_chunks(partial(chunk, gy, x, w_flip, (KH, KW), pad_t, s, gx, need_w),
+                       batch_chunks(N, per_image, xp, chunk_bytes))
+    if not need_w:
+        return gx, None
+    gw_flip = sum_in_chunk_order(parts, (G, Cg, O // G * KH * KW), weight.dtype, xp)
+    gw = gw_flip.reshape(G, Cg, O // G, KH, KW)[:, :, :, ::-1, ::-1]   # un-flip, un-swap
+    return gx, xp.ascontiguousarray(gw.transpose(0, 2, 1, 3, 4).reshape(weight.shape))
+
+
+def backward_transposed_side_by_side(gy, x, weight, s, need_x=True, need_w=True,
+                                     chunk_bytes=None):
+    """Stride 1 on the CPU: the columns of gy laid out side by side (SideBySide)."""
+    return _backward_transposed(_transposed_side_by_side_chunk, gy, x, weight, s, need_x,
+                                need_w, chunk_bytes)
+
+
+def backward_transposed_grid(gy, x, weight, s, need_x=True, need_w=True, chunk_bytes=None):
+    """Stride 1, the GPU's layout: the columns of gy on im2col_batch's wide grid."""
+    return _backward_transposed(_transposed_grid_chunk, gy, x, weight, s, need_x, need_w,
+                                chunk_bytes)
+
+
+# --- the policy ------------------------------------------------------------------------
+def forward_path(x, weight, s):
+    """The forward path FastConv2d takes for these inputs and settings."""
+    kernel = weight.shape[2:]
+    if is_pointwise(kernel, s.stride, s.padding):
+        return forward_pointwise
+    if (get_array_module(x) is np and s.stride == (1, 1)
+            and SideBySide.fits(kernel, s.padding, s.dilation)):
+        return forward_side_by_side
+    return forward_grid
+
+
+def backward_path(x, weight, s, need_x):
+    """The backward path FastConv2d takes (need_x: whether dx is wanted)."""
+    kernel = weight.shape[2:]
+    if is_pointwise(kernel, s.stride, s.padding):
+        return backward_pointwise
+    pad_t = transposed_padding(kernel, s.padding, s.dilation)
+    if not (need_x and s.stride == (1, 1) and pad_t is not None):
+        return backward_columns
+    if get_array_module(x) is np and SideBySide.fits(kernel, pad_t, s.dilation):
+        return backward_transposed_side_by_side
+    return backward_transposed_grid
+
+
+class FastConv2d(Function):
+    """conv2d for speed (the default): the reference's arithmetic, in chunks, layouts and
+    threads. forward_path / backward_path choose the work; keeps: x and the weight."""
+
+    def __init__(self, stride=1, padding=0, dilation=1, groups=1):
+        super().__init__()
+        self.settings = conv_settings(stride, padding, dilation, groups)
+
+    def forward(self, x, weight, bias):
+        """y (N, C_out, OH, OW) of x (N, C_in, H, W), weight (C_out, C_in/G, KH, KW), bias."""
+        check_conv_inputs(x, weight, bias, self.settings)
+        y = forward_path(x, weight, self.settings)(x, weight, self.settings)
+        if bias is not None:
+            y += bias.reshape(1, -1, 1, 1)
+        self.save_for_backward(x, weight)
+        return y
+
+    def backward(self, gy):
+        """(dx, dW, db), each None when not needed."""
+        x, weight = self.saved
+        need_x, need_w, need_b = self.needs_input_grad
+        gb = gy.sum(axis=(0, 2, 3)) if need_b else None
+        if not (need_x or need_w):
+            return None, None, gb
+        path = backward_path(x, weight, self.settings, need_x)
+        gx, gw = path(gy, x, weight, self.settings, need_x, need_w)
+        return gx, gw, gb
+
+
+__all__ = ["FastConv2d", "backward_columns", "backward_path", "backward_pointwise",
+           "backward_transposed_grid", "backward_transposed_side_by_side", "batch_chunks",
+           "forward_grid", "forward_path", "forward_pointwise", "forward_side_by_side",
+           "get_chunk_bytes", "set_chunk_bytes", "sum_in_chunk_order", "transposed_padding"]
