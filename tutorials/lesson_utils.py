@@ -2,6 +2,8 @@
 
 Read it once; the lessons then say ``from lesson_utils import ...`` and get on with it.
 
+* Importing it calls ``minires.use_speed_settings()`` (threads and memory for speed), as
+  the command lines do.
 * ``FAST``: True when the environment variable ``MINIRES_TUTORIAL_FAST=1`` is set. The
   test suite sets it: data sets shrink to a few hundred synthetic images and training
   to a few dozen steps, so all lessons together run in minutes. The numbers a lesson
@@ -30,6 +32,13 @@ except ImportError:
     sys.path.insert(0, str(HERE.parent))
 
 FAST = os.environ.get("MINIRES_TUTORIAL_FAST", "").strip() not in ("", "0")
+
+# The lessons are programs of their own, so they make the one explicit speed call that
+# `python -m minires.train` makes: convolution workers on every core, OpenBLAS on one thread
+# each, freed memory kept for reuse (importing minires alone changes none of this).
+import minires as _mr  # noqa: E402
+
+_mr.use_speed_settings()
 
 
 def fast_or_full(fast, full):
