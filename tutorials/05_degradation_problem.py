@@ -220,7 +220,7 @@ if SHIPPED.is_file():
         for seed, seed_runs in shipped["runs"].items():
             for i, (name, r) in enumerate(sorted(seed_runs.items())):
                 axes[r["family"]].plot(r["history"]["steps"], r["history"]["train_error"],
-                                       color=f"C{r['depth'] == max(shipped['depths'])}", lw=0.7,
+                                       color=f"C{int(r['depth'] == max(shipped['depths']))}", lw=0.7,
                                        label=name if seed == str(shipped["seeds"][0]) else None)
         for family, ax in axes.items():
             ax.set(xlabel="iteration", title=f"{family} (the experiment's shipped run, "
