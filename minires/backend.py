@@ -15,8 +15,9 @@ DEFAULT_DTYPE = np.float32
 DEVICES = ("cpu", "cuda")
 
 _GPU_HELP = (
-    "Install the GPU extra on a machine with an NVIDIA GPU and CUDA 12: "
-    "pip install 'minires[gpu]'  (that installs cupy-cuda12x)."
+    "Install the GPU extra that matches your NVIDIA driver's CUDA version (nvidia-smi shows it): "
+    "pip install 'minires[cuda12]' or 'minires[cuda13]' (CuPy with its CUDA toolkit packages, "
+    "which CuPy 14 needs to compile kernels)."
 )
 
 

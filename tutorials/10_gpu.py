@@ -17,7 +17,9 @@
 # speed-up, and train with `fit(..., device="cuda")`.
 #
 # **Budget without fast mode:** needs an NVIDIA GPU with CuPy
-# (`pip install 'minires[gpu]'`). ResNet-20 for 1 epoch on all 50,000 CIFAR-10
+# (`pip install 'minires[cuda12]'` or `'minires[cuda13]'`: match the CuPy package to
+# the CUDA version of your driver, which `nvidia-smi` shows; the extras include CuPy's
+# CUDA toolkit packages, which CuPy 14 needs). ResNet-20 for 1 epoch on all 50,000 CIFAR-10
 # training images (tested on 10,000) on the GPU, plus a timing of one batch on the
 # CPU and the GPU; the time depends on the GPU and is printed. Fast mode: 256
 # synthetic 8x8 images, seconds. **Without a GPU the lesson says so after section 1
@@ -55,8 +57,9 @@ GPU = mr.gpu_available()
 print("CuPy with a usable CUDA GPU:", GPU)
 if not GPU:
     print("No CUDA GPU with CuPy on this machine: the rest of lesson 10 needs one, so it is "
-          "skipped here. On a machine with an NVIDIA GPU and CUDA 12: pip install "
-          "'minires[gpu]' (cupy-cuda12x), then run this lesson again.")
+          "skipped here. On a machine with an NVIDIA GPU: pip install 'minires[cuda12]' or "
+          "'minires[cuda13]', matching your driver's CUDA version (nvidia-smi), then run this "
+          "lesson again.")
     print("lesson 10 skipped: no GPU")
     raise SystemExit(0)
 
