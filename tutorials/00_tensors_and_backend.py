@@ -16,7 +16,7 @@
 # network in float32, and the one trick that lets the same code run on a GPU:
 # every op asks its array which library owns it (`xp = get_array_module(x)`).
 #
-# **Budget without fast mode:** no data set; a few seconds on a CPU. Fast mode
+# **Budget without fast mode:** no data set; under a second on a CPU. Fast mode
 # (`MINIRES_TUTORIAL_FAST=1`) changes nothing in this lesson.
 #
 # Run it as a script (`python tutorials/00_tensors_and_backend.py`) or open it as a

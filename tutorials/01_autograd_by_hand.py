@@ -17,7 +17,7 @@
 # arithmetic, walk the graph yourself, write a new op (forward *and* backward), and
 # prove it right — or wrong — with `minires.gradcheck`.
 #
-# **Budget without fast mode:** no data set; a few seconds on a CPU. Fast mode
+# **Budget without fast mode:** no data set; under a second on a CPU. Fast mode
 # changes nothing here.
 
 # %%

@@ -20,7 +20,7 @@
 # how to switch between them and checks that they agree.
 #
 # **Budget without fast mode:** one CIFAR-10 image for the picture, and a speed test
-# on a random (8, 16, 16, 16) batch; under a minute on a 2-core CPU. Fast mode: a
+# on a random (8, 16, 16, 16) batch; measured 2 s on a 2-core CPU. Fast mode: a
 # synthetic image and a smaller speed test, a few seconds.
 
 # %%

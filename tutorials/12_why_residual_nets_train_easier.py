@@ -29,8 +29,8 @@
 # line from the initial to the trained weights.
 #
 # **Budget without fast mode:** if lesson 05 ran in full mode before, its trained
-# plain56 and resnet56 are loaded, and the measurements take about 3 minutes on an
-# idle 2-core CPU; otherwise the two nets are trained here first with lesson 05's
+# plain56 and resnet56 are loaded, and the measurements took 1.5 minutes on an idle
+# 2-core CPU; otherwise the two nets are trained here first with lesson 05's
 # recipe (about 5 more minutes). Fast mode: plain14 and resnet14 on synthetic 8x8
 # images, seconds.
 

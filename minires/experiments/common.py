@@ -308,6 +308,26 @@ def calibrate_batch_norm(model, x_batches):
     return model
 
 
+def observe(model, x, hooks, device="cpu"):
+    """One forward pass of ``x`` in eval mode, without a graph, with forward ``hooks``
+    ([(module, fn)]) attached for its duration; the model's mode is restored."""
+    handles = [module.register_forward_hook(fn) for module, fn in hooks]
+    was_training = model.training
+    model.eval()
+    try:
+        with mr.no_grad():
+            model(mr.tensor(x, device=device))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+
+
+def model_names(text, default):
+    """'plain56,resnet56' (or the default when None) -> ['plain56', 'resnet56']."""
+    return [n.strip() for n in (text or default).split(",") if n.strip()]
+
+
 # --- training and evaluation ------------------------------------------------------------------
 def evaluate(model, split, batch_size=500, device="cpu"):
     """(error rate, mean loss) on ``split`` in eval mode; the model's mode is restored."""

@@ -27,8 +27,10 @@ from .common import (
     first_batch,
     input_size_of,
     load_splits,
+    model_names,
     net_from,
     new_figure,
+    observe,
     output_folder,
 )
 
@@ -55,7 +57,7 @@ def _flat_norms(a):
 def block_statistics(model, x, device="cpu"):
     """[{block, branch_ratio, cosine (or None)}] for every block, in order, in eval mode."""
     from minires.inspect import residual_blocks
-    rows, handles = [], []
+    rows = []
 
     def hook(block, inputs, output, name):
         with mr.no_grad():
@@ -69,24 +71,13 @@ def block_statistics(model, x, device="cpu"):
             row["cosine"] = float(np.mean((x_in * out).sum(axis=1) / (n_in * n_out + 1e-12)))
         rows.append(row)
 
-    for name, block in residual_blocks(model):
-        handles.append(block.register_forward_hook(
-            lambda b, i, o, name=name: hook(b, i, o, name)))
-    was_training = model.training
-    model.eval()
-    try:
-        with mr.no_grad():
-            model(mr.tensor(x, device=device))
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    observe(model, x, [(block, lambda b, i, o, name=name: hook(b, i, o, name))
+                       for name, block in residual_blocks(model)], device)
     return rows
 
 
 def run(args):
-    names = [n for n in (args.models or ("plain14,resnet14" if args.tiny else
-                                         "plain56,resnet56")).split(",") if n.strip()]
+    names = model_names(args.models, "plain14,resnet14" if args.tiny else "plain56,resnet56")
     if args.images < 1:
         raise ValueError(f"--images: must be >= 1, got {args.images}")
     trained = {n: net_from(args.from_dir, n, args.device) for n in names} if args.from_dir else {}

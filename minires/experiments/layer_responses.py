@@ -27,7 +27,9 @@ from .common import (
     first_batch,
     input_size_of,
     load_splits,
+    model_names,
     net_from,
+    observe,
     new_figure,
     output_folder,
     trained_model,
@@ -57,27 +59,19 @@ def response_layers(model):
 
 def response_stds(model, x, device="cpu"):
     """name -> std of that layer's response on ``x`` (eval mode, forward hooks)."""
-    import minires as mr
-    stds, handles = {}, []
-    for name, bn in response_layers(model):
-        def hook(module, inputs, output, name=name):
-            stds[name] = float(output.data.std(dtype=np.float64))
-        handles.append(bn.register_forward_hook(hook))
-    was_training = model.training
-    model.eval()
-    try:
-        with mr.no_grad():
-            model(mr.tensor(x, device=device))
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    stds = {}
+
+    def hook(module, inputs, output, name):
+        stds[name] = float(output.data.std(dtype=np.float64))
+
+    observe(model, x, [(bn, lambda m, i, o, name=name: hook(m, i, o, name))
+                       for name, bn in response_layers(model)], device)
     return stds
 
 
 def run(args):
-    default = "plain8,plain14,resnet8,resnet14" if args.tiny else "plain20,plain56,resnet20,resnet56"
-    names = [n.strip() for n in (args.models or default).split(",") if n.strip()]
+    names = model_names(args.models, "plain8,plain14,resnet8,resnet14" if args.tiny
+                        else "plain20,plain56,resnet20,resnet56")
     n_images = min(args.images, 64) if args.tiny else args.images
     loaded = {n: net_from(args.from_dir, n, args.device) for n in names} if args.from_dir else {}
     out_dir = output_folder(args)

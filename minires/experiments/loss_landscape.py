@@ -44,6 +44,7 @@ from .common import (
     input_size_of,
     load_splits,
     loader,
+    model_names,
     net_from,
     new_figure,
     output_folder,
@@ -253,8 +254,7 @@ def run(args):
     if not args.from_dir and not args.tiny:
         raise SystemExit("loss-landscape: needs trained nets: give --from a degradation run folder "
                          "(python -m minires.experiments degradation)")
-    names = [n for n in (args.models or ("plain14,resnet14" if args.tiny else
-                                         "plain56,resnet56")).split(",") if n.strip()]
+    names = model_names(args.models, "plain14,resnet14" if args.tiny else "plain56,resnet56")
     if args.from_dir:
         nets = {n: net_from(args.from_dir, n, args.device) for n in names}
     out_dir = output_folder(args)
