@@ -100,3 +100,22 @@ def test_train_cli_refuses_numbers_out_of_range(capsys, tmp_path, option, value,
     assert stop.value.code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "run").exists()             # refused before the folder is made
+
+
+PLOT_THEN_BACKEND = """
+import matplotlib
+matplotlib.use("svg")                     # the host's choice (a notebook would have its own)
+import numpy as np, minires as mr
+from minires.train.loop import plot_curves
+history = [{"epoch": 1, "train_loss": 2.0, "train_acc": 0.2, "test_loss": 1.9, "test_acc": 0.25}]
+assert plot_curves(history, r"{path}")
+print(matplotlib.get_backend())
+"""
+
+
+def test_fit_curves_leave_the_matplotlib_backend_alone(tmp_path):
+    pytest.importorskip("matplotlib")
+    out = run_python(PLOT_THEN_BACKEND.replace("{path}", str(tmp_path / "curves.png")))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "svg"
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"

@@ -24,7 +24,6 @@ import csv
 import html
 import json
 import os
-import tempfile
 import textwrap
 
 from . import _format as tf
@@ -122,19 +121,9 @@ def _html_table(columns, rows, legend, caption=None, notes=(), bar=True) -> str:
 
 def _atomic_write_text(path, text):
     """Write ``text`` to ``path`` through a temporary file and ``os.replace`` (never half-written)."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    from ..checkpoint import write_atomically
+    data = text.encode("utf-8")
+    write_atomically(os.path.abspath(os.fspath(path)), lambda f: f.write(data), what="report")
 
 
 def _new_figure(figsize):

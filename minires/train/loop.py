@@ -127,35 +127,28 @@ def refuse_earlier_run(out):
 
 
 def _write_json_atomic(path: Path, value):
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(value, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    text = json.dumps(value, indent=2) + "\n"
+    checkpoint.write_atomically(path, lambda f: f.write(text.encode("utf-8")), what="run file")
 
 
 def _write_metrics(path: Path, history):
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.writelines(json.dumps(row) + "\n" for row in history)
-    os.replace(tmp, path)
+    text = "".join(json.dumps(row) + "\n" for row in history)
+    checkpoint.write_atomically(path, lambda f: f.write(text.encode("utf-8")), what="metrics")
 
 
 def plot_curves(history, path) -> bool:
-    """Loss and accuracy per epoch to ``path`` (PNG); False when matplotlib is not installed."""
+    """Loss and accuracy per epoch to ``path`` (PNG); False when matplotlib is not installed.
+
+    Draws on a ``matplotlib.figure.Figure`` (the Agg canvas behind ``savefig``), never through
+    pyplot: the host's backend and pyplot's figures (a notebook's inline plots) are untouched.
+    """
     try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
     except ImportError:
         return False
     epochs = [row["epoch"] for row in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4), layout="tight")
+    ax_loss, ax_acc = fig.subplots(1, 2)
     for split in ("train", "val", "test"):
         if history and f"{split}_loss" in history[0]:
             ax_loss.plot(epochs, [r[f"{split}_loss"] for r in history], label=split)
@@ -165,12 +158,8 @@ def plot_curves(history, path) -> bool:
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    checkpoint.write_atomically(path, lambda f: fig.savefig(f, format="png", dpi=100),
+                                what="curves")
     return True
 
 
