@@ -144,6 +144,9 @@ def test_download_verifies_then_moves_into_place(tmp_path):
     assert_matches(load_cifar10(root, download=True, archive=archive), batches)
     assert (root / BINARY.filename).is_file()
     assert {p.name for p in root.iterdir()} == {BINARY.filename, BINARY.folder}
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (root / BINARY.filename).stat().st_mode & 0o777 == 0o666 & ~umask   # not 0600
 
 
 def test_download_with_wrong_checksum_keeps_nothing(tmp_path):

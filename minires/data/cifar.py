@@ -148,11 +148,13 @@ def download_file(url: str, dest, md5: str | None = None, timeout=60, progress=T
     checksum verified, then moved into place with ``os.replace`` (so ``dest`` is never partial)."""
     from tqdm.auto import tqdm
 
+    from ..checkpoint import write_atomically
+
     dest = Path(dest)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    try:
+
+    def fetch(out):
         digest = hashlib.md5()
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {dest.name}",
                       disable=not progress, leave=False) as bar:
@@ -160,16 +162,11 @@ def download_file(url: str, dest, md5: str | None = None, timeout=60, progress=T
                     out.write(block)
                     digest.update(block)
                     bar.update(len(block))
-            out.flush()
-            os.fsync(out.fileno())
         if md5 is not None and digest.hexdigest() != md5:
             raise DataError(f"{url}: the downloaded file's MD5 is {digest.hexdigest()}, expected "
                             f"{md5}; the download is corrupt (nothing was kept). Try again.")
-        os.replace(tmp, dest)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    write_atomically(dest, fetch, what="download")     # never partial; usual permissions
     return dest
 
 
