@@ -419,7 +419,7 @@ def train(model, train_split, test_split, *, epochs=None, steps=None, batch_size
     return hist
 
 
-# --- the shared recipe of degradation / layer-responses ---------------------------------------------
+# --- training nets here when no --from is given (layer-responses) ------------------------------
 def add_training_arguments(parser, epochs, limit_train, limit_test=2000):
     parser.add_argument("--epochs", type=int, default=epochs, help="training epochs per model "
                         "(default: %(default)s)")
