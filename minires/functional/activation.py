@@ -3,15 +3,18 @@ from __future__ import annotations
 
 import math
 
-from ..autograd import Function
+from ..autograd import Function, is_grad_enabled
 from ..backend import default_rng, device_of, get_array_module
 from . import cuda_kernels
 
 
 class ReLU(Function):
-    """max(x, 0). The backward reuses the mask from forward. keeps: the mask x > 0."""
+    """max(x, 0). The backward reuses the mask from forward. keeps: the mask x > 0 (nothing
+    when no gradient is wanted: then y is one pass, max(x, 0), and no mask is made)."""
 
     def forward(self, x):
+        if not (self.needs_input_grad[0] and is_grad_enabled()):
+            return get_array_module(x).maximum(x, 0)                    # inference: no mask
         if device_of(x) == "cuda":     # CuPy: y and the mask in one pass (cuda_kernels.py)
             y, mask = cuda_kernels.relu_forward(x)
             self.save_for_backward(mask)

@@ -93,9 +93,15 @@ class BatchNorm(Function):
                 self.running_var *= 1 - m
                 self.running_var += (m * M / (M - 1)) * var             # unbiased, as PyTorch
         else:
+            # an affine map per channel: y = x * scale + shift, two passes over memory
             mean = self.running_mean.astype(x.dtype, copy=False)
-            var = self.running_var.astype(x.dtype, copy=False)
-            y3 = x3 - _per_channel(mean)
+            invstd = 1 / xp.sqrt(self.running_var.astype(x.dtype, copy=False) + self.eps)
+            scale = invstd if weight is None else invstd * weight       # (C,) w / sigma
+            shift = -mean * scale if bias is None else bias - mean * scale  # (C,)
+            y3 = x3 * _per_channel(scale)
+            y3 += _per_channel(shift)
+            self.save_for_backward(x, mean, invstd, weight)
+            return y3.reshape(x.shape)
         invstd = 1 / xp.sqrt(var + self.eps)                            # (C,) 1/sigma
         scale = invstd if weight is None else invstd * weight
         y3 *= _per_channel(scale)

@@ -63,6 +63,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     flip_eval: bool = False         # also evaluate the last epoch with flip test-time augmentation
     augment: bool = True            # random crop (4-pixel padding) + horizontal flip
+    drop_last: bool = False         # drop each epoch's last batch when it is smaller
     seed: int = 0
     device: str = "cpu"
     val_split: int = 0              # informational here: fit() uses data.val when it exists
