@@ -47,7 +47,8 @@ from lesson_utils import (
 
 import minires as mr
 import minires.functional as F
-from minires.experiments.common import evaluate, save_weights
+from minires.experiments.common import save_weights
+from minires.train import evaluate
 from minires.experiments.degradation import PRESETS, format_verdict, verdict
 from minires.experiments.feature_reuse import block_statistics
 
@@ -177,8 +178,8 @@ for name, model in models.items():
 # %%
 runs = {}
 for name, model in models.items():
-    train_err, train_loss = evaluate(model, data.train)
-    test_err, _ = evaluate(model, data.test)
+    train_loss, train_acc = evaluate(model, data.train)              # (mean loss, accuracy)
+    train_err, test_err = 1 - train_acc, 1 - evaluate(model, data.test)[1]
     runs[name] = {"depth": int(name.lstrip("plainresnet")), "final_train_error": train_err}
     print(f"{name:>9}: training error {train_err:.4f} (loss {train_loss:.3f}), test error "
           f"{test_err:.3f}")
@@ -285,8 +286,9 @@ with mr.no_grad():
 print(f"plain{DEEP} built from plain{SHALLOW} + identity blocks: largest difference of the "
       f"logits {np.abs(out_shallow - out_deep).max():.2e}")
 assert np.allclose(out_shallow, out_deep, atol=1e-4)
-constructed_err, constructed_loss = evaluate(deep_copy, data.train)
-shallow_err, shallow_loss = evaluate(shallow, data.train)
+constructed_loss, constructed_acc = evaluate(deep_copy, data.train)
+shallow_loss, shallow_acc = evaluate(shallow, data.train)
+constructed_err, shallow_err = 1 - constructed_acc, 1 - shallow_acc
 print(f"its training error (eval mode): {constructed_err:.4f}, the same as plain{SHALLOW}'s "
       f"{shallow_err:.4f}; plain{DEEP} trained by SGD reached "
       f"{runs[f'plain{DEEP}']['final_train_error']:.4f}")

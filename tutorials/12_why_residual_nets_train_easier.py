@@ -47,7 +47,8 @@ from lesson_utils import (
 )
 
 import minires as mr
-from minires.experiments.common import balanced_subset, evaluate, net_from, save_weights, train
+from minires.experiments.common import balanced_subset, net_from, save_weights, train
+from minires.train import evaluate
 from minires.experiments.degradation import PRESETS
 from minires.experiments.feature_reuse import block_statistics
 from minires.experiments.loss_landscape import (
@@ -102,7 +103,8 @@ for name in (PLAIN, RESNET):
         save_weights(model, OUT / f"{name}.npz", meta={"model": name, "seed": SEED})
         print(f"{name}: trained here ({STEPS} iterations)")
     nets[name] = model
-    err, loss = evaluate(model, probe)
+    loss, acc = evaluate(model, probe)
+    err = 1 - acc
     print(f"  training error {err:.3f}, loss {loss:.3f} (eval mode, {len(probe)} images)")
 
 # %% [markdown]
@@ -156,7 +158,7 @@ alphas = np.linspace(-1, 1, fast_or_full(11, 21))
 
 
 def loss_at(model):
-    return evaluate(model, probe, batch_size=500)[1]
+    return evaluate(model, probe, batch_size=500)[0]                # the mean loss
 
 
 slices, directions = {}, {}

@@ -15,11 +15,15 @@ import platform
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
 import minires as mr
 from minires import functional as F
+from minires.train import (Callback, NonFiniteLossError, TrainConfig,
+                           evaluate,    # (loss, accuracy), batch norm folded: the one evaluator
+                           fit)
 
 # --- options ----------------------------------------------------------------------------------
 
@@ -329,27 +333,52 @@ def model_names(text, default):
 
 
 # --- training and evaluation ------------------------------------------------------------------
-def evaluate(model, split, batch_size=500, device="cpu"):
-    """(error rate, mean loss) on ``split`` in eval mode; the model's mode is restored."""
-    was_training = model.training
-    model.eval()
-    wrong, total_loss, n = 0, 0.0, 0
-    try:
-        with mr.no_grad():
-            for x, y in loader(split, batch_size):
-                out = model(mr.tensor(x, device=device))
-                total_loss += float(F.cross_entropy(out, y, reduction="sum").item())
-                wrong += int((mr.backend.to_numpy(out.data).argmax(axis=1) != y).sum())
-                n += len(y)
-    finally:
-        model.train(was_training)
-    return wrong / max(n, 1), total_loss / max(n, 1)
+class _IterationLog(Callback):
+    """He et al.'s thin curves: the training error and loss of the last ``log_every``
+    iterations as they were trained on, with the rate; and per epoch the test error."""
+
+    def __init__(self, hist, log_every, label):
+        self.hist, self.log_every, self.label = hist, log_every, label
+        self.clock = Timer()
+        self.window = {"wrong": 0, "seen": 0, "loss_sum": 0.0}
+        self.before = {"correct": 0, "seen": 0}
+
+    def on_step_end(self, trainer, loss):
+        p, before, w = trainer.partial, self.before, self.window
+        if p["seen"] < before["seen"]:               # a new epoch restarted the counts
+            before = {"correct": 0, "seen": 0}
+        n = p["seen"] - before["seen"]
+        w["wrong"] += n - (p["correct"] - before["correct"])
+        w["seen"] += n
+        w["loss_sum"] += loss * n
+        self.before = {"correct": p["correct"], "seen": p["seen"]}
+        step = trainer.global_step
+        if step % self.log_every == 0 or step == trainer.total_steps:
+            h = self.hist
+            h["steps"].append(step)
+            h["train_error"].append(w["wrong"] / w["seen"])
+            h["train_loss"].append(w["loss_sum"] / w["seen"])
+            h["lr"].append(trainer.last_lr)
+            print(f"{self.label} step {step}/{trainer.total_steps}  train error "
+                  f"{w['wrong'] / w['seen']:.3f}  loss {w['loss_sum'] / w['seen']:.3f}  "
+                  f"{self.clock.seconds:.0f}s", flush=True)
+            self.window = {"wrong": 0, "seen": 0, "loss_sum": 0.0}
+
+    def on_epoch_end(self, trainer, metrics):
+        if "test_acc" in metrics:
+            h = self.hist
+            h["epoch_steps"].append(metrics["step"])
+            h["test_error"].append(1.0 - metrics["test_acc"])
+            h["test_loss"].append(metrics["test_loss"])
+            print(f"{self.label} epoch {metrics['epoch']}  test error "
+                  f"{1.0 - metrics['test_acc']:.3f}", flush=True)
 
 
 def train(model, train_split, test_split, *, epochs=None, steps=None, batch_size=128, lr=0.1,
           momentum=0.9, nesterov=False, weight_decay=1e-4, warmup_frac=0.05, milestones=None,
           augment=True, seed=0, device="cpu", log_every=20, eval_every_epoch=True, label=""):
-    """SGD with momentum and one schedule for every model; returns the history.
+    """SGD with momentum and one schedule for every model, through ``minires.train.fit``;
+    returns the history.
 
     The budget is ``epochs`` passes over ``train_split`` or, when ``steps`` is given, that
     many iterations (the last epoch is cut short; batches are always full with ``steps``).
@@ -364,58 +393,28 @@ def train(model, train_split, test_split, *, epochs=None, steps=None, batch_size
     """
     if (epochs is None) == (steps is None):
         raise ValueError("train: give exactly one of epochs and steps")
-    data = loader(train_split, batch_size, shuffle=True, augment=augment, seed=seed,
-                  drop_last=steps is not None and len(train_split) >= batch_size)
-    steps_total = max(1, steps if steps is not None else epochs * len(data))
-    opt = mr.optim.SGD(mr.optim.split_weight_decay(model, weight_decay), lr=lr, momentum=momentum,
-                       nesterov=nesterov)
-    if milestones:
-        sched = mr.optim.MultiStepLR(opt, [int(f * steps_total) for f in milestones], gamma=0.1)
-    else:
-        sched = mr.optim.Warmup(opt, int(warmup_frac * steps_total),
-                                schedule=mr.optim.CosineAnnealingLR(opt, steps_total))
+    drop_last = steps is not None and len(train_split) >= batch_size
+    per_epoch = (len(train_split) // batch_size if drop_last
+                 else math.ceil(len(train_split) / batch_size))
+    steps_total = max(1, steps if steps is not None else epochs * per_epoch)
+    schedule = dict(schedule="step", milestones=[int(f * steps_total) for f in milestones],
+                    warmup_steps=0) if milestones else \
+        dict(schedule="cosine", warmup_steps=int(warmup_frac * steps_total))
+    config = TrainConfig(epochs=epochs, max_steps=steps, batch_size=batch_size, lr=lr,
+                         momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
+                         augment=augment, drop_last=drop_last, seed=seed, device=device,
+                         prefetch=0, **schedule)
     hist = {"steps": [], "train_error": [], "train_loss": [], "lr": [], "epoch_steps": [],
             "test_error": [], "test_loss": [], "diverged": False, "steps_total": steps_total}
-    step, wrong, seen, loss_sum = 0, 0, 0, 0.0
-    clock = Timer()
-    model.train()
-    epoch = 0
-    while step < steps_total:
-        for x, y in data.epoch(epoch):
-            out = model(mr.tensor(x, device=device))
-            loss = F.cross_entropy(out, y)
-            value = float(loss.item())
-            if not math.isfinite(value):
-                hist["diverged"] = True
-                print(f"{label}: loss became {value} at step {step}; stopping this model")
-                return hist
-            lr_now = opt.param_groups[0]["lr"]
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            wrong += int((mr.backend.to_numpy(out.data).argmax(axis=1) != y).sum())
-            seen += len(y)
-            loss_sum += value * len(y)
-            if step % log_every == 0 or step == steps_total:
-                hist["steps"].append(step)
-                hist["train_error"].append(wrong / seen)
-                hist["train_loss"].append(loss_sum / seen)
-                hist["lr"].append(lr_now)
-                print(f"{label} step {step}/{steps_total}  train error {wrong / seen:.3f}  "
-                      f"loss {loss_sum / seen:.3f}  {clock.seconds:.0f}s", flush=True)
-                wrong, seen, loss_sum = 0, 0, 0.0
-            if step == steps_total:
-                break
-        epoch += 1
-        if eval_every_epoch and test_split is not None:
-            err, tloss = evaluate(model, test_split, device=device)
-            hist["epoch_steps"].append(step)
-            hist["test_error"].append(err)
-            hist["test_loss"].append(tloss)
-            print(f"{label} epoch {epoch}  test error {err:.3f}", flush=True)
-    hist["seconds"] = clock.seconds
+    log = _IterationLog(hist, log_every, label)
+    data = SimpleNamespace(train=train_split, test=test_split if eval_every_epoch else None)
+    try:
+        fit(model, data, config, callbacks=[log], progress=False, verbose=False,
+            handle_signals=False)
+    except NonFiniteLossError as err:
+        hist["diverged"] = True
+        print(f"{label}: {str(err).split(';')[0]}; stopping this model")
+    hist["seconds"] = log.clock.seconds
     return hist
 
 

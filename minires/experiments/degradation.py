@@ -201,8 +201,9 @@ def train_one(name, seed, s, args, seed_dir, train_split, test) -> dict:
                  warmup_frac=s["warmup_frac"], milestones=s["milestones"], augment=s["augment"],
                  seed=seed, device=args.device, log_every=2 if args.tiny else args.log_every,
                  eval_every_epoch=False, label=f"seed {seed} {name}")
-    train_error, train_loss = evaluate(model, train_split, device=args.device)
-    test_error, test_loss = evaluate(model, test, device=args.device)
+    train_loss, train_acc = evaluate(model, train_split, device=args.device)
+    test_loss, test_acc = evaluate(model, test, device=args.device)
+    train_error, test_error = 1.0 - train_acc, 1.0 - test_acc
     record = {"family": family, "depth": int(name.lstrip("plainresnet")), "seed": seed,
               "history": hist, "final_train_error": train_error, "final_train_loss": train_loss,
               "final_test_error": test_error, "final_test_loss": test_loss,

@@ -91,7 +91,8 @@ def lesion_errors(model, lesions, test, device):
     for label, hooks in lesions:
         handles = [m.register_forward_hook(h) for m, h in hooks]
         try:
-            err, loss = evaluate(model, test, device=device)
+            loss, acc = evaluate(model, test, device=device)
+            err = 1.0 - acc
         finally:
             for handle in handles:
                 handle.remove()
@@ -136,7 +137,8 @@ def run(args):
                          meta={"model": name, "seed": args.seed, "epochs": epochs,
                                "data": {"input_size": int(train_split.images.shape[-1])}})
             weights = f"trained here: {epochs} epochs on {len(train_split)} images"
-        base, base_loss = evaluate(model, test, device=args.device)
+        base_loss, base_acc = evaluate(model, test, device=args.device)
+        base = 1.0 - base_acc
         print(f"{name} ({weights}): test error {base:.3f}", flush=True)
         lesions = residual_lesions(model) if family == "resnet" else plain_lesions(model)
         rows = lesion_errors(model, lesions, test, args.device)

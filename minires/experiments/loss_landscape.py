@@ -152,7 +152,7 @@ class LossProbe:
 
     def __call__(self):
         clock = Timer()
-        _err, loss = evaluate(self.model, self.split, batch_size=self.batch_size,
+        loss, _acc = evaluate(self.model, self.split, batch_size=self.batch_size,
                               device=self.device)
         self.seconds += clock.seconds
         self.images += len(self.split)
