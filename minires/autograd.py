@@ -9,17 +9,19 @@ Gradients of tensors used twice are summed, and gradients of broadcast inputs ar
 summed back to the input's shape, here and only here, so ops need not care.
 
 This file knows nothing about the ``Tensor`` class by name (``tensor.py`` builds
-on it): a tensor is anything with ``data``, ``requires_grad``, ``grad_fn``, a
-``_version_counter`` (in-place changes, see ``Function``) and the ``_wrap_output``
-method that makes a result tensor. That keeps the imports one-way:
-backend <- autograd <- functional <- tensor. Bookkeeping is keyed by identity
-(``id(tensor)``), never by ``==``, which is elementwise on tensors.
+on it): a tensor is anything that has what ``TensorLike`` below lists -- the
+complete list of what the engine reads or writes on a tensor. That keeps the
+imports one-way: backend <- autograd <- functional <- tensor. Bookkeeping is keyed
+by identity (``id(tensor)``), never by ``==``, which is elementwise on tensors.
 """
 from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
 
+# device_of is not used here: it is re-exported (in __all__) for code that imports it from here.
 from .backend import device_of, get_array_module
 
 # --- grad mode ----------------------------------------------------------------
@@ -69,8 +71,81 @@ class enable_grad(_GradMode):
     enabled = True
 
 
+# --- what the engine needs of a tensor ---------------------------------------------
+class VersionCounter(Protocol):
+    """A counter of in-place changes, shared by the tensors that view one array."""
+
+    value: int
+
+
+@runtime_checkable
+class TensorLike(Protocol):
+    """Everything the engine in this file uses on a tensor; ``minires.Tensor`` provides it.
+
+    Listed here once so that a rename in ``tensor.py`` shows up as a failing test
+    (``tests/test_autograd.py``) rather than as an AttributeError mid-backward. The
+    engine's annotations name this protocol, never the ``Tensor`` class.
+    """
+
+    @property
+    def data(self) -> Any:
+        """The NumPy/CuPy array: ``forward`` runs on it, and saved arrays are matched to it."""
+
+    @property
+    def requires_grad(self) -> bool:
+        """Whether gradients flow to it: decides whether a call is recorded, and which
+        inputs get a gradient in backward (``Function.needs_input_grad``)."""
+
+    @property
+    def grad_fn(self) -> Function | None:
+        """The ``Function`` that made it (None for a leaf): the edges the graph walk follows."""
+
+    @property
+    def grad(self) -> Any:
+        """The accumulated gradient array (None before any): backward adds to it on leaves
+        and on non-leaves that retain it."""
+
+    @grad.setter
+    def grad(self, value: Any) -> None: ...
+
+    @property
+    def shape(self) -> tuple:
+        """Broadcast gradients are summed back to it (``sum_to_shape``); also in messages."""
+
+    @property
+    def dtype(self) -> Any:
+        """An input's gradient is cast to it; also in messages."""
+
+    @property
+    def device(self) -> str:
+        """``"cpu"`` or ``"cuda"``: a call refuses inputs on different devices."""
+
+    @property
+    def _version_counter(self) -> VersionCounter:
+        """Its in-place change counter: noted when forward saves its array, checked again
+        in backward (``Function.saved``)."""
+
+    @property
+    def _retains_grad(self) -> bool:
+        """Whether a non-leaf keeps ``grad`` after backward (``retain_grad()``)."""
+
+    def _wrap_output(self, array: Any, grad_fn: Function | None,
+                     view_of: TensorLike | None = None) -> TensorLike:
+        """Make the result tensor of a call around ``array``, with ``grad_fn`` (None when
+        not recorded); ``view_of`` is the input whose array it views (it then shares that
+        input's version counter)."""
+
+    def _run_hooks(self, grad: Any) -> Any:
+        """Pass the gradient arriving at this tensor through its ``register_hook`` hooks;
+        returns the (possibly replaced) gradient."""
+
+
 def is_tensor(obj) -> bool:
-    """Whether ``obj`` is a minires tensor (duck-typed: autograd never names the class)."""
+    """Whether ``obj`` is a minires tensor (duck-typed: autograd never names the class).
+
+    A cheap check of two ``TensorLike`` members, since every op call runs it; the test
+    suite checks that ``Tensor`` has all of them.
+    """
     return hasattr(obj, "_wrap_output") and hasattr(obj, "grad_fn")
 
 
@@ -148,7 +223,8 @@ class Function:
         self._saved = _FREED
         self._saved_versions = ()
 
-    def _note_saved_versions(self, inputs, outputs):
+    def _note_saved_versions(self, inputs: Sequence[TensorLike | None],
+                             outputs: Sequence[TensorLike]) -> None:
         """Remember the version of each input/output tensor whose array forward saved.
 
         ``outputs`` are the result tensors. Matching is by identity of the array or of
@@ -177,7 +253,7 @@ class Function:
         raise NotImplementedError
 
     # -- recording ------------------------------------------------------------------
-    def __call__(self, *inputs):
+    def __call__(self, *inputs: TensorLike | None):
         """Run ``forward`` on the inputs' arrays and wrap the results as tensors.
 
         When grad mode is on and an input requires grad, the results get this function
@@ -244,7 +320,7 @@ def sum_to_shape(grad, shape, op_name="autograd"):
     return grad
 
 
-def _graph_dependencies(root_fn):
+def _graph_dependencies(root_fn: Function) -> dict[Function, int]:
     """For each Function reachable from ``root_fn``: how many graph edges consume its outputs.
 
     An explicit stack instead of recursion, so a chain of 100,000 ops is fine.
@@ -264,7 +340,7 @@ def _graph_dependencies(root_fn):
     return deps
 
 
-def run_backward(root, grad, retain_graph=False):
+def run_backward(root: TensorLike, grad, retain_graph: bool = False) -> None:
     """Backpropagate ``grad`` (an array shaped like ``root``) through the graph of ``root``.
 
     Kahn's algorithm: a function runs once every consumer of its outputs has
@@ -274,7 +350,7 @@ def run_backward(root, grad, retain_graph=False):
     """
     grads = {id(root): grad}        # id(tensor) -> gradient accumulated so far
     handed_out = {id(grad)}         # arrays someone else holds (see the leaves below)
-    leaves = {}                     # id -> leaf tensor reached, in the order first reached
+    leaves: dict[int, TensorLike] = {}   # id -> leaf tensor reached, in the order first reached
     if root.grad_fn is None:
         leaves[id(root)] = root
     else:
@@ -338,12 +414,13 @@ def run_backward(root, grad, retain_graph=False):
             leaf.grad = leaf.grad + g
 
 
-def _module_of(fn):
+def _module_of(fn: Function):
+    """The array module (numpy or cupy) of ``fn``'s inputs."""
     for x in fn.inputs:
         if x is not None:
             return get_array_module(x.data)
     raise RuntimeError(f"{fn.name}: has no inputs")  # pragma: no cover
 
 
-__all__ = ["Function", "no_grad", "enable_grad", "is_grad_enabled", "run_backward",
-           "sum_to_shape", "is_tensor", "device_of"]
+__all__ = ["Function", "TensorLike", "VersionCounter", "no_grad", "enable_grad",
+           "is_grad_enabled", "run_backward", "sum_to_shape", "is_tensor", "device_of"]

@@ -353,3 +353,39 @@ def test_tensor_copies_its_input(device):
     a[0] = 1.0
     assert t.numpy()[0] == 0.0
     assert mr.tensor(t, device=device).data is not t.data
+
+
+# --- what the engine needs of a tensor (autograd.TensorLike) ------------------------------
+def _protocol_members(protocol):
+    """The names a Protocol declares: its annotated attributes, properties and methods."""
+    names = set(getattr(protocol, "__annotations__", {}))
+    for name, value in vars(protocol).items():
+        if isinstance(value, property) or (callable(value) and not name.startswith("__")):
+            names.add(name)
+    return names
+
+
+def test_tensor_has_every_member_the_engine_uses():
+    from minires.autograd import TensorLike
+
+    members = _protocol_members(TensorLike)
+    # guard against a walk that silently checks nothing
+    assert {"data", "grad", "grad_fn", "requires_grad", "_wrap_output", "_run_hooks",
+            "_retains_grad", "_version_counter"} <= members
+    leaf = mr.tensor([1.0, 2.0], requires_grad=True)
+    result = leaf * 2
+    for t in (leaf, result, mr.nn.Parameter(np.zeros(2))):
+        missing = sorted(m for m in members if not hasattr(t, m))
+        assert not missing, f"{type(t).__name__} lacks {missing}, which minires.autograd uses"
+        assert isinstance(t, TensorLike)
+    assert hasattr(leaf._version_counter, "value")
+    assert not isinstance(np.zeros(2), TensorLike)
+
+
+def test_every_tensor_like_member_says_what_the_engine_needs_it_for():
+    from minires.autograd import TensorLike
+
+    for name in _protocol_members(TensorLike):
+        member = vars(TensorLike)[name]
+        doc = (member.fget if isinstance(member, property) else member).__doc__
+        assert doc and doc.strip(), name
