@@ -4,6 +4,21 @@ Every op asks its input which module to use (``xp = get_array_module(x)``) and
 then writes ``xp.exp``, ``xp.matmul`` ... so the same code runs on the CPU
 (NumPy) and on a GPU (CuPy). CuPy is imported lazily, only here, and only when
 something is moved to ``"cuda"`` -- ``import minires`` never pays for it.
+
+One idiom per question, used everywhere else in minires:
+
+- Which library computes, and which code path runs? ``xp = get_array_module(x)``,
+  then ``xp.*``. Where a GPU kernel sits beside the portable code, ``if xp is not np:``
+  picks it (CuPy), on the module the array already gave -- not a device name, not
+  ``isinstance(x, cupy.ndarray)``.
+- Is this an array at all (NumPy or CuPy)? ``is_array(a)``; a CuPy one?
+  ``is_cupy_array(a)`` (never ``hasattr(a, "__cuda_array_interface__")``).
+- Where does it live? ``device_of(a)``, ``"cpu"`` or ``"cuda"``: for messages,
+  ``Tensor.device``, and moving one array next to another,
+  ``to_device(a, device_of(ref))``.
+- Which library makes new arrays for a device name? ``array_module_for(device)``.
+
+Only this file imports CuPy; GPU kernels reach it through ``get_cupy()``.
 """
 from __future__ import annotations
 
@@ -63,6 +78,17 @@ def get_array_module(*arrays):
         if is_cupy_array(a):
             return _loaded_cupy()
     return np
+
+
+def is_array(a) -> bool:
+    """True for a NumPy or a CuPy array (never imports CuPy)."""
+    return isinstance(a, np.ndarray) or is_cupy_array(a)
+
+
+def array_module_for(device) -> object:
+    """``numpy`` for ``"cpu"`` (or None), ``cupy`` for ``"cuda"`` (imported, with a clear
+    error when no GPU is usable): the module that makes new arrays on ``device``."""
+    return np if check_device("cpu" if device is None else device) == "cpu" else get_cupy()
 
 
 def device_of(a) -> str:

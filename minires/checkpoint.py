@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .backend import to_numpy
+from .backend import is_array, to_numpy
 
 FORMAT = "minires-checkpoint"
 FORMAT_VERSION = 1
@@ -52,17 +52,13 @@ class Checkpoint:
 
 
 # --- JSON <-> arrays ------------------------------------------------------------------------------
-def _is_array(x):
-    return isinstance(x, np.ndarray) or hasattr(x, "__cuda_array_interface__")
-
-
 def _encode(value, prefix: str, arrays: dict):
     """A JSON-able copy of ``value``; arrays go to ``arrays[key]``, replaced by {"__array__": key}.
 
     Dicts whose keys are not all strings (an optimizer's {0: ..., 1: ...}) become
     {"__items__": [[key, value], ...]} so the keys come back with their type.
     """
-    if _is_array(value):
+    if is_array(value):
         array = to_numpy(value)
         if array.dtype == object:
             raise TypeError(f"checkpoint: {prefix} is an object array; only numeric arrays "

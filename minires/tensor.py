@@ -12,7 +12,16 @@ import operator
 import numpy as np
 
 from . import autograd
-from .backend import DEFAULT_DTYPE, check_device, default_rng, device_of, get_array_module, get_cupy, to_device
+from .backend import (
+    DEFAULT_DTYPE,
+    array_module_for,
+    check_device,
+    default_rng,
+    device_of,
+    get_array_module,
+    is_array,
+    to_device,
+)
 from .functional import basic
 
 _KINDS = "biuf"     # bool, signed and unsigned integers, floating point: what a tensor may hold
@@ -499,8 +508,8 @@ class Tensor:
     # exists). Anything that is not a tensor, array, number or list compares by identity
     # (``t == None`` is False). ``__hash__`` stays identity-based.
     def _compare(self, other, op, symbol):
-        if not (isinstance(other, (Tensor, numbers.Number, np.ndarray, np.generic, list, tuple))
-                or hasattr(other, "__cuda_array_interface__")):
+        if not (isinstance(other, (Tensor, numbers.Number, np.generic, list, tuple))
+                or is_array(other)):
             return NotImplemented
         other = self._raw(symbol, other)
         basic._broadcast_shapes(f"Tensor {symbol}", self.shape, np.shape(other))
@@ -677,15 +686,12 @@ def _shape_arg(op, size):
     return tuple(int(s) for s in size)
 
 
-def _module_for(device):
-    return np if check_device("cpu" if device is None else device) == "cpu" else get_cupy()
-
-
 def _filled(op, size, value, dtype, requires_grad, device):
     shape = _shape_arg(op, size)
     dtype = DEFAULT_DTYPE if dtype is None else dtype
     _check_kind(f"{op}()", dtype)
-    return Tensor(_module_for(device).full(shape, value, dtype=dtype), requires_grad=requires_grad)
+    return Tensor(array_module_for(device).full(shape, value, dtype=dtype),
+                  requires_grad=requires_grad)
 
 
 def zeros(*size, dtype=None, requires_grad=False, device=None):

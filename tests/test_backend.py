@@ -34,6 +34,20 @@ def test_get_array_module_follows_the_device(device):
     assert backend.device_of(x.data) == device == x.device
 
 
+def test_the_dispatch_helpers_agree_with_get_array_module(device):
+    """backend.py's one idiom per question: is_array, is_cupy_array, device_of and
+    array_module_for answer alike for the same data."""
+    x = t32([1.0, 2.0], device).data
+    xp = backend.get_array_module(x)
+    assert backend.is_array(x) and backend.is_cupy_array(x) == (xp is not np)
+    assert backend.array_module_for(backend.device_of(x)) is xp
+    assert backend.array_module_for(None) is np
+    for not_an_array in (1.0, [1.0], None, mr.tensor([1.0])):
+        assert not backend.is_array(not_an_array)
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        backend.array_module_for("tpu")
+
+
 def test_device_round_trip_keeps_values_leafness_and_grad(device):
     x = t64([1.0, -2.0], device)
     (x * 3).sum().backward()

@@ -238,6 +238,20 @@ def test_state_dict_keys_values_and_copies():
     assert not (m.fc1.weight.data == 123.0).any()            # a copy, not a view
 
 
+def test_state_dict_and_named_parameters_and_buffers_walk_alike():
+    """One walk names everything: state_dict holds exactly the named parameters and
+    buffers (module by module), and a tensor shared under two names is in state_dict
+    under both (as in PyTorch) but in parameters() once."""
+    m = TwoLayer()
+    named = dict(m.named_parameters()) | dict(m.named_buffers())
+    assert sorted(m.state_dict()) == sorted(named)
+    a, b = nn.Linear(2, 2), nn.Linear(2, 2)
+    b.weight = a.weight                          # tied weights (re-registered after bias)
+    tied = nn.Sequential(a, b)
+    assert list(tied.state_dict()) == ["0.weight", "0.bias", "1.bias", "1.weight"]
+    assert [n for n, _ in tied.named_parameters()] == ["0.weight", "0.bias", "1.bias"]
+
+
 def test_state_dict_round_trip_reproduces_outputs_and_statistics():
     mr.manual_seed(1)
     a = TwoLayer()

@@ -9,7 +9,11 @@ assignment (``__setattr__``), in the order the attributes are set:
 
 Everything else -- ``parameters()``, ``state_dict()``, ``train()``, ``to()``,
 ``repr`` -- walks those dictionaries, so a model is just a tree of modules. Names
-are dotted paths from the root (``layer1.0.conv1.weight``), as in PyTorch.
+are dotted paths from the root (``layer1.0.conv1.weight``), as in PyTorch. One walk,
+``named_modules``, visits the tree; one more, ``_named_tensors``, names the
+parameters and buffers on it, and ``named_parameters``, ``named_buffers``,
+``state_dict`` and ``load_state_dict`` all read it (checkpoints and the safetensors
+export read ``state_dict``), so they always agree on names and order.
 
 Calling a module (``module(x)``) runs, in order: forward pre-hooks, forward,
 forward hooks; when full backward hooks are registered it also wraps the tensor
@@ -26,7 +30,14 @@ from collections import OrderedDict, namedtuple
 import numpy as np
 
 from ..autograd import Function, is_grad_enabled
-from ..backend import DEFAULT_DTYPE, check_device, device_of, get_array_module, to_device
+from ..backend import (
+    DEFAULT_DTYPE,
+    check_device,
+    device_of,
+    get_array_module,
+    is_cupy_array,
+    to_device,
+)
 from ..tensor import Tensor
 
 
@@ -286,19 +297,28 @@ class Module:
         for _, m in self.named_children():
             yield m
 
-    def _named_members(self, table, prefix, recurse):
+    def _named_tensors(self, tables, prefix="", recurse=True, remove_duplicate=True):
+        """(dotted name, tensor) for the entries of ``tables`` ("_parameters", "_buffers") of
+        each module, module by module in ``named_modules`` order, each table in the order
+        given; absent (None) entries are skipped.
+
+        ``remove_duplicate``: a tensor shared by two modules is named once (what
+        ``parameters()`` wants: an optimizer must step it once), or under every name
+        (what ``state_dict`` wants, as in PyTorch).
+        """
         seen = set()
         modules = self.named_modules(prefix) if recurse else [(prefix, self)]
         for mod_name, module in modules:
-            for name, value in getattr(module, table).items():
-                if value is None or id(value) in seen:
-                    continue
-                seen.add(id(value))
-                yield (f"{mod_name}.{name}" if mod_name else name), value
+            for table in tables:
+                for name, value in getattr(module, table).items():
+                    if value is None or (remove_duplicate and id(value) in seen):
+                        continue
+                    seen.add(id(value))
+                    yield (f"{mod_name}.{name}" if mod_name else name), value
 
     def named_parameters(self, prefix="", recurse=True):
         """(dotted name, Parameter), in registration order; a shared parameter appears once."""
-        return self._named_members("_parameters", prefix, recurse)
+        return self._named_tensors(("_parameters",), prefix, recurse)
 
     def parameters(self, recurse=True):
         """Every Parameter of this module and (``recurse=True``) of its descendants, each once.
@@ -310,7 +330,7 @@ class Module:
 
     def named_buffers(self, prefix="", recurse=True):
         """(dotted name, buffer Tensor) for every buffer (e.g. ``bn1.running_mean``), each once."""
-        return self._named_members("_buffers", prefix, recurse)
+        return self._named_tensors(("_buffers",), prefix, recurse)
 
     def buffers(self, recurse=True):
         """Every buffer Tensor (state that is not learned: BN running statistics), each once."""
@@ -413,23 +433,12 @@ class Module:
         are copies: changing them does not change the model. Key names follow
         PyTorch (``layer1.0.conv1.weight``, ``bn1.running_mean``, ...).
         """
-        out = OrderedDict()
-        for prefix, module in self.named_modules():
-            for table in (module._parameters, module._buffers):
-                for name, t in table.items():
-                    if t is not None:
-                        out[f"{prefix}.{name}" if prefix else name] = t.data.copy()
-        return out
+        return OrderedDict((name, t.data.copy()) for name, t in self._state_tensors().items())
 
     def _state_tensors(self):
         """OrderedDict dotted name -> the live Parameter/buffer, same keys as ``state_dict``."""
-        out = OrderedDict()
-        for prefix, module in self.named_modules():
-            for table in (module._parameters, module._buffers):
-                for name, t in table.items():
-                    if t is not None:
-                        out[f"{prefix}.{name}" if prefix else name] = t
-        return out
+        return OrderedDict(self._named_tensors(("_parameters", "_buffers"),
+                                               remove_duplicate=False))
 
     def load_state_dict(self, state_dict, strict=True):
         """Copy arrays from ``state_dict`` into this module's parameters and buffers.
@@ -453,7 +462,7 @@ class Module:
                 continue
             value = state_dict[key]
             value = value.data if isinstance(value, Tensor) else value
-            if get_array_module(value) is np:      # NumPy, a CPU torch.Tensor, a number ...
+            if not is_cupy_array(value):           # NumPy, a CPU torch.Tensor, a number ...
                 value = np.asarray(value)
             if tuple(value.shape) != tuple(target.shape):
                 mismatched.append(f"{key}: the state_dict has shape {tuple(value.shape)}, the model "

@@ -14,9 +14,7 @@ Parameter groups work as in PyTorch: ``SGD(params, lr=0.1, weight_decay=5e-4)`` 
 """
 from __future__ import annotations
 
-import numpy as np
-
-from ..backend import device_of, get_array_module, to_device
+from ..backend import device_of, get_array_module, is_array, to_device
 
 
 class Optimizer:
@@ -134,7 +132,7 @@ class Optimizer:
             p = params[int(key)]
             entry = {}
             for k, v in saved.items():
-                if isinstance(v, np.ndarray) or hasattr(v, "__cuda_array_interface__"):
+                if is_array(v):
                     if v.shape != p.data.shape:
                         raise ValueError(f"{name}.load_state_dict: state {k!r} of parameter {key} "
                                          f"has shape {v.shape}, the parameter {p.data.shape}")
