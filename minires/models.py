@@ -195,187 +195,85 @@ def cifar_resnext(depth, cardinality, base_width, num_classes=10):
                        stem_width=64, cardinality=cardinality, base_width=base_width)
 
 
-def resnet8(num_classes=10, **kw):
-    """ResNet-8 for CIFAR (He et al. 2015): 3 stages of 1 BasicBlock (depth 6n+2, n=1).
+# The CIFAR families below differ, model to model, only in depth (and the parameter
+# count their docstring gives): one function per family makes its builders, so each
+# published model is one line of the table that follows it.
+def _builder(name, build, doc):
+    """``build`` under the public ``name`` with the docstring ``doc`` (what ``help()`` shows)."""
+    build.__name__ = build.__qualname__ = name
+    build.__doc__ = doc
+    return build
+
+
+def _stages_of(n, block):
+    return f"3 stages of {n} {block}" + ("s" if n > 1 else "")
+
+
+def _cifar_resnet_builder(depth, params):
+    n = (depth - 2) // 6
+
+    def build(num_classes=10, **kw):
+        return cifar_resnet(depth, num_classes, **kw)
+
+    return _builder(f"resnet{depth}", build, f"""\
+ResNet-{depth} for CIFAR (He et al. 2015): {_stages_of(n, "BasicBlock")} (depth 6n+2, n={n}).
 
     Widths 16, 32, 64 on 32x32, 16x16, 8x8 maps; option A (parameter-free) shortcuts by
-    default; 0.08M parameters. ``kw`` goes to ``cifar_resnet`` (option, se,
+    default; {params} parameters. ``kw`` goes to ``cifar_resnet`` (option, se,
     zero_init_residual). Input (N, 3, 32, 32), output (N, num_classes) logits.
-    """
-    return cifar_resnet(8, num_classes, **kw)
+    """)
 
 
-def resnet14(num_classes=10, **kw):
-    """ResNet-14 for CIFAR (He et al. 2015): 3 stages of 2 BasicBlocks (depth 6n+2, n=2).
+def _cifar_plain_builder(depth):
+    n = (depth - 2) // 6
 
-    Widths 16, 32, 64 on 32x32, 16x16, 8x8 maps; option A (parameter-free) shortcuts by
-    default; 0.17M parameters. ``kw`` goes to ``cifar_resnet`` (option, se,
-    zero_init_residual). Input (N, 3, 32, 32), output (N, num_classes) logits.
-    """
-    return cifar_resnet(14, num_classes, **kw)
+    def build(num_classes=10):
+        return cifar_plain(depth, num_classes)
 
+    return _builder(f"plain{depth}", build, f"""\
+Plain-{depth} for CIFAR: the layers of ``resnet{depth}`` without any shortcut (He et al. 2015).
 
-def resnet20(num_classes=10, **kw):
-    """ResNet-20 for CIFAR (He et al. 2015): 3 stages of 3 BasicBlocks (depth 6n+2, n=3).
-
-    Widths 16, 32, 64 on 32x32, 16x16, 8x8 maps; option A (parameter-free) shortcuts by
-    default; 0.27M parameters. ``kw`` goes to ``cifar_resnet`` (option, se,
-    zero_init_residual). Input (N, 3, 32, 32), output (N, num_classes) logits.
-    """
-    return cifar_resnet(20, num_classes, **kw)
-
-
-def resnet32(num_classes=10, **kw):
-    """ResNet-32 for CIFAR (He et al. 2015): 3 stages of 5 BasicBlocks (depth 6n+2, n=5).
-
-    Widths 16, 32, 64 on 32x32, 16x16, 8x8 maps; option A (parameter-free) shortcuts by
-    default; 0.46M parameters. ``kw`` goes to ``cifar_resnet`` (option, se,
-    zero_init_residual). Input (N, 3, 32, 32), output (N, num_classes) logits.
-    """
-    return cifar_resnet(32, num_classes, **kw)
-
-
-def resnet44(num_classes=10, **kw):
-    """ResNet-44 for CIFAR (He et al. 2015): 3 stages of 7 BasicBlocks (depth 6n+2, n=7).
-
-    Widths 16, 32, 64 on 32x32, 16x16, 8x8 maps; option A (parameter-free) shortcuts by
-    default; 0.66M parameters. ``kw`` goes to ``cifar_resnet`` (option, se,
-    zero_init_residual). Input (N, 3, 32, 32), output (N, num_classes) logits.
-    """
-    return cifar_resnet(44, num_classes, **kw)
-
-
-def resnet56(num_classes=10, **kw):
-    """ResNet-56 for CIFAR (He et al. 2015): 3 stages of 9 BasicBlocks (depth 6n+2, n=9).
-
-    Widths 16, 32, 64 on 32x32, 16x16, 8x8 maps; option A (parameter-free) shortcuts by
-    default; 0.85M parameters. ``kw`` goes to ``cifar_resnet`` (option, se,
-    zero_init_residual). Input (N, 3, 32, 32), output (N, num_classes) logits.
-    """
-    return cifar_resnet(56, num_classes, **kw)
-
-
-def resnet110(num_classes=10, **kw):
-    """ResNet-110 for CIFAR (He et al. 2015): 3 stages of 18 BasicBlocks (depth 6n+2, n=18).
-
-    Widths 16, 32, 64 on 32x32, 16x16, 8x8 maps; option A (parameter-free) shortcuts by
-    default; 1.7M parameters. ``kw`` goes to ``cifar_resnet`` (option, se,
-    zero_init_residual). Input (N, 3, 32, 32), output (N, num_classes) logits.
-    """
-    return cifar_resnet(110, num_classes, **kw)
-
-
-def plain8(num_classes=10):
-    """Plain-8 for CIFAR: the layers of ``resnet8`` without any shortcut (He et al. 2015).
-
-    3 stages of 1 two-conv block (depth 6n+2, n=1), widths 16, 32, 64; the
+    {_stages_of(n, "two-conv block")} (depth 6n+2, n={n}), widths 16, 32, 64; the
     network of the degradation experiment. Input (N, 3, 32, 32), output (N, num_classes).
-    """
-    return cifar_plain(8, num_classes)
+    """)
 
 
-def plain14(num_classes=10):
-    """Plain-14 for CIFAR: the layers of ``resnet14`` without any shortcut (He et al. 2015).
+def _preact_resnet_builder(depth, params):
+    n = (depth - 2) // 6
 
-    3 stages of 2 two-conv blocks (depth 6n+2, n=2), widths 16, 32, 64; the
-    network of the degradation experiment. Input (N, 3, 32, 32), output (N, num_classes).
-    """
-    return cifar_plain(14, num_classes)
+    def build(num_classes=10, **kw):
+        return preact_resnet(depth, num_classes, **kw)
 
-
-def plain20(num_classes=10):
-    """Plain-20 for CIFAR: the layers of ``resnet20`` without any shortcut (He et al. 2015).
-
-    3 stages of 3 two-conv blocks (depth 6n+2, n=3), widths 16, 32, 64; the
-    network of the degradation experiment. Input (N, 3, 32, 32), output (N, num_classes).
-    """
-    return cifar_plain(20, num_classes)
-
-
-def plain32(num_classes=10):
-    """Plain-32 for CIFAR: the layers of ``resnet32`` without any shortcut (He et al. 2015).
-
-    3 stages of 5 two-conv blocks (depth 6n+2, n=5), widths 16, 32, 64; the
-    network of the degradation experiment. Input (N, 3, 32, 32), output (N, num_classes).
-    """
-    return cifar_plain(32, num_classes)
-
-
-def plain44(num_classes=10):
-    """Plain-44 for CIFAR: the layers of ``resnet44`` without any shortcut (He et al. 2015).
-
-    3 stages of 7 two-conv blocks (depth 6n+2, n=7), widths 16, 32, 64; the
-    network of the degradation experiment. Input (N, 3, 32, 32), output (N, num_classes).
-    """
-    return cifar_plain(44, num_classes)
-
-
-def plain56(num_classes=10):
-    """Plain-56 for CIFAR: the layers of ``resnet56`` without any shortcut (He et al. 2015).
-
-    3 stages of 9 two-conv blocks (depth 6n+2, n=9), widths 16, 32, 64; the
-    network of the degradation experiment. Input (N, 3, 32, 32), output (N, num_classes).
-    """
-    return cifar_plain(56, num_classes)
-
-
-def plain110(num_classes=10):
-    """Plain-110 for CIFAR: the layers of ``resnet110`` without any shortcut (He et al. 2015).
-
-    3 stages of 18 two-conv blocks (depth 6n+2, n=18), widths 16, 32, 64; the
-    network of the degradation experiment. Input (N, 3, 32, 32), output (N, num_classes).
-    """
-    return cifar_plain(110, num_classes)
-
-
-def preact_resnet20(num_classes=10, **kw):
-    """Pre-activation ResNet-20 for CIFAR (He et al. 2016): 3 stages of 3 PreActBlocks.
+    return _builder(f"preact_resnet{depth}", build, f"""\
+Pre-activation ResNet-{depth} for CIFAR (He et al. 2016): {_stages_of(n, "PreActBlock")}.
 
     Widths 16, 32, 64; BN-ReLU before each conv, no ReLU after the addition, a final
     BN-ReLU before pooling; a 1x1 conv shortcut where shapes change (option B by
-    default). 0.27M parameters. ``kw`` goes to ``preact_resnet``.
-    """
-    return preact_resnet(20, num_classes, **kw)
+    default). {params} parameters. ``kw`` goes to ``preact_resnet``.
+    """)
 
 
-def preact_resnet32(num_classes=10, **kw):
-    """Pre-activation ResNet-32 for CIFAR (He et al. 2016): 3 stages of 5 PreActBlocks.
+resnet8 = _cifar_resnet_builder(8, params="0.08M")
+resnet14 = _cifar_resnet_builder(14, params="0.17M")
+resnet20 = _cifar_resnet_builder(20, params="0.27M")
+resnet32 = _cifar_resnet_builder(32, params="0.46M")
+resnet44 = _cifar_resnet_builder(44, params="0.66M")
+resnet56 = _cifar_resnet_builder(56, params="0.85M")
+resnet110 = _cifar_resnet_builder(110, params="1.7M")
 
-    Widths 16, 32, 64; BN-ReLU before each conv, no ReLU after the addition, a final
-    BN-ReLU before pooling; a 1x1 conv shortcut where shapes change (option B by
-    default). 0.47M parameters. ``kw`` goes to ``preact_resnet``.
-    """
-    return preact_resnet(32, num_classes, **kw)
+plain8 = _cifar_plain_builder(8)
+plain14 = _cifar_plain_builder(14)
+plain20 = _cifar_plain_builder(20)
+plain32 = _cifar_plain_builder(32)
+plain44 = _cifar_plain_builder(44)
+plain56 = _cifar_plain_builder(56)
+plain110 = _cifar_plain_builder(110)
 
-
-def preact_resnet44(num_classes=10, **kw):
-    """Pre-activation ResNet-44 for CIFAR (He et al. 2016): 3 stages of 7 PreActBlocks.
-
-    Widths 16, 32, 64; BN-ReLU before each conv, no ReLU after the addition, a final
-    BN-ReLU before pooling; a 1x1 conv shortcut where shapes change (option B by
-    default). 0.66M parameters. ``kw`` goes to ``preact_resnet``.
-    """
-    return preact_resnet(44, num_classes, **kw)
-
-
-def preact_resnet56(num_classes=10, **kw):
-    """Pre-activation ResNet-56 for CIFAR (He et al. 2016): 3 stages of 9 PreActBlocks.
-
-    Widths 16, 32, 64; BN-ReLU before each conv, no ReLU after the addition, a final
-    BN-ReLU before pooling; a 1x1 conv shortcut where shapes change (option B by
-    default). 0.86M parameters. ``kw`` goes to ``preact_resnet``.
-    """
-    return preact_resnet(56, num_classes, **kw)
-
-
-def preact_resnet110(num_classes=10, **kw):
-    """Pre-activation ResNet-110 for CIFAR (He et al. 2016): 3 stages of 18 PreActBlocks.
-
-    Widths 16, 32, 64; BN-ReLU before each conv, no ReLU after the addition, a final
-    BN-ReLU before pooling; a 1x1 conv shortcut where shapes change (option B by
-    default). 1.7M parameters. ``kw`` goes to ``preact_resnet``.
-    """
-    return preact_resnet(110, num_classes, **kw)
+preact_resnet20 = _preact_resnet_builder(20, params="0.27M")
+preact_resnet32 = _preact_resnet_builder(32, params="0.47M")
+preact_resnet44 = _preact_resnet_builder(44, params="0.66M")
+preact_resnet56 = _preact_resnet_builder(56, params="0.86M")
+preact_resnet110 = _preact_resnet_builder(110, params="1.7M")
 
 
 def preact_resnet164(num_classes=10, **kw):
@@ -450,59 +348,27 @@ def resnest20(num_classes=10, radix=2):
 
 
 # --- ImageNet builders (torchvision layout) --------------------------------------------
-def resnet18(num_classes=1000, **kw):
-    """torchvision's ImageNet ResNet-18: BasicBlocks, [2, 2, 2, 2] per stage.
+def _imagenet_resnet_builder(depth, block, layers):
+    widths = ", ".join(str(64 * 2 ** i * block.expansion) for i in range(4))
 
-    7x7 stride-2 stem and max pool, four stages with outputs 64, 128, 256, 512 channels
+    def build(num_classes=1000, **kw):
+        return ResNet(block, layers, num_classes, **kw)
+
+    return _builder(f"resnet{depth}", build, f"""\
+torchvision's ImageNet ResNet-{depth}: {block.__name__}s, {list(layers)} per stage.
+
+    7x7 stride-2 stem and max pool, four stages with outputs {widths} channels
     (stride 2 from stage 2 on), projection (option B) shortcuts, global average pool
     and fc. Parameter names and counts equal torchvision's. ``kw`` goes to ``ResNet``
     (zero_init_residual). Input (N, 3, H, W), e.g. 224x224; output (N, num_classes).
-    """
-    return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, **kw)
+    """)
 
 
-def resnet34(num_classes=1000, **kw):
-    """torchvision's ImageNet ResNet-34: BasicBlocks, [3, 4, 6, 3] per stage.
-
-    7x7 stride-2 stem and max pool, four stages with outputs 64, 128, 256, 512 channels
-    (stride 2 from stage 2 on), projection (option B) shortcuts, global average pool
-    and fc. Parameter names and counts equal torchvision's. ``kw`` goes to ``ResNet``
-    (zero_init_residual). Input (N, 3, H, W), e.g. 224x224; output (N, num_classes).
-    """
-    return ResNet(BasicBlock, [3, 4, 6, 3], num_classes, **kw)
-
-
-def resnet50(num_classes=1000, **kw):
-    """torchvision's ImageNet ResNet-50: Bottlenecks, [3, 4, 6, 3] per stage.
-
-    7x7 stride-2 stem and max pool, four stages with outputs 256, 512, 1024, 2048 channels
-    (stride 2 from stage 2 on), projection (option B) shortcuts, global average pool
-    and fc. Parameter names and counts equal torchvision's. ``kw`` goes to ``ResNet``
-    (zero_init_residual). Input (N, 3, H, W), e.g. 224x224; output (N, num_classes).
-    """
-    return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, **kw)
-
-
-def resnet101(num_classes=1000, **kw):
-    """torchvision's ImageNet ResNet-101: Bottlenecks, [3, 4, 23, 3] per stage.
-
-    7x7 stride-2 stem and max pool, four stages with outputs 256, 512, 1024, 2048 channels
-    (stride 2 from stage 2 on), projection (option B) shortcuts, global average pool
-    and fc. Parameter names and counts equal torchvision's. ``kw`` goes to ``ResNet``
-    (zero_init_residual). Input (N, 3, H, W), e.g. 224x224; output (N, num_classes).
-    """
-    return ResNet(Bottleneck, [3, 4, 23, 3], num_classes, **kw)
-
-
-def resnet152(num_classes=1000, **kw):
-    """torchvision's ImageNet ResNet-152: Bottlenecks, [3, 8, 36, 3] per stage.
-
-    7x7 stride-2 stem and max pool, four stages with outputs 256, 512, 1024, 2048 channels
-    (stride 2 from stage 2 on), projection (option B) shortcuts, global average pool
-    and fc. Parameter names and counts equal torchvision's. ``kw`` goes to ``ResNet``
-    (zero_init_residual). Input (N, 3, H, W), e.g. 224x224; output (N, num_classes).
-    """
-    return ResNet(Bottleneck, [3, 8, 36, 3], num_classes, **kw)
+resnet18 = _imagenet_resnet_builder(18, BasicBlock, [2, 2, 2, 2])
+resnet34 = _imagenet_resnet_builder(34, BasicBlock, [3, 4, 6, 3])
+resnet50 = _imagenet_resnet_builder(50, Bottleneck, [3, 4, 6, 3])
+resnet101 = _imagenet_resnet_builder(101, Bottleneck, [3, 4, 23, 3])
+resnet152 = _imagenet_resnet_builder(152, Bottleneck, [3, 8, 36, 3])
 
 
 def resnext50_32x4d(num_classes=1000, **kw):

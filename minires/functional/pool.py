@@ -27,7 +27,49 @@ def _pool_settings(op, kernel_size, stride, padding):
     return kernel, stride, padding
 
 
-class MaxPool2d(Function):
+class _WindowPool2d(Function):
+    """What max and average pooling share: the settings, and the loops over the KH*KW
+    kernel offsets, each touching one strided slice that covers every window at once."""
+
+    op = ""     # the functional name, for messages
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__()
+        self.kernel, self.stride, self.padding = _pool_settings(self.op, kernel_size, stride,
+                                                                padding)
+
+    def _offsets(self, x, pad_value):
+        """Pad x and yield (kh, kw, v): v is offset (kh, kw) of every window, (N, C, OH, OW).
+
+        Notes the shapes backward needs (``self.shapes``).
+        """
+        _check_4d(x, self.op)
+        H, W = x.shape[2:]
+        KH, KW = self.kernel
+        out_hw = conv_output_size(H, W, self.kernel, self.stride, self.padding, 1, self.op)
+        x_pad = pad2d(x, self.padding, value=pad_value)
+        self.shapes = (x.shape, x_pad.shape)
+        for kh in range(KH):
+            for kw in range(KW):
+                rows, cols = offset_slices(kh, kw, out_hw, self.stride, (1, 1))
+                yield kh, kw, x_pad[:, :, rows, cols]
+
+    def _scatter(self, gy, share):
+        """The input gradient: ``share(kh, kw)``, the gradient reaching offset (kh, kw) of
+        every window, is added into that offset's slice; the padding is cut off."""
+        xp = get_array_module(gy)
+        x_shape, pad_shape = self.shapes
+        (KH, KW), (ph, pw) = self.kernel, self.padding
+        H, W = x_shape[2:]
+        gx_pad = xp.zeros(pad_shape, dtype=gy.dtype)
+        for kh in range(KH):
+            for kw in range(KW):
+                rows, cols = offset_slices(kh, kw, gy.shape[2:], self.stride, (1, 1))
+                gx_pad[:, :, rows, cols] += share(kh, kw)
+        return gx_pad[:, :, ph:ph + H, pw:pw + W]
+
+
+class MaxPool2d(_WindowPool2d):
     """The maximum of each window; padding counts as -inf (it never wins).
 
     Backward: each window's gradient goes to the input element that held its maximum.
@@ -36,50 +78,30 @@ class MaxPool2d(Function):
     element; its gradients add up. keeps: the arg-max offset of every window (uint8 or int32).
     """
 
-    def __init__(self, kernel_size, stride=None, padding=0):
-        super().__init__()
-        settings = _pool_settings("max_pool2d", kernel_size, stride, padding)
-        self.kernel, self.stride, self.padding = settings
+    op = "max_pool2d"
 
     def forward(self, x):
-        op = "max_pool2d"
-        _check_4d(x, op)
         xp = get_array_module(x)
-        N, C, H, W = x.shape
-        (KH, KW), dil = self.kernel, (1, 1)
-        OH, OW = conv_output_size(H, W, self.kernel, self.stride, self.padding, 1, op)
-        x_pad = pad2d(x, self.padding, value=-np.inf)
-        y = None
-        arg = xp.zeros((N, C, OH, OW), dtype=np.uint8 if KH * KW <= 255 else np.int32)
-        for kh in range(KH):
-            for kw in range(KW):
-                rows, cols = offset_slices(kh, kw, (OH, OW), self.stride, dil)
-                v = x_pad[:, :, rows, cols]                     # offset (kh, kw) of every window
-                if y is None:
-                    y = v.copy()
-                    continue
-                better = v > y                                  # strictly: the first maximum stays
-                xp.copyto(y, v, where=better)
-                xp.copyto(arg, kh * KW + kw, where=better)
+        KH, KW = self.kernel
+        y = arg = None
+        for kh, kw, v in self._offsets(x, pad_value=-np.inf):
+            if y is None:                                       # offset (0, 0): the first candidate
+                y = v.copy()
+                arg = xp.zeros(v.shape, dtype=np.uint8 if KH * KW <= 255 else np.int32)
+                continue
+            better = v > y                                      # strictly: the first maximum stays
+            xp.copyto(y, v, where=better)
+            xp.copyto(arg, kh * KW + kw, where=better)
         self.save_for_backward(arg)
-        self.shapes = (x.shape, x_pad.shape)
         return y
 
     def backward(self, gy):
         (arg,) = self.saved
-        xp = get_array_module(gy)
-        x_shape, pad_shape = self.shapes
-        (KH, KW), (ph, pw) = self.kernel, self.padding
-        H, W = x_shape[2:]
-        gx_pad = xp.zeros(pad_shape, dtype=gy.dtype)
-        for kh in range(KH):
-            for kw in range(KW):
-                rows, cols = offset_slices(kh, kw, arg.shape[2:], self.stride, (1, 1))
-                gx_pad[:, :, rows, cols] += gy * (arg == kh * KW + kw)
-        return (gx_pad[:, :, ph:ph + H, pw:pw + W],)
+        KW = self.kernel[1]
+        return (self._scatter(gy, lambda kh, kw: gy * (arg == kh * KW + kw)),)
 
 
-class AvgPool2d(Function):
+class AvgPool2d(_WindowPool2d):
     """The mean of each window, padding counted as zeros (PyTorch's count_include_pad=True):
     every window divides by KH*KW.
 
@@ -87,43 +109,23 @@ class AvgPool2d(Function):
     keeps: nothing (only shapes).
     """
 
-    def __init__(self, kernel_size, stride=None, padding=0):
-        super().__init__()
-        settings = _pool_settings("avg_pool2d", kernel_size, stride, padding)
-        self.kernel, self.stride, self.padding = settings
+    op = "avg_pool2d"
 
     def forward(self, x):
-        op = "avg_pool2d"
-        _check_4d(x, op)
-        H, W = x.shape[2:]
         KH, KW = self.kernel
-        OH, OW = conv_output_size(H, W, self.kernel, self.stride, self.padding, 1, op)
-        x_pad = pad2d(x, self.padding)
         y = None
-        for kh in range(KH):
-            for kw in range(KW):
-                rows, cols = offset_slices(kh, kw, (OH, OW), self.stride, (1, 1))
-                v = x_pad[:, :, rows, cols]                     # offset (kh, kw) of every window
-                if y is None:
-                    y = v.copy()
-                else:
-                    y += v
+        for _, _, v in self._offsets(x, pad_value=0.0):
+            if y is None:
+                y = v.copy()
+            else:
+                y += v
         y *= 1.0 / (KH * KW)
-        self.shapes = (x.shape, x_pad.shape)
         return y
 
     def backward(self, gy):
-        xp = get_array_module(gy)
-        x_shape, pad_shape = self.shapes
-        (KH, KW), (ph, pw) = self.kernel, self.padding
-        H, W = x_shape[2:]
+        KH, KW = self.kernel
         share = gy * (1.0 / (KH * KW))
-        gx_pad = xp.zeros(pad_shape, dtype=gy.dtype)
-        for kh in range(KH):
-            for kw in range(KW):
-                rows, cols = offset_slices(kh, kw, gy.shape[2:], self.stride, (1, 1))
-                gx_pad[:, :, rows, cols] += share
-        return (gx_pad[:, :, ph:ph + H, pw:pw + W],)
+        return (self._scatter(gy, lambda kh, kw: share),)
 
 
 class AdaptiveAvgPool2d(Function):
@@ -178,30 +180,14 @@ class AdaptiveAvgPool2d(Function):
 
 
 # --- naive references (plain loops, for tests and tutorials) ---------------------------
-def max_pool2d_naive(x, kernel_size, stride=None, padding=0):
-    """max_pool2d as loops over every output element (NumPy arrays in and out)."""
-    (KH, KW), (sh, sw), (ph, pw) = _pool_settings("max_pool2d_naive", kernel_size, stride, padding)
+def _pool2d_naive(op, window_value, x, kernel_size, stride, padding, pad_value):
+    """Loops over every output element: y[n, c, i, j] = ``window_value`` of its window of
+    the input padded with ``pad_value`` (NumPy arrays in and out)."""
+    (KH, KW), (sh, sw), (ph, pw) = _pool_settings(op, kernel_size, stride, padding)
     x = np.asarray(x)
     N, C, H, W = x.shape
-    OH, OW = conv_output_size(H, W, (KH, KW), (sh, sw), (ph, pw), 1, "max_pool2d_naive")
-    x_pad = np.full((N, C, H + 2 * ph, W + 2 * pw), -np.inf, dtype=x.dtype)
-    x_pad[:, :, ph:ph + H, pw:pw + W] = x
-    y = np.empty((N, C, OH, OW), dtype=x.dtype)
-    for n in range(N):
-        for c in range(C):
-            for i in range(OH):
-                for j in range(OW):
-                    y[n, c, i, j] = x_pad[n, c, i * sh:i * sh + KH, j * sw:j * sw + KW].max()
-    return y
-
-
-def avg_pool2d_naive(x, kernel_size, stride=None, padding=0):
-    """avg_pool2d (count_include_pad=True) as loops over every output element."""
-    (KH, KW), (sh, sw), (ph, pw) = _pool_settings("avg_pool2d_naive", kernel_size, stride, padding)
-    x = np.asarray(x)
-    N, C, H, W = x.shape
-    OH, OW = conv_output_size(H, W, (KH, KW), (sh, sw), (ph, pw), 1, "avg_pool2d_naive")
-    x_pad = np.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=x.dtype)
+    OH, OW = conv_output_size(H, W, (KH, KW), (sh, sw), (ph, pw), 1, op)
+    x_pad = np.full((N, C, H + 2 * ph, W + 2 * pw), pad_value, dtype=x.dtype)
     x_pad[:, :, ph:ph + H, pw:pw + W] = x
     y = np.empty((N, C, OH, OW), dtype=x.dtype)
     for n in range(N):
@@ -209,8 +195,21 @@ def avg_pool2d_naive(x, kernel_size, stride=None, padding=0):
             for i in range(OH):
                 for j in range(OW):
                     window = x_pad[n, c, i * sh:i * sh + KH, j * sw:j * sw + KW]
-                    y[n, c, i, j] = window.sum() / (KH * KW)
+                    y[n, c, i, j] = window_value(window)
     return y
+
+
+def max_pool2d_naive(x, kernel_size, stride=None, padding=0):
+    """max_pool2d as loops over every output element (NumPy arrays in and out)."""
+    return _pool2d_naive("max_pool2d_naive", lambda window: window.max(), x, kernel_size, stride,
+                         padding, pad_value=-np.inf)
+
+
+def avg_pool2d_naive(x, kernel_size, stride=None, padding=0):
+    """avg_pool2d (count_include_pad=True) as loops over every output element."""
+    # every window holds KH*KW elements (padding included), so each divides by that
+    return _pool2d_naive("avg_pool2d_naive", lambda window: window.sum() / window.size, x,
+                         kernel_size, stride, padding, pad_value=0)
 
 
 # --- the functional surface --------------------------------------------------------------

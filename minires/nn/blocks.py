@@ -150,7 +150,8 @@ class SqueezeExcitation(Module):
 class ResidualBlock(Module):
     """What every block shares: the fork, the shortcut and the forward that joins them.
 
-    Subclasses build their branch layers, call ``_finish_init`` and define ``branch``.
+    Subclasses build their branch layers, call ``_finish_init`` (which adds the SE gate,
+    the shortcut and the final ReLU) and define ``branch``, ending it with ``_se_gate``.
     """
 
     expansion = 1
@@ -161,7 +162,12 @@ class ResidualBlock(Module):
             raise ValueError(f"{type(self).__name__}: stride must be a positive int, got {stride!r}")
         self.fork = Fork()
 
-    def _finish_init(self, in_planes, out_planes, stride, shortcut, option, batch_norm=True):
+    def _finish_init(self, in_planes, out_planes, stride, shortcut, option, se=False,
+                     se_reduction=16, batch_norm=True):
+        # Called after the branch layers, so the SE gate, the shortcut and the final ReLU
+        # come after them in state_dict order (torchvision's).
+        if se:
+            self.se = SqueezeExcitation(out_planes, se_reduction)
         self.in_planes, self.out_planes, self.stride = in_planes, out_planes, stride
         self.shortcut = bool(shortcut)
         if self.shortcut:
@@ -177,6 +183,10 @@ class ResidualBlock(Module):
         Returns (N, out_planes, H / stride, W / stride), the shape of the shortcut's output.
         """
         raise NotImplementedError
+
+    def _se_gate(self, out):
+        """The end of every branch: the squeeze-and-excitation gate when the block has one."""
+        return self.se(out) if "se" in self._modules else out
 
     def forward(self, x):
         """out = F(x) + shortcut(x), then a ReLU for post-activation blocks.
@@ -222,17 +232,13 @@ class BasicBlock(ResidualBlock):
         self.relu1 = ReLU()
         self.conv2 = conv3x3(planes, planes)
         self.bn2 = BatchNorm2d(planes)
-        if se:
-            self.se = SqueezeExcitation(planes, se_reduction)
-        self._finish_init(inplanes, planes, stride, shortcut, option)
+        self._finish_init(inplanes, planes, stride, shortcut, option, se, se_reduction)
 
     def branch(self, x):
         """F(x) = bn2(conv2(relu(bn1(conv1(x))))), then the SE gate if present."""
         out = self.relu1(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        if "se" in self._modules:
-            out = self.se(out)
-        return out
+        return self._se_gate(out)
 
     def zero_init_residual(self):
         """Zero bn2's weight, so F(x) = 0 and the block starts as its shortcut."""
@@ -273,18 +279,14 @@ class Bottleneck(ResidualBlock):
         self.relu2 = ReLU()
         self.conv3 = conv1x1(width, out_planes)
         self.bn3 = BatchNorm2d(out_planes)
-        if se:
-            self.se = SqueezeExcitation(out_planes, se_reduction)
-        self._finish_init(inplanes, out_planes, stride, shortcut, option)
+        self._finish_init(inplanes, out_planes, stride, shortcut, option, se, se_reduction)
 
     def branch(self, x):
         """F(x) = bn3(conv3(relu(bn2(conv2(relu(bn1(conv1(x)))))))), then the SE gate if present."""
         out = self.relu1(self.bn1(self.conv1(x)))
         out = self.relu2(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        if "se" in self._modules:
-            out = self.se(out)
-        return out
+        return self._se_gate(out)
 
     def zero_init_residual(self):
         """Zero bn3's weight, so F(x) = 0 and the block starts as its shortcut."""
@@ -327,9 +329,8 @@ class PreActBlock(ResidualBlock):
         self.bn2 = BatchNorm2d(planes)
         self.relu2 = ReLU()
         self.conv2 = conv3x3(planes, planes)
-        if se:
-            self.se = SqueezeExcitation(planes, se_reduction)
-        self._finish_init(inplanes, planes, stride, shortcut, option, batch_norm=False)
+        self._finish_init(inplanes, planes, stride, shortcut, option, se, se_reduction,
+                          batch_norm=False)
 
     def branch(self, x):
         """F(x) = conv2(relu(bn2(conv1(relu(bn1(x)))))).
@@ -340,9 +341,7 @@ class PreActBlock(ResidualBlock):
         if "dropout" in self._modules:
             out = self.dropout(out)
         out = self.conv2(self.relu2(self.bn2(out)))
-        if "se" in self._modules:
-            out = self.se(out)
-        return out
+        return self._se_gate(out)
 
     def zero_init_residual(self):
         """Zero conv2's weight (this branch ends in a conv, not a BN): the block starts as
@@ -371,9 +370,8 @@ class PreActBottleneck(ResidualBlock):
         self.bn3 = BatchNorm2d(planes)
         self.relu3 = ReLU()
         self.conv3 = conv1x1(planes, out_planes)
-        if se:
-            self.se = SqueezeExcitation(out_planes, se_reduction)
-        self._finish_init(inplanes, out_planes, stride, shortcut, option, batch_norm=False)
+        self._finish_init(inplanes, out_planes, stride, shortcut, option, se, se_reduction,
+                          batch_norm=False)
 
     def branch(self, x):
         """F(x) = conv3(relu(bn3(conv2(relu(bn2(conv1(relu(bn1(x))))))))).
@@ -383,9 +381,7 @@ class PreActBottleneck(ResidualBlock):
         out = self.conv1(self.relu1(self.bn1(x)))
         out = self.conv2(self.relu2(self.bn2(out)))
         out = self.conv3(self.relu3(self.bn3(out)))
-        if "se" in self._modules:
-            out = self.se(out)
-        return out
+        return self._se_gate(out)
 
     def zero_init_residual(self):
         """Zero conv3's weight (this branch ends in a conv, not a BN): the block starts as
@@ -493,9 +489,7 @@ class SplitAttentionBlock(ResidualBlock):
                                           cardinality=cardinality)
         self.conv3 = conv1x1(width, out_planes)
         self.bn3 = BatchNorm2d(out_planes)
-        if se:
-            self.se = SqueezeExcitation(out_planes, se_reduction)
-        self._finish_init(inplanes, out_planes, stride, shortcut, option)
+        self._finish_init(inplanes, out_planes, stride, shortcut, option, se, se_reduction)
 
     def branch(self, x):
         """F(x) = bn3(conv3(conv2(relu(bn1(conv1(x)))))), conv2 being the split-attention conv.
@@ -505,9 +499,7 @@ class SplitAttentionBlock(ResidualBlock):
         out = self.relu1(self.bn1(self.conv1(x)))
         out = self.conv2(out)
         out = self.bn3(self.conv3(out))
-        if "se" in self._modules:
-            out = self.se(out)
-        return out
+        return self._se_gate(out)
 
     def zero_init_residual(self):
         """Zero bn3's weight, so F(x) = 0 and the block starts as its shortcut."""

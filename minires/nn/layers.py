@@ -42,6 +42,34 @@ def _zeros(shape, dtype=DEFAULT_DTYPE):
     return np.zeros(shape, dtype=dtype)
 
 
+def _check_positive_ints(layer, **sizes):
+    """Raise ValueError naming the first of ``sizes`` that is not a positive int."""
+    for arg, value in sizes.items():
+        if not isinstance(value, numbers.Integral) or value <= 0:
+            raise ValueError(f"{layer}: {arg} must be a positive int, got {value!r}")
+
+
+def _add_weight_and_bias(module, weight_shape, bias):
+    """Register ``weight`` (``weight_shape``) and ``bias`` (one per output, the first axis),
+    or a declared but absent bias when ``bias`` is False: zeros until ``reset_parameters``."""
+    module.weight = Parameter(_zeros(weight_shape))
+    if bias:
+        module.bias = Parameter(_zeros((weight_shape[0],)))
+    else:
+        module.register_parameter("bias", None)
+
+
+def _reset_weight_and_bias(module):
+    """PyTorch's default for Conv2d and Linear: weight and bias from
+    U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = the inputs one output sees."""
+    # kaiming_uniform_ with a=sqrt(5) is exactly U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+    init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+    if module.bias is not None:
+        fan_in, _ = init.calculate_fan_in_and_fan_out(module.weight)
+        bound = 1 / math.sqrt(fan_in)
+        init.uniform_(module.bias, -bound, bound)
+
+
 class Conv2d(Module):
     """2-D convolution over (N, C_in, H, W) with a weight of shape (C_out, C_in / groups, KH, KW).
 
@@ -52,10 +80,8 @@ class Conv2d(Module):
                  groups=1, bias=True, padding_mode="zeros"):
         super().__init__()
         name = "Conv2d"
-        for arg, value in (("in_channels", in_channels), ("out_channels", out_channels),
-                           ("groups", groups)):
-            if not isinstance(value, numbers.Integral) or value <= 0:
-                raise ValueError(f"{name}: {arg} must be a positive int, got {value!r}")
+        _check_positive_ints(name, in_channels=in_channels, out_channels=out_channels,
+                             groups=groups)
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"{name}: groups={groups} must divide both in_channels={in_channels} "
                              f"and out_channels={out_channels}")
@@ -68,11 +94,7 @@ class Conv2d(Module):
         self.dilation = _pair(dilation, "dilation", name, 1)
         self.padding_mode = padding_mode
         KH, KW = self.kernel_size
-        self.weight = Parameter(_zeros((out_channels, in_channels // groups, KH, KW)))
-        if bias:
-            self.bias = Parameter(_zeros((out_channels,)))
-        else:
-            self.register_parameter("bias", None)
+        _add_weight_and_bias(self, (out_channels, in_channels // groups, KH, KW), bias)
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -81,12 +103,7 @@ class Conv2d(Module):
         fan_in = C_in / groups * KH * KW. The ResNet builders overwrite the weight with
         Kaiming normal afterwards.
         """
-        # PyTorch's default: kaiming_uniform_(a=sqrt(5)), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in, _ = init.calculate_fan_in_and_fan_out(self.weight)
-            bound = 1 / math.sqrt(fan_in)
-            init.uniform_(self.bias, -bound, bound)
+        _reset_weight_and_bias(self)
 
     def extra_repr(self):
         """The settings shown in the repr: channels, kernel size, stride, then any padding,
@@ -123,15 +140,9 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, bias=True):
         super().__init__()
-        for arg, value in (("in_features", in_features), ("out_features", out_features)):
-            if not isinstance(value, numbers.Integral) or value <= 0:
-                raise ValueError(f"Linear: {arg} must be a positive int, got {value!r}")
+        _check_positive_ints("Linear", in_features=in_features, out_features=out_features)
         self.in_features, self.out_features = int(in_features), int(out_features)
-        self.weight = Parameter(_zeros((out_features, in_features)))
-        if bias:
-            self.bias = Parameter(_zeros((out_features,)))
-        else:
-            self.register_parameter("bias", None)
+        _add_weight_and_bias(self, (out_features, in_features), bias)
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -139,10 +150,7 @@ class Linear(Module):
 
         That is PyTorch's default initialisation of a fully connected layer.
         """
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))   # U(-1/sqrt(in), 1/sqrt(in))
-        if self.bias is not None:
-            bound = 1 / math.sqrt(self.in_features)
-            init.uniform_(self.bias, -bound, bound)
+        _reset_weight_and_bias(self)        # fan_in = in_features
 
     def extra_repr(self):
         """The settings shown in the repr: in_features, out_features, bias."""
@@ -174,8 +182,7 @@ class _BatchNorm(Module):
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True):
         super().__init__()
         name = type(self).__name__
-        if not isinstance(num_features, numbers.Integral) or num_features <= 0:
-            raise ValueError(f"{name}: num_features must be a positive int, got {num_features!r}")
+        _check_positive_ints(name, num_features=num_features)
         if momentum is not None and not 0 <= momentum <= 1:
             raise ValueError(f"{name}: momentum must be in [0, 1] or None, got {momentum}")
         self.num_features, self.eps, self.momentum = int(num_features), eps, momentum
