@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ..autograd import Function, is_grad_enabled
-from ..backend import default_rng, device_of, get_array_module
+from ..backend import default_rng, get_array_module
 from . import cuda_kernels
 
 
@@ -15,7 +17,7 @@ class ReLU(Function):
     def forward(self, x):
         if not (self.needs_input_grad[0] and is_grad_enabled()):
             return get_array_module(x).maximum(x, 0)                    # inference: no mask
-        if device_of(x) == "cuda":     # CuPy: y and the mask in one pass (cuda_kernels.py)
+        if get_array_module(x) is not np:     # CuPy: y and the mask in one pass (cuda_kernels.py)
             y, mask = cuda_kernels.relu_forward(x)
             self.save_for_backward(mask)
             return y
@@ -25,7 +27,7 @@ class ReLU(Function):
 
     def backward(self, gy):
         (mask,) = self.saved
-        if device_of(gy) == "cuda":    # CuPy: cuda_kernels.py (the same product)
+        if get_array_module(gy) is not np:    # CuPy: cuda_kernels.py (the same product)
             return (cuda_kernels.relu_backward(gy, mask),)
         return (gy * mask,)
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numbers
 
+import numpy as np
+
 from ..autograd import Function, is_tensor
 from ..backend import device_of, get_array_module
 from . import cuda_kernels
@@ -74,7 +76,7 @@ class BatchNorm(Function):
     def forward(self, x, weight, bias):
         xp = get_array_module(x)
         M = self._check(x, weight, bias)
-        if device_of(x) == "cuda":     # CuPy: the same math in fused kernels (cuda_kernels.py)
+        if get_array_module(x) is not np:     # CuPy: the same math in fused kernels (cuda_kernels.py)
             y, mean, invstd = cuda_kernels.batch_norm_forward(
                 x, weight, bias, self.running_mean, self.running_var, self.training,
                 self.momentum, self.eps)
@@ -123,7 +125,7 @@ class BatchNorm(Function):
     #   dx = (w / sigma) * gy, and dw, db as above.
     def backward(self, gy):
         x, mean, invstd, weight = self.saved
-        if device_of(gy) == "cuda":    # CuPy: the same math in fused kernels (cuda_kernels.py)
+        if get_array_module(gy) is not np:    # CuPy: the same math in fused kernels (cuda_kernels.py)
             return cuda_kernels.batch_norm_backward(gy, x, mean, invstd, weight, self.training,
                                                     self.needs_input_grad)
         xp = get_array_module(gy)

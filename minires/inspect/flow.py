@@ -26,7 +26,7 @@ import numpy as np
 
 from .. import backend
 from ..autograd import is_tensor
-from ..backend import device_of, get_array_module, to_device
+from ..backend import device_of, get_array_module, is_array, to_device
 from ..tensor import Tensor
 from .report import Comparison, FlowReport
 
@@ -94,12 +94,12 @@ def _as_input(x, device):
     so the caller's ``x.grad`` is untouched)."""
     if is_tensor(x):
         data = x.data
-    elif isinstance(x, np.ndarray) or hasattr(x, "__cuda_array_interface__"):
+    elif is_array(x):
         data = x
     else:
         raise TypeError(f"minires.inspect.gradient_flow: x must be a Tensor or an array of "
                         f"shape (N, C, H, W), got {type(x).__name__}")
-    return Tensor(to_device(data, device) if device_of(data) != device else data)
+    return Tensor(to_device(data, device))                  # no copy when already there
 
 
 # --- keep the model exactly as it was ---------------------------------------------------
