@@ -20,7 +20,6 @@ from types import SimpleNamespace
 import numpy as np
 
 import minires as mr
-from minires import functional as F
 from minires.train import (Callback, NonFiniteLossError, TrainConfig,
                            evaluate,    # (loss, accuracy), batch norm folded: the one evaluator
                            fit)
@@ -149,7 +148,7 @@ def finish(results, out_dir, name, plot, seconds):
     results["seconds"] = seconds
     results["complete"] = True
     save_json(out_dir / "results.json", results)
-    results["figure"] = save_figure(plot(results), out_dir / f"{name}.png")
+    results["figure"] = draw(plot, results, out_dir / f"{name}.png")
     print(f"results in {out_dir}")
     return results
 
@@ -161,6 +160,17 @@ def new_figure(figsize=(10, 4)):
     except ImportError:
         return None
     return Figure(figsize=figsize, layout="constrained")
+
+
+def draw(plot, results, path):
+    """``plot(results)`` (a function that fills a ``new_figure()``) saved as PNG; returns the
+    path, or None with a note when matplotlib is not installed (then ``plot`` is not called,
+    so experiments' plot functions need no check of their own)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return save_figure(None, path)
+    return save_figure(plot(results), path)
 
 
 def save_figure(fig, path, dpi=120):

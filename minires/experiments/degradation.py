@@ -274,8 +274,6 @@ def format_verdict(v) -> str:
 # --- the figure --------------------------------------------------------------------------------
 def plot(results):
     fig = new_figure((11, 4))
-    if fig is None:
-        return None
     axes = dict(zip(FAMILIES, fig.subplots(1, 2, sharey=True)))
     depths = sorted(results["depths"])
     for family, ax in axes.items():

@@ -110,8 +110,6 @@ def run(args):
 
 def plot(results):
     fig = new_figure((11, 4))
-    if fig is None:
-        return None
     ax1, ax2 = fig.subplots(1, 2)
     for i, (name, r) in enumerate(results["models"].items()):
         for when, style in (("init", ":"), ("trained", "-")):

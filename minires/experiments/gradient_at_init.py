@@ -123,8 +123,6 @@ def run(args):
 
 def plot(results):
     fig = new_figure((11, 4.2))
-    if fig is None:
-        return None
     ax1, ax2 = fig.subplots(1, 2)
     depths = results["depths"]
     colors = {d: f"C{i}" for i, d in enumerate(depths)}

@@ -100,8 +100,6 @@ def run(args):
 
 def plot(results):
     fig = new_figure((10, 6.5))
-    if fig is None:
-        return None
     ax1, ax2 = fig.subplots(2, 1)
     for i, (name, r) in enumerate(results["models"].items()):
         style = "--" if name.startswith("plain") else "-"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from .common import (
     Timer,
+    add_training_arguments,
     build,
     environment,
     evaluate,
@@ -37,15 +38,7 @@ DESCRIPTION = ("Delete one block (or layer) of a trained net, measure the test e
 def add_arguments(parser):
     parser.add_argument("--depth", type=int, default=None, help="depth of resnetD and plainD "
                         "(default: 20; with --tiny 8)")
-    parser.add_argument("--epochs", type=int, default=3, help="training epochs for each model "
-                        "when no weights are given (default: %(default)s)")
-    parser.add_argument("--limit-train", type=int, default=10000, help="train on the first N "
-                        "training images (default: %(default)s; 50000 = all)")
-    parser.add_argument("--limit-test", type=int, default=1000, help="measure the error on the "
-                        "first N test images (default: %(default)s; 10000 = all)")
-    parser.add_argument("--batch-size", type=int, default=128, help="(default: %(default)s)")
-    parser.add_argument("--lr", type=float, default=0.1, help="peak learning rate of SGD with "
-                        "momentum 0.9, weight decay 1e-4, warm-up then cosine (default: %(default)s)")
+    add_training_arguments(parser, epochs=3, limit_train=10000, limit_test=1000)  # when no weights
     parser.add_argument("--resnet-checkpoint", default=None, help="trained weights of resnetD")
     parser.add_argument("--plain-checkpoint", default=None, help="trained weights of plainD")
     parser.add_argument("--from", dest="from_dir", default=None, help="a folder holding "
@@ -132,7 +125,7 @@ def run(args):
             model = build(name, args.seed, args.device)
             train(model, train_split, None, epochs=epochs, batch_size=min(args.batch_size, 32)
                   if args.tiny else args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
-                  eval_every_epoch=False, label=name)
+                  log_every=args.log_every, eval_every_epoch=False, label=name)
             save_weights(model, out_dir / f"{name}.npz",
                          meta={"model": name, "seed": args.seed, "epochs": epochs,
                                "data": {"input_size": int(train_split.images.shape[-1])}})
@@ -152,8 +145,6 @@ def run(args):
 
 def plot(results):
     fig = new_figure((11, 4))
-    if fig is None:
-        return None
     axes = fig.subplots(1, len(results["models"]), squeeze=False)[0]
     for ax, (name, r) in zip(axes, results["models"].items()):
         labels = [row["removed"] for row in r["lesions"]]

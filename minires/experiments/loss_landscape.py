@@ -291,8 +291,6 @@ def run(args):
 def plot(results):
     models = results["models"]
     fig = new_figure((4.2 * len(models) + 8, 4))
-    if fig is None:
-        return None
     axes = fig.subplots(1, len(models) + 2)
     # log10 of the loss, with the same levels for every net: a plain net's surface can span
     # four orders of magnitude more than a residual net's, and linear levels would hide one

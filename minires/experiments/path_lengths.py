@@ -32,7 +32,7 @@ from minires import functional as F
 from minires.backend import get_array_module
 
 from .common import (Timer, build, environment, first_batch, load_splits, net_from, new_figure,
-                     output_folder, save_figure, save_json, save_weights, train)
+                     output_folder, draw, save_json, save_weights, train)
 
 NAME = "path-lengths"
 DESCRIPTION = ("Which path lengths carry the gradient in a residual net (Veit et al. 2016).\n"
@@ -178,15 +178,13 @@ def run(args):
           f"<= {s['length_reaching_90pct']} carry 90%   ({clock.seconds:.0f}s)")
     results["complete"] = True
     save_json(out_dir / "results.json", results)
-    results["figure"] = save_figure(plot(results), out_dir / f"{NAME}.png")
+    results["figure"] = draw(plot, results, out_dir / f"{NAME}.png")
     print(f"results in {out_dir}")
     return results
 
 
 def plot(r):
     fig = new_figure((12, 3.8))
-    if fig is None:
-        return None
     ax1, ax2, ax3 = fig.subplots(1, 3)
     ks = r["lengths"]
     ax1.bar(ks, r["path_fraction"], color="C0")
