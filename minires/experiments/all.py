@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..checkpoint import write_atomically
 from .common import Timer, environment, output_folder, save_json
 
 NAME = "all"
@@ -65,7 +66,8 @@ def run(args):
     results = {"experiment": NAME, "environment": environment(args), "seconds": clock.seconds,
                "parts": list(done), "complete": True}
     save_json(out / "results.json", results)
-    (out / "report.md").write_text(report(done, out, clock.seconds))
+    text = report(done, out, clock.seconds).encode()
+    write_atomically(out / "report.md", lambda f: f.write(text), "report")
     print(f"\nreport in {out / 'report.md'} ({clock.seconds / 60:.1f} min)")
     return results
 
@@ -76,72 +78,81 @@ def _fig(name, out):
     return [f"![{name}]({name}/{name}.png)", ""] if fig.is_file() else []
 
 
+def _degradation(d):
+    from .degradation import format_verdict
+    s, names = d["setting"], _names(d)
+    lines = ["## Degradation (He et al. 2015, Fig. 6)", "",
+             f"{s['train_images']} training images at {s['input_size']}x{s['input_size']}, "
+             f"{s['steps']} iterations of batch {s['batch_size']}, seeds {d['seeds']}"
+             + (" -- residual branches zero-initialised (not the paper's init)"
+                if s["zero_init_residual"] else "") + ".", "",
+             "| seed | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for seed, runs in d["runs"].items():
+        lines.append(f"| {seed} | " + " | ".join(f"{runs[n]['final_train_error']:.4f}"
+                                                for n in names) + " |")
+    return lines + ["", "Final training error, eval mode, on the whole training subset.", "",
+                    "```", format_verdict(d["verdict"]), "```", ""]
+
+
+def _loss_landscape(r):
+    lines = ["## Loss landscape (Li et al. 2018)", "",
+             "| net | loss at the trained weights | non-convex share | slice TV ratio | "
+             "edge rise |", "|---|---|---|---|---|"]
+    lines += [f"| {name} | {m['center_loss']:.3f} | {m['nonconvex_share']:.2f} | "
+              f"{m['slice_tv_ratio']:.2f} | {m['edge_rise']:.2f} |" for name, m in r["models"].items()]
+    return lines + ["", f"On {r['images']} training images; grid {r['grid']}x{r['grid']} over "
+                    f"[-{r['span']}, {r['span']}]^2 of filter-normalised directions.", ""]
+
+
+def _feature_reuse(r):
+    lines = ["## Feature reuse", "", "| net | when | mean ‖F(x)‖/‖x‖ | mean cos(x, out) |",
+             "|---|---|---|---|"]
+    for name, m in r["models"].items():
+        for when in ("init", "trained"):
+            if f"{when}_mean_branch_ratio" in m:
+                cos = m[f"{when}_mean_cosine"]
+                lines.append(f"| {name} | {when} | {m[f'{when}_mean_branch_ratio']:.3f} | "
+                             f"{'-' if cos is None else f'{cos:.3f}'} |")
+    return lines + [""]
+
+
+def _lesion(r):
+    return ["## Lesion (Veit et al. 2016)", ""] + [
+        f"- {name}: test error {m['test_error']:.3f} intact, {m['mean_error_after_lesion']:.3f} "
+        f"on average with one {m['unit']} removed ({len(m['lesions'])} lesions)"
+        for name, m in r["models"].items()] + [""]
+
+
+def _layer_responses(r):
+    return ["## Layer responses (He et al. 2015, Fig. 7)", ""] + [
+        f"- {name}: mean std of the 3x3 layers' responses {sum(m['std']) / len(m['std']):.3f}"
+        for name, m in r["models"].items()] + [""]
+
+
+def _path_lengths(r):
+    return ["## Path lengths (Veit et al. 2016)", "",
+            f"{r['model']} ({r['blocks']} blocks): paths of length <= "
+            f"{r['length_reaching_50pct']} carry 50% of the sampled gradient magnitude, "
+            f"<= {r['length_reaching_90pct']} carry 90% (typical length {r['blocks'] / 2:g}).", ""]
+
+
+def _gradient_at_init(r):
+    return ["## Gradients at initialisation", ""]
+
+
+# each part of the chain and how its results read in the report (then its figure)
+SECTIONS = {"degradation": _degradation, "loss-landscape": _loss_landscape,
+            "feature-reuse": _feature_reuse, "lesion": _lesion,
+            "layer-responses": _layer_responses, "path-lengths": _path_lengths,
+            "gradient-at-init": _gradient_at_init}
+
+
 def report(done, out, seconds) -> str:
     """Markdown: every experiment's verdict and numbers, with its figure."""
-    from .degradation import format_verdict
     lines = [f"# The experiments of the ResNet papers, measured ({seconds / 60:.1f} min)", ""]
-    d = done.get("degradation")
-    if d:
-        s = d["setting"]
-        lines += ["## Degradation (He et al. 2015, Fig. 6)", "",
-                  f"{s['train_images']} training images at {s['input_size']}x{s['input_size']}, "
-                  f"{s['steps']} iterations of batch {s['batch_size']}, seeds {d['seeds']}"
-                  + (" -- residual branches zero-initialised (not the paper's init)"
-                     if s["zero_init_residual"] else "") + ".", "",
-                  "| seed | " + " | ".join(_names(d)) + " |",
-                  "|---|" + "---|" * len(_names(d))]
-        for seed, runs in d["runs"].items():
-            lines.append(f"| {seed} | " + " | ".join(f"{runs[n]['final_train_error']:.4f}"
-                                                     for n in _names(d)) + " |")
-        lines += ["", "Final training error, eval mode, on the whole training subset.", "",
-                  "```", format_verdict(d["verdict"]), "```", ""] + _fig("degradation", out)
-    r = done.get("loss-landscape")
-    if r:
-        lines += ["## Loss landscape (Li et al. 2018)", "",
-                  "| net | loss at the trained weights | non-convex share | slice TV ratio | "
-                  "edge rise |", "|---|---|---|---|---|"]
-        for name, m in r["models"].items():
-            lines.append(f"| {name} | {m['center_loss']:.3f} | {m['nonconvex_share']:.2f} | "
-                         f"{m['slice_tv_ratio']:.2f} | {m['edge_rise']:.2f} |")
-        lines += ["", f"On {r['images']} training images; grid {r['grid']}x{r['grid']} over "
-                  f"[-{r['span']}, {r['span']}]^2 of filter-normalised directions.", ""]
-        lines += _fig("loss-landscape", out)
-    r = done.get("feature-reuse")
-    if r:
-        lines += ["## Feature reuse", "", "| net | when | mean ‖F(x)‖/‖x‖ | mean cos(x, out) |",
-                  "|---|---|---|---|"]
-        for name, m in r["models"].items():
-            for when in ("init", "trained"):
-                if f"{when}_mean_branch_ratio" in m:
-                    cos = m[f"{when}_mean_cosine"]
-                    lines.append(f"| {name} | {when} | {m[f'{when}_mean_branch_ratio']:.3f} | "
-                                 f"{'-' if cos is None else f'{cos:.3f}'} |")
-        lines += [""] + _fig("feature-reuse", out)
-    r = done.get("lesion")
-    if r:
-        lines += ["## Lesion (Veit et al. 2016)", ""]
-        for name, m in r["models"].items():
-            lines.append(f"- {name}: test error {m['test_error']:.3f} intact, "
-                         f"{m['mean_error_after_lesion']:.3f} on average with one {m['unit']} "
-                         f"removed ({len(m['lesions'])} lesions)")
-        lines += [""] + _fig("lesion", out)
-    r = done.get("layer-responses")
-    if r:
-        lines += ["## Layer responses (He et al. 2015, Fig. 7)", ""]
-        for name, m in r["models"].items():
-            lines.append(f"- {name}: mean std of the 3x3 layers' responses "
-                         f"{sum(m['std']) / len(m['std']):.3f}")
-        lines += [""] + _fig("layer-responses", out)
-    r = done.get("path-lengths")
-    if r:
-        lines += ["## Path lengths (Veit et al. 2016)", "",
-                  f"{r['model']} ({r['blocks']} blocks): paths of length <= "
-                  f"{r['length_reaching_50pct']} carry 50% of the sampled gradient magnitude, "
-                  f"<= {r['length_reaching_90pct']} carry 90% (typical length "
-                  f"{r['blocks'] / 2:g}).", ""] + _fig("path-lengths", out)
-    r = done.get("gradient-at-init")
-    if r:
-        lines += ["## Gradients at initialisation", ""] + _fig("gradient-at-init", out)
+    for name, section in SECTIONS.items():
+        if done.get(name):
+            lines += section(done[name]) + _fig(name, out)
     return "\n".join(lines) + "\n"
 
 
