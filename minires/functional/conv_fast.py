@@ -24,12 +24,27 @@ The paths -- ``forward_path`` and ``backward_path`` pick one each, and those two
 functions are the whole policy:
 
   forward_pointwise          1x1 kernel, stride 1, no padding: the columns ARE the pixels
+  forward_winograd           CPU, 3x3, stride 1, padding <= 2, where Winograd wins (below):
+                             F(2x2, 3x3), winograd.py
   forward_side_by_side       CPU, stride 1: a chunk's images side by side in one plane
   forward_grid               otherwise, and on the GPU: im2col_batch's grid
   backward_pointwise         the 1x1 case
+  backward_winograd          dx wanted, where Winograd wins: dx by Winograd, as a 3x3
+                             convolution of gy; dW (if wanted) by backward_columns
   backward_transposed_*      stride 1 when dx is needed: dx as a convolution of gy
                              (side_by_side on the CPU, grid on the GPU)
   backward_columns           otherwise: dW = gy @ cols.T, dx = col2im_batch(W.T @ gy)
+
+Where Winograd wins (``WINOGRAD_WINS``): C_in and C_out >= 64 with an output of 16x16
+or more, or >= 128 with 8x8 or more -- measured on 2 cores, batch 128, float32
+(benchmarks/bench_winograd.py, whose docstring has the figures). Its 2.25x fewer
+multiply-adds pay for its transforms' extra passes over memory only with enough
+channels (its 16 GEMMs have inner dimension C_in instead of 9*C_in), and its
+wrap-around extra tile per row of tiles costs 2/OW more (25% at 8x8, 50% at 4x4). None
+of ResNet-20's convolutions qualifies: at 16-64 channels Winograd runs 5-20% slower.
+When dW is wanted too, backward_transposed_* gets dx and dW from the same columns of gy,
+so Winograd's dx plus dW alone wins only on larger layers (``WINOGRAD_WINS_WITH_DW``:
+twice the output side). ``use_winograd(False)`` turns Winograd off.
 
 Forward paths take (x, weight, settings) and return y; backward paths take (gy, x,
 weight, settings, need_x, need_w) and return (dx, dW). ``settings`` is a
@@ -39,48 +54,31 @@ The work of one chunk is a plain function ``_..._chunk(..., n0, n1)`` that
 """
 from __future__ import annotations
 
-import numbers
 from functools import partial
 
 import numpy as np
 
 from ..autograd import Function
 from ..backend import get_array_module
+from . import winograd
 from .conv_layouts import SideBySide, col2im_batch, im2col_batch
-from .parallel import run_chunks
+from .parallel import (batch_chunks, get_chunk_bytes, run_chunks, set_chunk_bytes,
+                       sum_in_chunk_order)
 from .windows import (batch_grid_width, check_conv_inputs, conv_output_size, conv_settings,
                       is_pointwise)
 
-# --- the one tuning knob: how much column matrix a CPU chunk builds -------------------
-# Small enough to stay in the CPU cache between im2col and the GEMM, large enough for
-# efficient GEMMs; within that range the exact value matters little (the sweep is in
-# benchmarks/RESULTS.md, "Tried, not kept"). For the 1x1 path the pixels are the columns.
-_chunk_bytes = 4 << 20
+# --- the one switch: whether the policy may pick Winograd (module docstring) -----------
+_use_winograd = True
 
 
-def get_chunk_bytes() -> int:
-    """Bytes of column matrix the CPU paths build per chunk (default 4 MiB)."""
-    return _chunk_bytes
-
-
-def set_chunk_bytes(n: int) -> int:
-    """Build about ``n`` bytes of column matrix per chunk on the CPU; returns the previous value.
-
-    Results change only by the order of the weight-gradient sums (float rounding).
-    """
-    global _chunk_bytes
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-        raise ValueError(f"set_chunk_bytes: n must be a positive int, got {n!r}")
-    previous, _chunk_bytes = _chunk_bytes, int(n)
+def use_winograd(on: bool) -> bool:
+    """Let the policy pick Winograd F(2x2, 3x3) where it is faster (True, the default) or
+    never (False); returns the previous value. Results change by float rounding only."""
+    global _use_winograd
+    if not isinstance(on, bool):
+        raise ValueError(f"use_winograd: on must be True or False, got {on!r}")
+    previous, _use_winograd = _use_winograd, on
     return previous
-
-
-def batch_chunks(N, per_image_bytes, xp, chunk_bytes=None):
-    """(n0, n1) batch ranges of about ``chunk_bytes`` each (at least one image); on the GPU
-    one range. The split depends on sizes only, never on the number of threads."""
-    limit = _chunk_bytes if chunk_bytes is None else chunk_bytes
-    step = max(1, N if xp is not np else limit // max(1, per_image_bytes))
-    return [(n0, min(N, n0 + step)) for n0 in range(0, N, step)]
 
 
 def _column_chunks(x, kernel, s, out_hw, chunk_bytes):
@@ -89,14 +87,6 @@ def _column_chunks(x, kernel, s, out_hw, chunk_bytes):
     (KH, KW), (OH, OW) = kernel, out_hw
     per_image = C * KH * KW * OH * batch_grid_width(W, OW, s.stride, s.padding) * x.itemsize
     return batch_chunks(N, per_image, get_array_module(x), chunk_bytes)
-
-
-def sum_in_chunk_order(parts, shape, dtype, xp):
-    """The weight gradient from the chunks' parts, added in chunk order (deterministic)."""
-    total = xp.zeros(shape, dtype=dtype)
-    for part in parts:
-        total += part
-    return total
 
 
 # --- 1x1, stride 1, no padding: no im2col at all --------------------------------------
@@ -329,23 +319,55 @@ def backward_transposed_grid(gy, x, weight, s, need_x=True, need_w=True, chunk_b
                                 chunk_bytes)
 
 
+# --- Winograd for dx (winograd.py), the columns for dW --------------------------------
+def backward_winograd(gy, x, weight, s, need_x=True, need_w=True, chunk_bytes=None):
+    """(dx, dW): dx by Winograd as a 3x3 convolution of gy (winograd.input_gradient), dW by
+    backward_columns (the columns of x); each None when not needed."""
+    winograd.check_winograd("backward_winograd", weight, s)
+    gx = winograd.input_gradient(gy, weight, s, chunk_bytes) if need_x else None
+    gw = backward_columns(gy, x, weight, s, need_x=False, need_w=True,
+                          chunk_bytes=chunk_bytes)[1] if need_w else None
+    return gx, gw
+
+
 # --- the policy ------------------------------------------------------------------------
+# Where Winograd wins, as (fewest channels, smallest output side) pairs: C_in and C_out at
+# least the first, OH and OW at least the second (benchmarks/bench_winograd.py --extra).
+WINOGRAD_WINS = ((64, 16), (128, 8))              # forward; dx alone
+WINOGRAD_WINS_WITH_DW = ((64, 32), (128, 16))     # dx by Winograd, then dW alone
+
+
+def winograd_wins(x, weight, s, where=WINOGRAD_WINS):
+    """Whether Winograd is the faster path for this 3x3 convolution on the CPU (the module
+    docstring's rule); x (N, C_in, H, W), weight (C_out, C_in, 3, 3)."""
+    if not (_use_winograd and get_array_module(x) is np
+            and winograd.fits_winograd(weight.shape[2:], s)):
+        return False
+    (H, W), (ph, pw) = x.shape[2:], s.padding
+    channels, side = min(weight.shape[:2]), min(H + 2 * ph - 2, W + 2 * pw - 2)
+    return any(channels >= c and side >= size for c, size in where)
+
+
 def forward_path(x, weight, s):
     """The forward path FastConv2d takes for these inputs and settings."""
     kernel = weight.shape[2:]
     if is_pointwise(kernel, s.stride, s.padding):
         return forward_pointwise
+    if winograd_wins(x, weight, s):
+        return winograd.forward_winograd
     if (get_array_module(x) is np and s.stride == (1, 1)
             and SideBySide.fits(kernel, s.padding, s.dilation)):
         return forward_side_by_side
     return forward_grid
 
 
-def backward_path(x, weight, s, need_x):
-    """The backward path FastConv2d takes (need_x: whether dx is wanted)."""
+def backward_path(x, weight, s, need_x, need_w=True):
+    """The backward path FastConv2d takes (need_x, need_w: whether dx, dW are wanted)."""
     kernel = weight.shape[2:]
     if is_pointwise(kernel, s.stride, s.padding):
         return backward_pointwise
+    if need_x and winograd_wins(x, weight, s, WINOGRAD_WINS_WITH_DW if need_w else WINOGRAD_WINS):
+        return backward_winograd                # dx as a 3x3 conv of gy (dW: columns)
     pad_t = transposed_padding(kernel, s.padding, s.dilation)
     if not (need_x and s.stride == (1, 1) and pad_t is not None):
         return backward_columns
@@ -378,12 +400,13 @@ class FastConv2d(Function):
         gb = gy.sum(axis=(0, 2, 3)) if need_b else None
         if not (need_x or need_w):
             return None, None, gb
-        path = backward_path(x, weight, self.settings, need_x)
+        path = backward_path(x, weight, self.settings, need_x, need_w)
         gx, gw = path(gy, x, weight, self.settings, need_x, need_w)
         return gx, gw, gb
 
 
-__all__ = ["FastConv2d", "backward_columns", "backward_path", "backward_pointwise",
+__all__ = ["FastConv2d", "backward_columns", "backward_winograd", "backward_path", "backward_pointwise",
            "backward_transposed_grid", "backward_transposed_side_by_side", "batch_chunks",
            "forward_grid", "forward_path", "forward_pointwise", "forward_side_by_side",
-           "get_chunk_bytes", "set_chunk_bytes", "sum_in_chunk_order", "transposed_padding"]
+           "get_chunk_bytes", "set_chunk_bytes", "sum_in_chunk_order", "transposed_padding",
+           "use_winograd", "WINOGRAD_WINS", "WINOGRAD_WINS_WITH_DW", "winograd_wins"]

@@ -1,4 +1,5 @@
-"""CPU threads: run the chunks of a convolution on every core, BLAS single-threaded.
+"""CPU threads: run the chunks of a convolution on every core, BLAS single-threaded; and
+how a batch is cut into those chunks (``batch_chunks``, ``set_chunk_bytes``).
 
 Why. On the CPU, the fast conv2d works through a batch in chunks of a few images
 (im2col, a GEMM, a transpose: see conv_fast.py). Left alone, only the GEMM uses more
@@ -26,6 +27,7 @@ from __future__ import annotations
 import ctypes
 import glob
 import itertools
+import numbers
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -84,6 +86,48 @@ def set_num_threads(n: int) -> None:
     _workers = n
     # n - 1 helper threads: the calling thread is the n-th worker.
     _pool = ThreadPoolExecutor(n - 1, thread_name_prefix="minires-cpu") if n > 1 else None
+
+
+# --- cutting a batch into chunks: the one tuning knob, how much work a CPU chunk holds --
+# About this many bytes of column matrix (conv_fast) or of transformed tiles (winograd)
+# per chunk: small enough to stay in the CPU cache between being written and being read
+# by BLAS, large enough for efficient GEMMs; within that range the exact value matters
+# little (the sweep is in benchmarks/RESULTS.md, "Tried, not kept").
+_chunk_bytes = 4 << 20
+
+
+def get_chunk_bytes() -> int:
+    """Bytes of column matrix the CPU paths build per chunk (default 4 MiB)."""
+    return _chunk_bytes
+
+
+def set_chunk_bytes(n: int) -> int:
+    """Build about ``n`` bytes of column matrix per chunk on the CPU; returns the previous value.
+
+    Results change only by the order of the weight-gradient sums (float rounding).
+    """
+    global _chunk_bytes
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+        raise ValueError(f"set_chunk_bytes: n must be a positive int, got {n!r}")
+    previous, _chunk_bytes = _chunk_bytes, int(n)
+    return previous
+
+
+def batch_chunks(N, per_image_bytes, xp, chunk_bytes=None):
+    """(n0, n1) batch ranges of about ``chunk_bytes`` each (at least one image); on the GPU
+    one range. The split depends on sizes only, never on the number of threads."""
+    limit = _chunk_bytes if chunk_bytes is None else chunk_bytes
+    step = max(1, N if xp is not np else limit // max(1, per_image_bytes))
+    return [(n0, min(N, n0 + step)) for n0 in range(0, N, step)]
+
+
+def sum_in_chunk_order(parts, shape, dtype, xp):
+    """The weight gradient from the chunks' parts, added in chunk order (deterministic)."""
+    total = xp.zeros(shape, dtype=dtype)
+    for part in parts:
+        total += part
+    return total
+
 
 
 def run_chunks(work, chunks):
@@ -169,5 +213,6 @@ def configure(n=None) -> str:
     return f"{n} (minires' conv threads, OpenBLAS on one thread each)"
 
 
-__all__ = ["configure", "num_threads", "run_chunks", "set_blas_threads", "set_num_threads",
+__all__ = ["batch_chunks", "configure", "get_chunk_bytes", "num_threads", "run_chunks",
+           "set_blas_threads", "set_chunk_bytes", "set_num_threads", "sum_in_chunk_order",
            "threads_from_environment"]
