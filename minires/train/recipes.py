@@ -11,11 +11,10 @@ from ..optim import (SGD, Adam, AdamW, ConstantLR, CosineAnnealingLR, MultiStepL
 
 # --- recipes --------------------------------------------------------------------------------------
 # `fast`: the best accuracy we can get in about an hour on a 2-core CPU. The number of
-# epochs is the budget knob: change FAST_EPOCHS (or pass --epochs). Measured on the 2-core
-# development machine (README, "What it reaches"): these 12 epochs took 58m40s and reached
-# 83.72% (85.07% flip-averaged); batch 256 x 12 epochs ran 4 minutes faster but reached
-# 83.61% (84.73%).
-FAST_EPOCHS = 12
+# epochs is the budget knob: change FAST_EPOCHS (or pass --epochs). The figures of each
+# setting, the machines they ran on and their wall times are in benchmarks/RESULTS.md and
+# the README ("What it reaches").
+FAST_EPOCHS = 22
 
 RECIPES = {
     "fast": dict(
