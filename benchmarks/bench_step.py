@@ -8,7 +8,11 @@ One training step = zero_grad, forward, cross-entropy, backward, SGD (momentum 0
 weight decay 5e-4, lr 0.1), batch 128 of float32 32x32x3 images. The two libraries run
 alternately (minires, torch, minires, ...), so a noisy neighbour slows both alike; each
 figure is the median of ``--repeats`` timed steps after a warm-up. Eval throughput is
-images per second of ``model.eval()`` forward passes under no_grad (torch.no_grad()).
+images per second of ``model.eval()`` forward passes under no_grad (torch.no_grad()) of a
+batch of ``--eval-batch`` images (256); "fused" is what ``minires.train.evaluate`` runs: the
+model with batch norm folded into the convolutions (``minires.nn.utils.fuse_conv_bn``,
+folded once, outside the timing). The eval ratio is minires' (fused) images/s over torch's
+(1.00 = as fast; above 1: minires faster).
 
 The PyTorch models are written here with the same layouts as minires.models (CIFAR
 BasicBlock with option-A shortcuts; pre-activation bottlenecks with a bare 1x1
@@ -123,11 +127,11 @@ def torch_model(torch, kind, n, num_classes=10):
 
 
 # --- one step of each -----------------------------------------------------------------------
-def make_minires(name, x_np, y_np):
+def make_minires(name, x_np, y_np, x_eval_np):
     model = MODELS[name][0]()
     model.train()
     opt = mr.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-    x = mr.tensor(x_np)
+    x, x_eval = mr.tensor(x_np), mr.tensor(x_eval_np)
 
     def step():
         opt.zero_grad()
@@ -138,16 +142,25 @@ def make_minires(name, x_np, y_np):
     def infer():
         model.eval()
         with mr.no_grad():
-            model(x)
+            model(x_eval)
         model.train()
-    return step, infer
+
+    fuse = getattr(mr.nn.utils, "fuse_conv_bn", None)     # absent in older trees
+    fused = None if fuse is None else fuse(model.eval())
+    model.train()
+
+    def infer_fused():
+        with mr.no_grad():
+            fused(x_eval)
+    return step, infer, (infer_fused if fused is not None else None)
 
 
-def make_torch(torch, name, x_np, y_np):
+def make_torch(torch, name, x_np, y_np, x_eval_np):
     model = torch_model(torch, *MODELS[name][1])
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     x, y = torch.from_numpy(x_np.copy()), torch.from_numpy(y_np.astype(np.int64))
+    x_eval = torch.from_numpy(x_eval_np.copy())
 
     def step():
         opt.zero_grad()
@@ -158,9 +171,9 @@ def make_torch(torch, name, x_np, y_np):
     def infer():
         model.eval()
         with torch.no_grad():
-            model(x)
+            model(x_eval)
         model.train()
-    return step, infer
+    return step, infer, None
 
 
 def timed(fn):
@@ -174,6 +187,7 @@ def main():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--eval-batch", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--no-eval", action="store_true")
@@ -196,38 +210,41 @@ def main():
         versions += f", torch {torch.__version__} ({torch.get_num_threads()} threads)"
     print(f"machine: {machine_description()}; {versions}")
     print(f"training step (SGD momentum 0.9, wd 5e-4), batch {args.batch}, float32, median of "
-          f"{args.repeats}; eval: images/s of forward under no_grad")
+          f"{args.repeats}; eval: images/s of forward under no_grad, batch {args.eval_batch}")
     print(f"{'model':<18}{'minires s':>11}{'torch s':>10}{'ratio':>8}{'minires img/s':>15}"
-          f"{'torch img/s':>13}{'ratio':>8}{'load':>7}")
+          f"{'fused img/s':>13}{'torch img/s':>13}{'eval ratio':>12}{'load':>7}")
     rng = np.random.default_rng(0)
     x_np = rng.standard_normal((args.batch, 3, 32, 32), dtype=np.float32)
     y_np = rng.integers(0, 10, args.batch)
+    x_eval_np = rng.standard_normal((args.eval_batch, 3, 32, 32), dtype=np.float32)
     for name in args.models:
         load0 = load_average()
-        libs = {"minires": make_minires(name, x_np, y_np)}
+        libs = {"minires": make_minires(name, x_np, y_np, x_eval_np)}
         if torch:
-            libs["torch"] = make_torch(torch, name, x_np, y_np)
+            libs["torch"] = make_torch(torch, name, x_np, y_np, x_eval_np)
         steps = {k: [] for k in libs}
-        evals = {k: [] for k in libs}
+        evals = {k: [] for k in [*libs, "fused"]}
         for rep in range(args.repeats + 1):          # round 0 warms up and is dropped
-            for lib, (step, infer) in libs.items():
+            for lib, (step, infer, infer_fused) in libs.items():
                 t = timed(step)
                 te = None if args.no_eval else timed(infer)
+                tf = None if args.no_eval or infer_fused is None else timed(infer_fused)
                 if rep:
                     steps[lib].append(t)
                     if te is not None:
                         evals[lib].append(te)
+                    if tf is not None:
+                        evals["fused"].append(tf)
         med = {k: statistics.median(v) for k, v in steps.items()}
-        ips = {k: args.batch / statistics.median(v) for k, v in evals.items() if v}
+        ips = {k: args.eval_batch / statistics.median(v) for k, v in evals.items() if v}
         load = max(load0, load_average())
         row = f"{name:<18}{med['minires']:>11.3f}"
         row += f"{med['torch']:>10.3f}{med['minires'] / med['torch']:>7.2f}x" if torch else f"{'':>18}"
-        if ips:
-            row += f"{ips['minires']:>15.0f}"
-            row += (f"{ips['torch']:>13.0f}{ips['torch'] / ips['minires']:>7.2f}x" if torch
-                    else f"{'':>20}")
-        else:
-            row += f"{'':>35}"
+        best = ips.get("fused", ips.get("minires"))
+        row += f"{ips['minires']:>15.0f}" if "minires" in ips else f"{'':>15}"
+        row += f"{ips['fused']:>13.0f}" if "fused" in ips else f"{'-':>13}"
+        row += (f"{ips['torch']:>13.0f}{best / ips['torch']:>12.2f}" if "torch" in ips
+                else f"{'':>25}")
         print(row + f"{load:>7.2f}", flush=True)
 
 
