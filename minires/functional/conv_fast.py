@@ -99,14 +99,21 @@ def _pointwise_forward_chunk(w, x4, y4, n0, n1):
     get_array_module(x4).matmul(w, x4[n0:n1], out=y4[n0:n1])      # (n, G, O/G, H*W)
 
 
+def _pointwise_views(op, x, weight, s):
+    """The 1x1 case checked, and its grouped views: w (G, O/G, C/G), x4 (N, G, C/G, H*W)."""
+    _check_pointwise(op, weight, s)
+    N, C, H, W = x.shape
+    G = s.groups
+    w = weight.reshape(G, weight.shape[0] // G, -1)                     # (G, O/G, C/G)
+    return w, x.reshape(N, G, C // G, H * W)                            # (N, G, C/G, H*W)
+
+
 def forward_pointwise(x, weight, s, chunk_bytes=None):
     """y[n] = W @ x[n].reshape(C, H*W): the pixels are the columns, one batched matmul."""
-    _check_pointwise("forward_pointwise", weight, s)
+    w, x4 = _pointwise_views("forward_pointwise", x, weight, s)
     xp = get_array_module(x)
     N, C, H, W = x.shape
     O, G = weight.shape[0], s.groups
-    w = weight.reshape(G, O // G, -1)                                   # (G, O/G, C/G)
-    x4 = x.reshape(N, G, C // G, H * W)                                 # (N, G, C/G, H*W)
     y4 = xp.empty((N, G, O // G, H * W), dtype=x.dtype)
     chunks = batch_chunks(N, C * H * W * x.itemsize, xp, chunk_bytes)
     run_chunks(partial(_pointwise_forward_chunk, w, x4, y4), chunks)
@@ -124,13 +131,11 @@ def _pointwise_backward_chunk(gy4, x4, wT, gx4, need_w, n0, n1):
 
 def backward_pointwise(gy, x, weight, s, need_x=True, need_w=True, chunk_bytes=None):
     """dx[n] = W.T @ gy[n], dW = sum over n of gy[n] @ x[n].T, on the pixels directly."""
-    _check_pointwise("backward_pointwise", weight, s)
+    w, x4 = _pointwise_views("backward_pointwise", x, weight, s)
     xp = get_array_module(gy)
     N, C, H, W = x.shape
     O, G = weight.shape[0], s.groups
-    w = weight.reshape(G, O // G, -1)                                   # (G, O/G, C/G)
     gy4 = gy.reshape(N, G, O // G, H * W)                               # (N, G, O/G, H*W)
-    x4 = x.reshape(N, G, C // G, H * W)                                 # (N, G, C/G, H*W)
     gx4 = xp.empty((N, G, C // G, H * W), dtype=x.dtype) if need_x else None
     chunks = batch_chunks(N, C * H * W * x.itemsize, xp, chunk_bytes)
     parts = run_chunks(partial(_pointwise_backward_chunk, gy4, x4, w.transpose(0, 2, 1), gx4,
@@ -152,17 +157,21 @@ def _grid_forward_chunk(x, w, kernel, s, y, n0, n1):
     y[n0:n1] = y_cm.transpose(1, 0, 2, 3)                               # (n, C_out, OH, OW)
 
 
-def forward_grid(x, weight, s, chunk_bytes=None):
-    """y = W @ im2col_batch(x chunk), one GEMM per group and chunk, cut to OW and transposed."""
-    xp = get_array_module(x)
+def _forward_columns(chunk, x, weight, s, chunk_bytes):
+    """What the two column forward paths share: y allocated, W grouped, the chunks run."""
     N, _, H, W = x.shape
     O, G, kernel = weight.shape[0], s.groups, weight.shape[2:]
     OH, OW = conv_output_size(H, W, kernel, s.stride, s.padding, s.dilation)
-    y = xp.empty((N, O, OH, OW), dtype=x.dtype)
+    y = get_array_module(x).empty((N, O, OH, OW), dtype=x.dtype)
     w = weight.reshape(G, O // G, -1)                                   # (G, O/G, C/G*KH*KW)
     chunks = _column_chunks(x, kernel, s, (OH, OW), chunk_bytes)
-    run_chunks(partial(_grid_forward_chunk, x, w, kernel, s, y), chunks)
+    run_chunks(partial(chunk, x, w, kernel, s, y), chunks)
     return y
+
+
+def forward_grid(x, weight, s, chunk_bytes=None):
+    """y = W @ im2col_batch(x chunk), one GEMM per group and chunk, cut to OW and transposed."""
+    return _forward_columns(_grid_forward_chunk, x, weight, s, chunk_bytes)
 
 
 def _columns_backward_chunk(gy, x, wT, kernel, s, gx, need_w, n0, n1):
@@ -214,17 +223,9 @@ def _side_by_side_forward_chunk(x, w, kernel, s, y, n0, n1):
 
 def forward_side_by_side(x, weight, s, chunk_bytes=None):
     """Stride 1 on the CPU: y = W @ SideBySide.columns(x chunk), read back image by image."""
-    xp = get_array_module(x)
-    N, _, H, W = x.shape
-    O, G, kernel = weight.shape[0], s.groups, weight.shape[2:]
-    if s.stride != (1, 1) or not SideBySide.fits(kernel, s.padding, s.dilation):
+    if s.stride != (1, 1) or not SideBySide.fits(weight.shape[2:], s.padding, s.dilation):
         raise ValueError("forward_side_by_side: needs stride 1 and padding <= (KW-1)*dilation")
-    OH, OW = conv_output_size(H, W, kernel, s.stride, s.padding, s.dilation)
-    y = xp.empty((N, O, OH, OW), dtype=x.dtype)
-    w = weight.reshape(G, O // G, -1)                                   # (G, O/G, C/G*KH*KW)
-    chunks = _column_chunks(x, kernel, s, (OH, OW), chunk_bytes)
-    run_chunks(partial(_side_by_side_forward_chunk, x, w, kernel, s, y), chunks)
-    return y
+    return _forward_columns(_side_by_side_forward_chunk, x, weight, s, chunk_bytes)
 
 
 # --- stride 1: backward as a convolution of gy (no col2im) ----------------------------
