@@ -68,6 +68,15 @@ def test_pre_activation_keeps_the_batch_norms_that_do_not_follow_a_convolution()
     assert "layer1.0.bn1" in kept and "layer1.0.bn2" not in kept
 
 
+def test_the_copy_leaves_the_gradients_behind():
+    model = mr.models.resnet8()
+    x = mr.tensor(np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype(np.float32))
+    model(x).sum().backward()
+    fused = fuse_conv_bn(model.eval(), example=x)
+    assert all(p.grad is None for p in fused.parameters())
+    assert all(p.grad is not None for p in model.parameters())
+
+
 def test_folded_batch_norm_refuses_training():
     fused = fuse_conv_bn(mr.models.resnet8().eval())
     fused.train()

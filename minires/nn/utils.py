@@ -168,7 +168,9 @@ def fuse_conv_bn(model, example=None):
     """
     if not isinstance(model, Module):
         raise TypeError(f"fuse_conv_bn: expected a minires Module, got {type(model).__name__}")
-    fused = copy.deepcopy(model).eval()
+    # the copy is for inference: its parameters get no .grad (mapped to None, not copied)
+    no_grads = {id(p.grad): None for p in model.parameters() if p.grad is not None}
+    fused = copy.deepcopy(model, no_grads).eval()
     if example is None:
         example = _example_input(fused)
         if example is None:
