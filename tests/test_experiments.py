@@ -486,3 +486,29 @@ def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path):
     assert done.returncode == 0, done.stderr
     assert first_net.stat().st_mtime_ns == kept
     assert (out / "report.md").is_file()
+
+
+def test_train_records_the_per_iteration_curve_through_fit():
+    """One step per epoch: each logged window holds exactly that step's batch."""
+    from minires.experiments.common import build, train
+    split = synthetic_split(16, seed=5)
+    model = build("resnet8", seed=0)
+    hist = train(model, split, split, epochs=3, batch_size=16, log_every=1, augment=False)
+    assert hist["steps"] == [1, 2, 3] and hist["epoch_steps"] == [1, 2, 3]
+    assert all(0.0 <= e <= 1.0 for e in hist["train_error"] + hist["test_error"])
+    assert all(np.isfinite(hist["train_loss"])) and len(hist["lr"]) == 3
+    assert not hist["diverged"] and hist["steps_total"] == 3
+    # with steps, batches are full: 40 images at batch 16 give 2 steps per epoch
+    hist = train(build("resnet8", seed=0), synthetic_split(40, seed=6), None, steps=5,
+                 batch_size=16, log_every=2)
+    assert hist["steps"] == [2, 4, 5] and hist["test_error"] == []
+
+
+def test_train_stops_a_diverging_model_and_says_so(capsys):
+    from minires.experiments.common import build, train
+    model = build("plain8", seed=0)
+    hist = train(model, synthetic_split(32, seed=7), None, steps=4, batch_size=16, lr=1e6,
+                 warmup_frac=0.0, log_every=1)
+    out = capsys.readouterr().out
+    assert hist["diverged"] and "stopping this model" in out     # loss or weights not finite
+    assert "seconds" in hist

@@ -355,7 +355,7 @@ class _IterationLog(Callback):
 
     def on_step_end(self, trainer, loss):
         p, before, w = trainer.partial, self.before, self.window
-        if p["seen"] < before["seen"]:               # a new epoch restarted the counts
+        if trainer.batch == 1:                       # an epoch's first step: counts restarted
             before = {"correct": 0, "seen": 0}
         n = p["seen"] - before["seen"]
         w["wrong"] += n - (p["correct"] - before["correct"])
