@@ -1,4 +1,6 @@
 """``python -m minires``: what minires can run from the command line, one line each."""
+import os
+import signal
 import sys
 
 from . import __version__
@@ -40,5 +42,27 @@ def main(argv=None) -> int:
     return 2
 
 
+def run_command(main, argv=None):
+    """Run a command line's ``main(argv)`` and return its exit status, ending quietly when
+    stdout is closed early (``python -m minires | head -1``): no BrokenPipeError traceback,
+    status 141 (128 + SIGPIPE, what a shell reports for a command stopped that way).
+
+    Every ``python -m minires...`` runs through this; ``sys.exit(run_command(main))``.
+    """
+    try:
+        try:
+            status = main(argv)
+        except SystemExit as stop:               # argparse's --help, --version and mistakes
+            status = stop.code
+        sys.stdout.flush()                       # a closed pipe shows here, not at exit
+    except BrokenPipeError:
+        # what is still buffered would fail again when Python flushes stdout at exit
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 128 + getattr(signal, "SIGPIPE", 13)
+    return status
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))

@@ -152,6 +152,9 @@ def _fsync_folder(folder):
 def load(path) -> Checkpoint:
     """Read a checkpoint written by ``save`` (arrays: ``allow_pickle=False``; metadata: json)."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path}: a folder, not a checkpoint file (a run folder "
+                              f"of python -m minires.train holds last.npz and best.npz)")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path}: no such file")
     try:
@@ -159,7 +162,7 @@ def load(path) -> Checkpoint:
             arrays = {key: npz[key] for key in npz.files}
     except Exception as err:
         raise CheckpointError(f"checkpoint {path}: cannot read it as a .npz file of arrays "
-                              f"({type(err).__name__}: {err}); the file is damaged or not a "
+                              f"({_why_unreadable(path, err)}); the file is damaged or not a "
                               f"checkpoint") from err
     if META_KEY not in arrays:
         raise CheckpointError(f"checkpoint {path}: no {META_KEY} entry; not a minires checkpoint")
@@ -185,6 +188,29 @@ def load(path) -> Checkpoint:
     except KeyError as err:
         raise CheckpointError(f"checkpoint {path}: metadata refers to a missing array "
                               f"{err}") from err
+
+
+def _why_unreadable(path: Path, err: Exception) -> str:
+    """Why ``np.load`` could not read ``path``, in words for a checkpoint's user.
+
+    NumPy's own message for a file that is not a .npz or holds object arrays suggests
+    loading it with ``allow_pickle`` -- advice that would let a file run code: a
+    checkpoint never needs it, so that message is not passed on.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+    except OSError as os_err:
+        return f"cannot open it: {os_err.strerror or os_err}"
+    if not head:
+        return "the file is empty"
+    if head.startswith(b"\x93NUMPY"):
+        return "it is a single .npy array, not a .npz archive"
+    if not head.startswith(b"PK"):
+        return "it is not a .npz (zip) archive"
+    if "pickle" in str(err):
+        return "it holds object arrays, which a checkpoint never does and minires does not load"
+    return f"the zip archive is broken: {type(err).__name__}: {err}"
 
 
 def state_differences(expected: dict, found: dict) -> list:

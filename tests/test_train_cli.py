@@ -1,7 +1,7 @@
 """minires.train: nothing lost or mixed in a run.
 
-A run that cannot start leaves no new folder behind; a run that diverges saves no
-non-finite weights and exits non-zero; a checkpoint is never used with another model
+A run that cannot start leaves no new folder behind (exit status 2); a run that diverges
+saves no non-finite weights and exits 1; a checkpoint is never used with another model
 than the one it was trained as. Tiny model, tiny random data (see tests/test_train.py).
 """
 import json
@@ -51,8 +51,8 @@ def one_line_error(capsys):
 
 # --- 1. the run folder appears only when the run starts -----------------------------------------
 def test_cli_checks_come_before_the_run_folder(tmp_path, data_dir, tiny_run, capsys):
-    """Each failed start exits 1 with a message and leaves neither the run folder nor the
-    folder above it (both new) behind."""
+    """Each failed start exits 2 (a mistake in the command) with a message and leaves neither
+    the run folder nor the folder above it (both new) behind."""
     parent = tmp_path / "new"
     out = parent / "run"
     failures = {
@@ -68,14 +68,14 @@ def test_cli_checks_come_before_the_run_folder(tmp_path, data_dir, tiny_run, cap
     if not mr.gpu_available():
         failures["no GPU"] = (["--model", TINY, "--device", "cuda"], "needs CuPy")
     for what, (options, message) in failures.items():
-        assert main(cli(data_dir, "--out", out, *options)) == 1, what
+        assert main(cli(data_dir, "--out", out, *options)) == 2, what
         err = one_line_error(capsys)
         assert message in err, (what, err)
         assert not parent.exists(), f"{what}: left {sorted(p.name for p in parent.iterdir())}"
 
 
 def test_cli_out_in_an_existing_folder_is_left_as_it_was(tmp_path, data_dir, capsys):
-    assert main(cli(data_dir, "--out", tmp_path, "--model", "resnet9000")) == 1
+    assert main(cli(data_dir, "--out", tmp_path, "--model", "resnet9000")) == 2
     one_line_error(capsys)
     assert tmp_path.is_dir() and not list(tmp_path.iterdir())
 
@@ -159,7 +159,7 @@ def test_cli_diverging_run_prints_no_traceback(tmp_path, data_dir):
 def test_cli_checkpoint_of_another_model_is_refused(tmp_path, data_dir, tiny_run, capsys, flag):
     ckpt = tiny_run / "last.npz"
     before = {p.name: p.read_bytes() for p in tiny_run.iterdir()}
-    assert main(cli(data_dir, flag, ckpt, "--model", "resnet8", "--epochs", "4")) == 1
+    assert main(cli(data_dir, flag, ckpt, "--model", "resnet8", "--epochs", "4")) == 2
     err = one_line_error(capsys)
     assert "\n" not in err
     assert err == (f"error: {flag} {ckpt}: the checkpoint holds a {TINY} model, but --model asks "
@@ -179,7 +179,7 @@ def test_cli_checkpoint_without_a_model_name_needs_model(tmp_path, data_dir, cap
     out = tmp_path / "custom"
     fit(new_model(), tiny_data(), config(model="custom", epochs=1), out=out, progress=False,
         verbose=False)
-    assert main(cli(data_dir, "--eval-only", out / "last.npz")) == 1
+    assert main(cli(data_dir, "--eval-only", out / "last.npz")) == 2
     assert "the checkpoint does not name its model; pass --model" in one_line_error(capsys)
     assert main(cli(data_dir, "--eval-only", out / "last.npz", "--model", TINY)) == 0
     capsys.readouterr()

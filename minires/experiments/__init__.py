@@ -47,8 +47,26 @@ def make_parser(name):
                                      description=module.DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_arguments(parser, name)
+    # the command line's speed and display options, as in python -m minires.train
+    parser.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                        help="CPU threads: minires' convolution workers, with OpenBLAS on one "
+                             "thread each (default: $MINIRES_NUM_THREADS, else every core this "
+                             "process may use; see minires.use_speed_settings)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false",
+                        help="accepted as in python -m minires.train; the experiments print "
+                             "plain lines and draw no progress bars")
     module.add_arguments(parser)
     return parser
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def run_experiment(name, argv=()):

@@ -3,18 +3,39 @@
 A user's mistake (an unknown name or option value, missing data, a folder that already
 holds results, an unreadable checkpoint) is reported in one line on stderr with exit
 status 2; Ctrl-C stops with status 130 and keeps everything finished so far.
-"""
-import sys
 
-from . import EXPERIMENTS, get_experiment, run_experiment
+``--threads N`` sets the CPU threads of the run (``minires.use_speed_settings(N)``);
+``--no-progress`` is accepted for symmetry with ``python -m minires.train``: the
+experiments draw no progress bars, only plain lines, so there is nothing to switch off.
+"""
+import shutil
+import sys
+import textwrap
+
+from . import EXPERIMENTS, get_experiment, make_parser, run_experiment
+
+
+def listing() -> str:
+    """What --list and --help print: the usage, then each experiment with its whole
+    description, wrapped to the terminal (at most 100 columns)."""
+    width = min(shutil.get_terminal_size((100, 24)).columns, 100)
+    lines = ["usage: python -m minires.experiments NAME [options]   (NAME --help for its options)",
+             "       python -m minires.experiments --list | --version", ""]
+    for name in EXPERIMENTS:
+        text = " ".join(get_experiment(name).DESCRIPTION.split())
+        lines.append(textwrap.fill(text, width=width, initial_indent=f"  {name:<18} ",
+                                   subsequent_indent=" " * 21, break_on_hyphens=False))
+    return "\n".join(lines)
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help", "--list"):
-        print("usage: python -m minires.experiments NAME [options]   (NAME --help for its options)\n")
-        for name in EXPERIMENTS:
-            print(f"  {name:<18} {get_experiment(name).DESCRIPTION.splitlines()[0]}")
+        print(listing())
+        return 0
+    if argv[0] == "--version":
+        from minires import __version__
+        print(f"minires {__version__}")
         return 0
     name, rest = argv[0], argv[1:]
     if name not in EXPERIMENTS:
@@ -24,8 +45,11 @@ def main(argv=None):
     from minires.checkpoint import CheckpointError
     from minires.data import DataError
     try:
+        threads = make_parser(name).parse_args(rest).threads      # argparse exits on a mistake
         from minires.speed import use_speed_settings
-        use_speed_settings()                 # threads and memory for speed, as the training CLI
+        speed = use_speed_settings(threads)  # threads and memory for speed, as the training CLI
+        if threads:
+            print(f"threads: {speed['threads']}", file=sys.stderr)
         run_experiment(name, rest)
     except KeyboardInterrupt:
         print(f"\n{name}: stopped. What finished is kept; run the same command with --resume "
@@ -44,4 +68,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from minires.__main__ import run_command
+    sys.exit(run_command(main))

@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .. import checkpoint
+from .. import __version__, checkpoint
 from ..checkpoint import CheckpointError
 from . import checkpoint_model_name, export_safetensors
 
@@ -33,6 +33,7 @@ def _parser():
     parser.add_argument("--to", metavar="FILE", help="the .safetensors file to write (default: "
                                                      "the checkpoint's path, suffix .safetensors)")
     parser.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    parser.add_argument("--version", action="version", version=f"minires {__version__}")
     parser.add_argument("--model-name", metavar="NAME",
                         help="the model name to record in the file's metadata (default: the "
                              "name the checkpoint records)")
@@ -85,4 +86,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from minires.__main__ import run_command
+    sys.exit(run_command(main))

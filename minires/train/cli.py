@@ -4,23 +4,57 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
+import os
 import sys
 import time
 from pathlib import Path
 
-from .. import backend, checkpoint
+from .. import __version__, backend, checkpoint
 from ..speed import use_speed_settings
 from ..data import load_cifar10
 from ..data.cifar import DataError
-from .loop import NonFiniteLossError, check_writable, evaluate_views, fit, refuse_earlier_run
+from .loop import (RUN_FILES, NonFiniteLossError, _missing_folders, _remove_empty_folders,
+                   check_writable, evaluate_views, fit, refuse_earlier_run)
 from .recipes import OPTIMIZERS, RECIPES, SCHEDULES, TrainConfig, build_model, recipe_config
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, answering a mistake in one line on stderr (exit status 2): the usage of
+    ``cifar`` fills a screen and would bury the one line that matters; --help shows it."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def finite_float(text) -> float:
+    """argparse type of every float option: a finite number (``nan`` and ``inf`` would pass
+    every range check, since each comparison with NaN is false)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def milestone_list(text) -> list:
+    """argparse type of --milestones: '32000,48000' -> [32000, 48000]."""
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected whole numbers separated by commas, e.g. 32000,48000 (iterations for "
+            f"--schedule step, epochs for multistep), got {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m minires.train`` argument parser (command ``cifar`` and its options)."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m minires.train",
         description="Train a network from minires.models with minires. Command: cifar.")
+    parser.add_argument("--version", action="version", version=f"minires {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     p = commands.add_parser(
         "cifar", formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -31,10 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
                     f"  paper  {_describe('paper')}\n\n"
                     "The run folder gets config.json, metrics.jsonl (one line per epoch), "
                     "last.npz (each epoch,\nand on Ctrl-C/SIGTERM at the current step), best.npz, "
-                    "summary.json and curves.png (with matplotlib).")
+                    "summary.json and curves.png (with matplotlib).\n"
+                    "A run that ends before its first checkpoint (it diverges in epoch 1, a "
+                    "second Ctrl-C)\nleaves its folder as it found it: there is nothing to "
+                    "resume, and the same command can run again.\n\n"
+                    "Exit status: 0 done; 1 the run failed (it diverged, a file could not be "
+                    "written);\n2 a mistake in the command (an option, the data, a "
+                    "checkpoint, a folder that holds a run);\n128+N stopped by signal N, "
+                    "after saving last.npz (130: Ctrl-C).")
     g = p.add_argument_group("model and recipe")
     g.add_argument("--recipe", choices=sorted(RECIPES), default="fast",
-                   help="fast (default): about an hour on a 2-core CPU; paper: He et al. 2015")
+                   help="fast (default): 22 epochs, 47 minutes on a 2-core AVX-512 CPU; paper: "
+                        "He et al. 2015 (64000 iterations)")
     g.add_argument("--model", help="a builder in minires.models (default: the recipe's, resnet20) "
                                    "or package.module:callable")
     g = p.add_argument_group("optimisation (default: the recipe's value)")
@@ -42,11 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-steps", type=int, help="stop after this many iterations (paper: 64000)")
     g.add_argument("--batch-size", type=int, help="examples per step (128)")
     g.add_argument("--optimizer", choices=OPTIMIZERS, help="sgd (default), adam or adamw")
-    g.add_argument("--lr", type=float, help="peak learning rate (fast: 0.1 x batch-size / 128)")
-    g.add_argument("--momentum", type=float, help="SGD momentum, Adam beta1 (0.9)")
+    g.add_argument("--lr", type=finite_float,
+                   help="peak learning rate (fast: 0.1 x batch-size / 128)")
+    g.add_argument("--momentum", type=finite_float, help="SGD momentum, Adam beta1 (0.9)")
     g.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=None,
                    help="Nesterov momentum (fast: on, paper: off)")
-    g.add_argument("--wd", type=float, dest="weight_decay",
+    g.add_argument("--wd", type=finite_float, dest="weight_decay",
                    help="weight decay (fast: 5e-4, paper: 1e-4)")
     g.add_argument("--decay-bn-bias", action=argparse.BooleanOptionalAction, default=None,
                    help="also decay batch-norm and bias parameters (fast: no, paper: yes)")
@@ -54,12 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="learning-rate schedule, stepped per iteration: cosine (fast), onecycle, "
                         "step (milestones in iterations; paper), multistep (milestones in epochs), "
                         "constant")
-    g.add_argument("--milestones", type=lambda s: [int(v) for v in s.split(",")],
+    g.add_argument("--milestones", type=milestone_list, metavar="N,N,...",
                    help="comma-separated milestones for step/multistep, lr x 0.1 at each "
                         "(paper: 32000,48000)")
-    g.add_argument("--warmup-epochs", type=float,
+    g.add_argument("--warmup-epochs", type=finite_float,
                    help="linear warm-up from 0.1 x lr over this many epochs (fast: 1)")
-    g.add_argument("--label-smoothing", type=float, help="label smoothing (fast: 0.1, paper: 0)")
+    g.add_argument("--label-smoothing", type=finite_float,
+                   help="label smoothing (fast: 0.1, paper: 0)")
     g.add_argument("--flip-eval", action=argparse.BooleanOptionalAction, default=None,
                    help="after the last epoch (and with --eval-only) also report test accuracy "
                         "averaged over each image and its mirror image (fast: on, paper: off)")
@@ -90,9 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
                                  "the checkpoint's folder)")
     g.add_argument("--resume", metavar="CHECKPOINT",
                    help="continue a run exactly where its checkpoint stopped (its config is used; "
-                        "options given here override it, e.g. more --epochs)")
+                        "options given here override it, e.g. more --epochs); a run folder "
+                        "means its last.npz")
     g.add_argument("--eval-only", metavar="CHECKPOINT",
-                   help="evaluate a checkpoint on the test set and exit")
+                   help="evaluate a checkpoint on the test set and exit; a run folder means "
+                        "its best.npz (else its last.npz)")
     g.add_argument("--no-progress", dest="progress", action="store_false", default=None,
                    help="no progress bar (one line per epoch is still printed)")
     g.add_argument("--inspect-every", type=int, metavar="N",
@@ -111,16 +157,20 @@ _BOUNDS = {"threads": (1, None, True), "epochs": (1, None, True), "max_steps": (
 
 
 def invalid_number(args):
-    """A one-line message for the first numeric option out of its range, else None."""
+    """A one-line message for the first numeric option out of its range (or not finite),
+    else None."""
     for name, (low, high, inclusive) in _BOUNDS.items():
         value = getattr(args, name, None)
         if value is None:
             continue
+        flag = f"--{name.replace('_', '-')}"
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"{flag}: must be a finite number, got {value}"
         too_low = value < low if inclusive else value <= low
         if too_low or (high is not None and value > high):
             wanted = (f">= {low}" if inclusive else f"> {low}") + (f" and <= {high}" if high
                                                                    is not None else "")
-            return f"--{name.replace('_', '-')}: must be {wanted}, got {value}"
+            return f"{flag}: must be {wanted}, got {value}"
     return None
 
 
@@ -144,23 +194,60 @@ _CONFIG_FLAGS = ("model", "epochs", "max_steps", "batch_size", "optimizer", "lr"
                  "val_split", "limit_train", "limit_test", "prefetch", "data_dir", "threads")
 
 
-def _model_of_checkpoint(flag, path, saved, asked):
-    """The model to build for a checkpoint: ``asked`` (``--model``), else the one its saved
-    config names (``saved``, ``meta["config"]``).
+def recorded_model(meta) -> str | None:
+    """The model a checkpoint's metadata names: ``config.model`` (``python -m minires.train``),
+    else ``model`` (the experiments' checkpoints); None when neither does, or for "custom"
+    (``fit()`` from Python with a model of one's own)."""
+    meta = meta if isinstance(meta, dict) else {}
+    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    name = config.get("model") or meta.get("model")
+    return name if isinstance(name, str) and name != "custom" else None
+
+
+def _architecture(name):
+    """The model to build for a recorded name. The experiments name a net by its model and
+    how its weights started ("resnet56-zero", "plain56-dirac"); with the weights loaded from
+    the checkpoint only the model matters."""
+    from ..models import MODELS
+    base = name.split("-", 1)[0]
+    return base if name not in MODELS and ":" not in name and base in MODELS else name
+
+
+def _model_of_checkpoint(flag, path, meta, asked):
+    """The model to build for a checkpoint: ``asked`` (``--model``), else the one its
+    metadata names (``meta["config"]["model"]``, or ``meta["model"]`` for the experiments').
 
     Raises ValueError, in one line naming both, when ``--model`` asks for another model
     than the checkpoint's; and when neither names a model.
     """
-    recorded = (saved or {}).get("model")
-    recorded = None if recorded in (None, "custom") else recorded   # "custom": fit() from Python
-    if asked and recorded and asked != recorded:
+    recorded = recorded_model(meta)
+    if asked and recorded and asked not in (recorded, _architecture(recorded)):
         raise ValueError(f"{flag} {path}: the checkpoint holds a {recorded} model, but --model "
                          f"asks for {asked}; leave out --model to use the checkpoint's model "
                          f"({recorded})")
-    name = asked or recorded
+    name = asked or (recorded and _architecture(recorded))
     if not name:
         raise ValueError(f"{flag} {path}: the checkpoint does not name its model; pass --model")
     return name
+
+
+def checkpoint_in(flag, path, names) -> Path:
+    """``path`` itself, or for a run folder the first of its checkpoints ``names`` that exists.
+
+    Raises CheckpointError (one line) for a folder with none of them.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    for name in names:
+        if (path / name).is_file():
+            return path / name
+    held = [name for name in RUN_FILES if (path / name).exists()]
+    why = (f"it holds {', '.join(held)} of a run that ended before its first checkpoint, so "
+           f"there is nothing to {flag[2:].replace('-only', '')}" if held else
+           "it is not a run folder")
+    raise checkpoint.CheckpointError(f"{flag} {path}: the folder has no {' or '.join(names)}; "
+                                     f"{why}")
 
 
 def config_from_args(args) -> TrainConfig:
@@ -172,16 +259,77 @@ def config_from_args(args) -> TrainConfig:
     """
     given = {k: getattr(args, k) for k in _CONFIG_FLAGS if getattr(args, k, None) is not None}
     if args.resume:
-        saved = checkpoint.load(args.resume).meta.get("config")
+        meta = checkpoint.load(args.resume).meta
+        saved = meta.get("config")
         if not saved:
             raise ValueError(f"{args.resume}: holds no training config; cannot resume it")
-        given["model"] = _model_of_checkpoint("--resume", args.resume, saved, args.model)
+        given["model"] = _model_of_checkpoint("--resume", args.resume, meta, args.model)
         changed = {k: v for k, v in given.items() if saved.get(k) != v and k != "prefetch"}
         if changed:
             print(f"resuming with changed settings: {changed}", file=sys.stderr)
         known = {f.name for f in dataclasses.fields(TrainConfig)}
         return TrainConfig(**{k: v for k, v in {**saved, **given}.items() if k in known})
     return recipe_config(args.recipe, **given)
+
+
+def planned_end(config, steps_per_epoch, epoch=0, batch=0, global_step=0):
+    """(epochs, the iteration the run stops at), as ``fit()`` plans them: ``config.epochs``
+    or ``config.max_steps``, whichever comes first, in epochs of ``steps_per_epoch``
+    iterations; from a checkpoint that closed ``epoch`` epochs (one may have closed early,
+    at an earlier --max-steps) and is ``batch`` steps into the next, at ``global_step``.
+    """
+    if config.max_steps is not None:
+        epochs = math.ceil(config.max_steps / steps_per_epoch)
+        if config.epochs is not None:
+            epochs = min(epochs, config.epochs)
+    else:
+        epochs = config.epochs
+    total = epochs * steps_per_epoch
+    if config.max_steps is not None:
+        total = min(total, config.max_steps)
+    if epoch >= epochs or global_step >= total:
+        return epochs, global_step
+    return epochs, min(total, global_step - batch + (epochs - epoch) * steps_per_epoch)
+
+
+def check_steps(config, args, steps_per_epoch, meta=None):
+    """Refuse (ValueError) a resumed run that would train no step; return a one-line note
+    when the run will stop before ``config.max_steps``; else None.
+
+    ``meta``: the resumed checkpoint's metadata (None for a new run).
+    """
+    meta = meta or {}
+    closed, batch, done = (int(meta.get(k, 0)) for k in ("epoch", "batch", "global_step"))
+    per_epoch = int(meta.get("steps_per_epoch", steps_per_epoch))
+    if per_epoch != steps_per_epoch or per_epoch < 1:
+        return None                          # fit() refuses such a resume with its own message
+    epochs, end = planned_end(config, per_epoch, closed, batch, done)
+    whose = "the checkpoint's" if meta else "the recipe's"
+    steps_flag = "--max-steps" if args.max_steps is not None else f"{whose} max_steps"
+    epochs_flag = "--epochs" if args.epochs is not None else f"{whose} epochs"
+    limit = config.max_steps
+    if meta and end <= done:
+        where = (f"--resume {args.resume}: the checkpoint is at iteration {done} ({closed} epochs "
+                 f"done{f', {batch} steps into epoch {closed + 1}' if batch else ''})")
+        if limit is not None and limit <= done:
+            raise ValueError(f"{where} and {steps_flag} is {limit}: nothing to train; give a "
+                             f"--max-steps above {done}")
+        if config.epochs is not None and closed >= config.epochs:
+            raise ValueError(f"{where} and {epochs_flag} is {config.epochs}: nothing to train; "
+                             f"give more epochs, e.g. --epochs {closed + 1}")
+        raise ValueError(f"{where}: {steps_flag} {limit} ends in epoch {epochs} (epochs of "
+                         f"{per_epoch} iterations), which it has closed (an epoch of this run "
+                         f"ended early, at an earlier --max-steps): nothing to train; give a "
+                         f"--max-steps above {closed * per_epoch} to train epoch {closed + 1}")
+    if limit is not None and end < limit:
+        if config.epochs is not None and math.ceil(limit / per_epoch) > config.epochs:
+            why = (f"{epochs_flag} ({config.epochs}, {per_epoch} iterations each) come first; "
+                   f"give more --epochs to train longer")
+        else:
+            why = (f"it trains {epochs} epochs of {per_epoch} iterations and an epoch of the "
+                   f"checkpoint ended early; give a larger --max-steps to train longer")
+        return f"note: the run will stop at iteration {end}, before {steps_flag} {limit}: {why}"
+    return None
 
 
 def callbacks_from_args(args, out) -> list:
@@ -202,21 +350,66 @@ def _check_device(device):
             raise ValueError(str(err)) from err
 
 
+def _refuse_earlier_run(out):
+    """``refuse_earlier_run``, whose advice (--resume OUT/last.npz) is a dead end when the
+    earlier run wrote no checkpoint (a run of an older minires, one killed with SIGKILL)."""
+    try:
+        refuse_earlier_run(out)
+    except FileExistsError:
+        if (Path(out) / "last.npz").exists():
+            raise
+        held = [name for name in RUN_FILES if (Path(out) / name).exists()]
+        raise FileExistsError(f"{out} holds files of an earlier run ({', '.join(held)}) but no "
+                              f"checkpoint (last.npz), so there is nothing to resume: remove "
+                              f"{'it' if len(held) == 1 else 'them'}, or choose another run "
+                              f"folder (--out); nothing was overwritten") from None
+
+
+def _undo_run_without_checkpoint(out, before, new_folders) -> str:
+    """After a run that ended with an exception: when its folder holds no checkpoint, remove
+    the files this run wrote there (config.json ...) and the folders it made, so that the
+    same command can run again; returns a sentence saying so ("" when nothing was removed).
+
+    ``before``: the names the folder held before the run; ``new_folders``: the folders the
+    run had to create, deepest first (``_missing_folders``).
+    """
+    out = Path(out)
+    if not out.is_dir() or (out / "last.npz").exists():
+        return ""
+    removed = []
+    for name in sorted(os.listdir(out)):
+        path = out / name
+        if name not in before and (path.is_file() or path.is_symlink()):
+            path.unlink()
+            removed.append(name)
+    _remove_empty_folders(new_folders)
+    if not out.exists():
+        return (f"The run folder {out} was removed: it held no checkpoint, so there was nothing "
+                f"to resume.")
+    if removed:
+        return (f"Removed what this run wrote in {out} ({', '.join(removed)}): no checkpoint, "
+                f"nothing to resume.")
+    return ""
+
+
 def _eval_only(args) -> int:
-    ckpt = checkpoint.load(args.eval_only)
+    path = checkpoint_in("--eval-only", args.eval_only, ("best.npz", "last.npz"))
+    if path != Path(args.eval_only):
+        print(f"evaluating {path}", file=sys.stderr)
+    ckpt = checkpoint.load(path)
     saved = ckpt.meta.get("config") or {}
-    name = _model_of_checkpoint("--eval-only", args.eval_only, saved, args.model)
+    name = _model_of_checkpoint("--eval-only", path, ckpt.meta, args.model)
     device = args.device or saved.get("device", "cpu")
     _check_device(device)
     model = build_model(name)
-    checkpoint.load_model_state(model, ckpt.model, source=f"checkpoint {args.eval_only}")
+    checkpoint.load_model_state(model, ckpt.model, source=f"checkpoint {path}")
     model.to(device)
     data = load_cifar10(args.data_dir or saved.get("data_dir"), download=args.download)
     test = data.test.take(args.limit_test)
     start = time.perf_counter()
     flip = args.flip_eval if args.flip_eval is not None else saved.get("flip_eval", False)
     views = evaluate_views(model, test, 256, device, flip=flip)
-    report = {"checkpoint": str(args.eval_only), "model": name, "test_examples": len(test),
+    report = {"checkpoint": str(path), "model": name, "test_examples": len(test),
               "test_loss": views[False][0], "test_acc": views[False][1]}
     if flip:
         report["test_flip_loss"], report["test_flip_acc"] = views[True]
@@ -226,7 +419,9 @@ def _eval_only(args) -> int:
 
 
 def main(argv=None) -> int:
-    """Run the command line; returns the exit status (0 done, 1 error, 128+signal when stopped)."""
+    """Run the command line; returns the exit status: 0 done; 1 the run failed (it diverged,
+    a file could not be written); 2 a mistake in the command (an option, the data, a
+    checkpoint, a folder that holds a run); 128+signal when stopped by a signal."""
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -235,16 +430,19 @@ def main(argv=None) -> int:
         problem = "--resume and --eval-only: give one of them, not both"
     if problem:
         parser.error(problem)
+    undone = ""            # what was removed of a run that ended before its first checkpoint
     try:
         speed = use_speed_settings(args.threads)
         if args.threads:
             print(f"threads: {speed['threads']}", file=sys.stderr)
         if args.eval_only:
             return _eval_only(args)
+        if args.resume:
+            args.resume = str(checkpoint_in("--resume", args.resume, ("last.npz",)))
         # Every check comes before the run folder exists: the config (and with --resume the
         # checkpoint and its model), the device, the model name, the folder (probed, then
-        # removed again), an earlier run there, the data. fit() creates the folder and
-        # removes it again if the run cannot start.
+        # removed again), an earlier run there, the data, the number of steps. fit() creates
+        # the folder and removes it again if the run cannot start.
         config = config_from_args(args)
         _check_device(config.device)
         backend.manual_seed(config.seed)
@@ -258,22 +456,46 @@ def main(argv=None) -> int:
             out = Path("runs") / f"cifar-{name}-{config.recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
         check_writable(out, keep=False)                              # fail before any work
         if not args.resume:
-            refuse_earlier_run(out)
+            _refuse_earlier_run(out)
         data = load_cifar10(config.data_dir, download=args.download, val_split=config.val_split)
+        n_train = len(data.train.take(config.limit_train))
+        per_epoch = (n_train // config.batch_size if config.drop_last
+                     else math.ceil(n_train / config.batch_size))
+        note = check_steps(config, args, per_epoch,
+                           checkpoint.load(args.resume).meta if args.resume else None)
+        if note:
+            print(note, file=sys.stderr)
         print(f"{config.model} ({sum(p.data.size for p in model.parameters()):,} parameters) on "
-              f"{config.device}; {len(data.train.take(config.limit_train))} training images; run "
-              f"folder {out}", file=sys.stderr)
-        result = fit(model, data, config, out=out, resume=args.resume,
-                     callbacks=callbacks_from_args(args, out), progress=args.progress)
+              f"{config.device}; {n_train} training images; run folder {out}", file=sys.stderr)
+        before = set(os.listdir(out)) if out.is_dir() else set()
+        new_folders = _missing_folders(out)
+        try:
+            result = fit(model, data, config, out=out, resume=args.resume,
+                         callbacks=callbacks_from_args(args, out), progress=args.progress)
+        except BaseException:
+            # a run that ends before its first checkpoint leaves the folder as it found it: a
+            # config.json alone would block the same command, with nothing to resume
+            undone = _undo_run_without_checkpoint(out, before, new_folders)
+            raise
     except NonFiniteLossError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {err}{' ' + undone if undone else ''}", file=sys.stderr)
         return 1
-    except (DataError, checkpoint.CheckpointError, ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except BrokenPipeError:
+        raise                                    # stdout closed (| head): see minires.__main__
+    except (DataError, checkpoint.CheckpointError, ValueError, FileExistsError) as err:
+        print(f"error: {err}{' ' + undone if undone else ''}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"error: {err}{' ' + undone if undone else ''}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("aborted without saving (the last checkpoint is intact)", file=sys.stderr)
+        print("aborted without saving " + (f"before the first checkpoint. {undone}" if undone else
+                                           "(the last checkpoint is intact)"), file=sys.stderr)
         return 130
+    if result.status == "completed" and out is not None and "curves" not in result.summary:
+        drawn = "curves.png" + (" and gradflow.png" if args.inspect_every else "")
+        print(f"matplotlib is not installed: {drawn} not drawn (pip install matplotlib)",
+              file=sys.stderr)
     if result.status == "interrupted":
         return 128 + int(result.signal) if result.signal else 1
     return 0
