@@ -69,8 +69,14 @@ def _positive_int(text):
     return value
 
 
-def run_experiment(name, argv=()):
-    """Parse ``argv`` (a list of option strings) for experiment ``name`` and run it."""
+def run_experiment(name, argv=(), *, speed_settings=True):
+    """Parse ``argv`` (a list of option strings) for experiment ``name`` and run it.
+
+    speed_settings: True runs it inside ``minires.speed_settings()`` (the command line's
+    thread settings, with ``--threads`` if given, unless settings are already in force;
+    the host's put back afterwards); False: the process as it is.
+    """
+    from .. import speed
     args = make_parser(name).parse_args(list(argv))
     args.argv = [name, *argv]
     args.experiment = name
@@ -80,7 +86,8 @@ def run_experiment(name, argv=()):
         done = finished_results(args)
         if done is not None:
             return done
-    return module.run(args)
+    with speed.scoped(speed_settings, getattr(args, "threads", None)):
+        return module.run(args)
 
 
 __all__ = ["EXPERIMENTS", "get_experiment", "make_parser", "run_experiment"]

@@ -18,13 +18,14 @@ What it leaves as it was (tested): the weights, the batch-norm running statistic
 gradients already in ``.grad`` (put aside, then put back), each module's
 train/eval flag, and the random-number state: minires' default generator (dropout
 draws from it), NumPy's global one and any ``numpy.random.Generator`` a module keeps
-as an attribute are saved and restored.
+as an attribute are saved and restored. The pass runs inside ``minires.speed_settings()``,
+so the BLAS and conv thread counts are the host's again afterwards.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .. import backend
+from .. import backend, speed
 from ..autograd import is_tensor
 from ..backend import device_of, get_array_module, is_array, to_device
 from ..tensor import Tensor
@@ -255,7 +256,8 @@ def _check_name(name, where, what="name"):
                         f"names the model), got {name!r:.60}")
 
 
-def gradient_flow(model, x, y, loss_fn=None, mode=None, name=None) -> FlowReport:
+def gradient_flow(model, x, y, loss_fn=None, mode=None, name=None, *,
+                  speed_settings=True) -> FlowReport:
     """Run ``loss_fn(model(x), y)`` forward and backward once and report where the gradient goes.
 
     model    a ``minires.nn.Module`` (on CPU or GPU; ``x`` and ``y`` are moved to it)
@@ -270,6 +272,8 @@ def gradient_flow(model, x, y, loss_fn=None, mode=None, name=None) -> FlowReport
     The model is left exactly as it was: weights, batch-norm running statistics (a
     train-mode pass updates them; they are written back), existing ``.grad``,
     train/eval flags and the random state (global generators, and any a module keeps).
+    speed_settings: True runs the pass inside ``minires.speed_settings()`` (the command
+    lines' thread settings, the host's put back afterwards); False: the process as it is.
     """
     from ..nn import Module
     if not isinstance(model, Module):
@@ -287,7 +291,7 @@ def gradient_flow(model, x, y, loss_fn=None, mode=None, name=None) -> FlowReport
 
     layer_rows, block_rows, handles = [], [], []
     try:
-        with _Preserved(model, mode):
+        with _Preserved(model, mode), speed.scoped(speed_settings):
             for layer_name, layer in _leaf_layers(model):
                 if _weight_of(layer) is not None or _is_relu(layer):
                     watch = _LayerWatch(layer_name, layer, layer_rows)
@@ -316,7 +320,7 @@ def gradient_flow(model, x, y, loss_fn=None, mode=None, name=None) -> FlowReport
                       int(x_t.shape[0]), "train" if training else "eval", device)
 
 
-def compare(models: dict, x, y, loss_fn=None, mode=None) -> Comparison:
+def compare(models: dict, x, y, loss_fn=None, mode=None, *, speed_settings=True) -> Comparison:
     """``gradient_flow`` of each model on the same batch, side by side.
 
     ``models`` maps a label to a model: ``compare({"plain20": p, "resnet20": r}, x, y)``;
@@ -324,11 +328,14 @@ def compare(models: dict, x, y, loss_fn=None, mode=None) -> Comparison:
     ``print(...)`` shows, per model, the weight-gradient norm of the first and last
     layer and their ratio, how much of the gradient takes the skip path, and a
     one-line profile of the gradient norm across the layers.
+    ``speed_settings``: as in ``gradient_flow``, once for all the models.
     """
     if not isinstance(models, dict) or not models:
         raise ValueError("minires.inspect.compare: expected a non-empty dict of name -> model, got "
                          f"{models!r:.60}")
     for label in models:
         _check_name(label, "compare", "each key of models")
-    return Comparison({label: gradient_flow(m, x, y, loss_fn=loss_fn, mode=mode, name=label)
-                       for label, m in models.items()})
+    with speed.scoped(speed_settings):
+        return Comparison({label: gradient_flow(m, x, y, loss_fn=loss_fn, mode=mode, name=label,
+                                                speed_settings=speed_settings)
+                           for label, m in models.items()})

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import backend, checkpoint
+from .. import backend, checkpoint, speed
 from .. import functional as F
 from ..autograd import no_grad
 from ..backend import to_device
@@ -27,15 +27,18 @@ from .recipes import TrainConfig, build_optimizer, build_schedule
 
 # --- evaluation and the run folder ----------------------------------------------------------------
 def evaluate(model, split: Split, batch_size=256, device="cpu",
-             flip=False, fuse=True) -> tuple[float, float]:
+             flip=False, fuse=True, *, speed_settings=True) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``model`` (in eval mode) on ``split``.
 
     ``flip=True`` is test-time augmentation: the logits are the mean of the image's and its
     mirror image's (the same left-right flip the training augmentation uses), at twice the cost.
     ``fuse=True`` evaluates a copy with batch norm folded into the convolutions
     (``minires.nn.utils.fuse_conv_bn``): the same function, computed faster.
+    ``speed_settings=True`` runs it inside ``minires.speed_settings()`` (the command lines'
+    thread settings, the host's put back afterwards); False leaves the process as it is.
     """
-    return evaluate_views(model, split, batch_size, device, flip=flip, fuse=fuse)[flip]
+    return evaluate_views(model, split, batch_size, device, flip=flip, fuse=fuse,
+                          speed_settings=speed_settings)[flip]
 
 
 def inference_copy(model, example):
@@ -49,7 +52,7 @@ def inference_copy(model, example):
 
 
 def evaluate_views(model, split: Split, batch_size=256, device="cpu",
-                   flip=True, fuse=True) -> dict[bool, tuple[float, float]]:
+                   flip=True, fuse=True, *, speed_settings=True) -> dict[bool, tuple[float, float]]:
     """``{False: (loss, acc)}`` and, with ``flip``, ``{True: flip-averaged (loss, acc)}`` too,
     in one pass: the plain forward pass serves both."""
     loader = DataLoader(split.images, split.labels, batch_size=batch_size)
@@ -59,7 +62,7 @@ def evaluate_views(model, split: Split, batch_size=256, device="cpu",
     model.eval()
     net = None                  # what runs: the fused copy, made from the first batch
     try:
-        with no_grad():
+        with no_grad(), speed.scoped(speed_settings):
             for x, y in loader.epoch(0):
                 y_dev = to_device(y, device)
                 x_dev = to_device(x, device)                         # (N, C, H, W)
@@ -589,7 +592,8 @@ class Trainer:
 
 
 def fit(model, data, config: TrainConfig | None = None, *, out=None, resume=None, callbacks=(),
-        progress=None, verbose=True, handle_signals=True, **overrides) -> FitResult:
+        progress=None, verbose=True, handle_signals=True, speed_settings=True,
+        **overrides) -> FitResult:
     """Train ``model`` on ``data`` (an object with ``.train``, ``.test`` and optional ``.val``
     ``Split``s, e.g. ``minires.data.load_cifar10()``; ``.test = None``: no evaluation).
 
@@ -601,6 +605,12 @@ def fit(model, data, config: TrainConfig | None = None, *, out=None, resume=None
     progress:  True/False/None (None: a tqdm bar when the terminal is interactive).
     handle_signals: Ctrl-C / SIGTERM finish the step, save ``out/last.npz`` and return with
                ``status="interrupted"`` (a second Ctrl-C aborts at once).
+    speed_settings: True runs the call inside ``minires.speed_settings(config.threads)``: the
+               command lines' thread settings (minires' conv threads, OpenBLAS on one
+               thread), with the host's put back when fit returns or raises. Settings
+               already in force (``mr.use_speed_settings()``, an enclosing
+               ``mr.speed_settings()`` block) are kept, config.threads included. False: the
+               process as it is.
 
     Seeds: ``config.seed`` seeds the data order, the augmentation and minires' default
     generator (dropout). Seed the model's initialisation yourself (``mr.manual_seed``)
@@ -629,7 +639,8 @@ def fit(model, data, config: TrainConfig | None = None, *, out=None, resume=None
         _write_json_atomic(trainer.out / "config.json", {
             **dataclasses.asdict(config), "minires_version": _version(),
             "resumed_from": None if resume is None else str(resume)})
-    return trainer.run(handle_signals=handle_signals)
+    with speed.scoped(speed_settings, config.threads):
+        return trainer.run(handle_signals=handle_signals)
 
 
 def _version():
