@@ -276,7 +276,7 @@ class Trainer:
         self.loader = DataLoader(self.train_split.images, self.train_split.labels,
                                  batch_size=config.batch_size, shuffle=True, augment=config.augment,
                                  seed=config.seed, prefetch=config.prefetch,
-                                 drop_last=config.drop_last)
+                                 drop_last=config.drop_last, padding=config.crop_padding)
         self.steps_per_epoch = len(self.loader)
         if config.max_steps is not None:
             self.epochs = math.ceil(config.max_steps / self.steps_per_epoch)
@@ -383,7 +383,7 @@ class Trainer:
         """
         meta = ckpt.meta
         saved = meta.get("config", {})
-        for key in ("batch_size", "seed", "limit_train", "augment"):
+        for key in ("batch_size", "seed", "limit_train", "augment", "crop_padding"):
             if key in saved and saved[key] != getattr(self.config, key):
                 raise ValueError(f"cannot resume {ckpt.path} with a different {key} (checkpoint: "
                                  f"{saved[key]!r}, now: {getattr(self.config, key)!r}): the data "

@@ -61,7 +61,8 @@ class TrainConfig:
     warmup_factor: float = 0.1      # the warm-up starts at this fraction of the rate
     label_smoothing: float = 0.0
     flip_eval: bool = False         # also evaluate the last epoch with flip test-time augmentation
-    augment: bool = True            # random crop (4-pixel padding) + horizontal flip
+    augment: bool = True            # random crop (crop_padding zero pixels) + horizontal flip
+    crop_padding: int = 4           # the crop's padding: 4 at 32x32 (He et al.); scale it with the input
     drop_last: bool = False         # drop each epoch's last batch when it is smaller
     seed: int = 0
     device: str = "cpu"
@@ -83,6 +84,8 @@ class TrainConfig:
         if self.epochs is None and self.max_steps is None:
             raise ValueError("set epochs or max_steps (or both)")
         backend.check_device(self.device)
+        if self.crop_padding < 0:
+            raise ValueError(f"crop_padding must be >= 0, got {self.crop_padding}")
         for name in ("batch_size", "epochs", "max_steps", "limit_train", "limit_test"):
             value = getattr(self, name)
             if value is not None and value < (0 if name.startswith("limit") else 1):
