@@ -133,6 +133,24 @@ def xavier_normal_(tensor, gain=1.0, generator=None):
     return _fill(tensor, _normal(tensor, 0.0, std, generator))
 
 
+def dirac_(tensor):
+    """The identity as a convolution (PyTorch's ``dirac_``, one group): weight (O, I, KH, KW)
+    gets 1 at the kernel centre of [o, o] for o < min(O, I), 0 elsewhere.
+
+    A stride-1 'same' convolution with it returns its input (the first min(O, I) channels;
+    the others are 0). DiracNets (Zagoruyko & Komodakis 2017) start from it.
+    """
+    shape = tensor.shape
+    if len(shape) != 4 or shape[2] % 2 == 0 or shape[3] % 2 == 0:
+        raise ValueError(f"dirac_: needs a conv weight (O, I, KH, KW) with odd KH and KW, got "
+                         f"shape {tuple(shape)}")
+    O, I, KH, KW = shape
+    values = np.zeros(shape)                                  # (O, I, KH, KW)
+    k = np.arange(min(O, I))
+    values[k, k, KH // 2, KW // 2] = 1.0
+    return _fill(tensor, values)
+
+
 __all__ = ["calculate_gain", "calculate_fan_in_and_fan_out", "uniform_", "normal_", "constant_",
            "zeros_", "ones_", "kaiming_normal_", "kaiming_uniform_", "xavier_uniform_",
-           "xavier_normal_"]
+           "xavier_normal_", "dirac_"]
