@@ -329,7 +329,7 @@ def test_cli_help_explains_every_flag(capsys):
 
 def test_cli_bad_names_list_the_valid_ones(tmp_path, capsys):
     assert main(["cifar", "--model", "resnet9000", "--out", str(tmp_path / "r"),
-                 "--data-dir", str(tmp_path), "--no-download"]) == 1
+                 "--data-dir", str(tmp_path), "--no-download"]) == 2
     assert "unknown model 'resnet9000'; valid names: " in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["cifar", "--recipe", "slow"])
