@@ -10,25 +10,63 @@ a direction (one output channel of a convolution, one row of the fc weight) is
 rescaled to the norm of the matching filter of theta. Scale-invariant networks (BN
 after every conv) would otherwise look flat or sharp only because their weights are
 large or small. Entries of BN scales and shifts and of biases are set to zero: those
-are not moved. The loss is the cross-entropy in eval mode (fixed BN statistics) on a
-fixed class-balanced set of training images, evaluated without recording a graph.
+are not moved. The loss is the mean cross-entropy on a fixed class-balanced set of
+training images, evaluated without recording a graph.
 
-Measured, per net:
-- 1-D slices along d1 and d2 (a in [-span, span]) and a 2-D grid over (a, b);
-- ``nonconvex_share``: the share of interior grid points where the finite-difference
-  Hessian of L(a, b) has a clearly negative eigenvalue (lambda_min < -1e-3 * |lambda_max|):
-  0 for a bowl, large for a chaotic surface;
+Batch norm, two ways. Li et al. evaluate in eval mode: BN uses the *fixed running
+statistics* of the trained net. Then moving a filter changes the function more than the
+filter alone would, because BN no longer re-normalises that filter's output (an untrained
+plain56's logit std went from 0.23 to 2.7e4 at a = 0.5). So every slice is measured twice:
+with the running statistics (the main numbers, as Li et al.) and with BN on *batch
+statistics* (train-mode normalisation over each batch of ``--batch-size`` images, running
+statistics left unchanged): ``batch_stats`` in the results. The grid is measured with
+batch statistics too under ``--batch-stat-grid``.
+
+Measured, per net (keys of results.json ``models[name]``):
+- ``slice_d1``, ``slice_d2`` (a in [-span, span]) and ``surface`` (the 2-D grid over
+  (a, b)), running statistics; ``batch_stats.slice_d1`` etc. with batch statistics;
+- ``edge_rise``: the mean loss increase from the centre to a = +-span over both slices
+  (how sharp), for each BN mode (``batch_stats.edge_rise``);
 - ``slice_tv_ratio``: along a slice, the total variation of L divided by the rise from
   its lowest point to both ends -- 1 for a single basin, more for each extra bump;
-- ``edge_rise``: the mean loss increase from the centre to a = +-span (how sharp);
+- ``nonconvex_share`` (with the map in ``curvature``): the curvature of the 2-D surface
+  itself. At every ``--curvature-stride``-th grid point the 2x2 Hessian of L(a, b) is
+  taken by central differences with a *small* step h (``--curvature-step``, default
+  span / 100) from 8 extra evaluations; the share counts the points where
+  lambda_min < -max(rel_tol * ||H||, rounding floor), rel_tol = ``--curvature-tol`` and
+  the floor set by the float32 loss's rounding (measured against float64 at the centre):
+  where the surface clearly curves down in some direction of the (d1, d2) plane. 0 for a
+  convex surface, however steep, whose curvature changes over lengths above ~3% of the
+  span. (The earlier measure took differences with the grid step itself, 0.2; on steep
+  convex surfaces its truncation error made lambda_min negative: it called
+  exp(8 (a^2 + b^2)) 74% non-convex. It survives only as ``grid_step_nonconvex_share``,
+  used by nothing reported.) Negative curvature of L(a, b) at a point implies that the
+  full Hessian there has a negative eigenvalue (the 2-D Hessian is D^T H D with
+  D = [d1 d2]); the converse does not hold -- a convex slice says little about the net.
+  Li et al.'s 2-D plots are read the same way;
+- ``hessian``: Li et al.'s own measure, |lambda_min / lambda_max| of the *full* Hessian
+  of the loss with respect to *every* parameter (BN scales and shifts and biases
+  included), at the trained weights and at points along d1 (``--hessian-points``), by
+  Lanczos on finite-difference Hessian-vector products in float64 (``hessian_extremes``),
+  on a class-balanced subset of ``--hessian-images`` of the images. Li et al. map this
+  ratio over the whole 2-D plane (near 0 = convex, large = strong negative curvature);
+  at 2 gradients per Lanczos iteration it is taken here at a few points only. Lanczos
+  Ritz values lie inside the spectrum: the reported lambda_min is >= the true one, so
+  the ratio is a lower bound once lambda_max has converged; ``residual_min`` /
+  ``residual_max`` bound the distance to a true eigenvalue;
 - the linear interpolation from the initial to the trained weights (Goodfellow et al.
   2015), theta(alpha) = (1 - alpha) theta_0 + alpha theta, with BN using batch
   statistics (eval-mode statistics belong to the trained weights only).
 
-What it does not measure: "fewer local minima" is not something a 2-D slice can count.
-These numbers describe a random 2-D cross-section through one point.
+What it does not measure: "fewer local minima" is not something a 2-D slice can count
+(a minimum of L(a, b) need not be one of the net, and the net's minima need not lie in
+the plane). These numbers describe a random 2-D cross-section through one point, and
+the full Hessian at a few points of it.
 """
 from __future__ import annotations
+
+import argparse
+import copy
 
 import numpy as np
 
@@ -54,7 +92,9 @@ from .common import (
 
 NAME = "loss-landscape"
 DESCRIPTION = ("Loss along filter-normalised random directions around trained plain and residual\n"
-               "nets (Li et al. 2018), a roughness number, and init-to-final interpolation.")
+               "nets (Li et al. 2018) with BN on running and on batch statistics, the surface's\n"
+               "small-step curvature, the full Hessian's |lambda_min/lambda_max| at a few points,\n"
+               "and init-to-final interpolation.")
 
 
 def add_arguments(parser):
@@ -73,8 +113,43 @@ def add_arguments(parser):
     parser.add_argument("--interp-points", type=int, default=15, help="points of the "
                         "initial-to-final interpolation, alpha in [-0.2, 1.2] (default: "
                         "%(default)s; 0 skips it)")
-    parser.add_argument("--batch-size", type=int, default=500, help="images per forward pass "
-                        "(default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=500, help="images per forward pass; "
+                        "with batch statistics, the images BN normalises over (default: "
+                        "%(default)s)")
+    parser.add_argument("--batch-stat-grid", action="store_true", help="measure the 2-D grid "
+                        "with BN on batch statistics as well (the slices always are)")
+    parser.add_argument("--curvature-stride", type=int, default=None, help="the small-step "
+                        "curvature of the surface is taken at every S-th grid point, counted "
+                        "from the centre; 8 extra evaluations each (default: 2; 5 with --tiny; "
+                        "1 = every grid point; 0 skips it)")
+    parser.add_argument("--curvature-step", type=float, default=None, help="finite-difference "
+                        "step h of that curvature (default: span / 100)")
+    parser.add_argument("--curvature-tol", type=float, default=1e-2, help="a point is "
+                        "non-convex where lambda_min < -tol * ||H|| (default: %(default)s)")
+    parser.add_argument("--hessian-iters", type=int, default=None, help="Lanczos iterations "
+                        "for the extreme eigenvalues of the full Hessian, 2 gradients each "
+                        "(default: 20; 6 with --tiny; 0 skips it)")
+    parser.add_argument("--hessian-images", type=int, default=None, help="class-balanced "
+                        "subset of the landscape's images the Hessian is taken on (default: "
+                        "250; 60 with --tiny)")
+    parser.add_argument("--hessian-points", type=_float_list, default=(0.0, -0.5, 0.5),
+                        help="positions a along d1 where the Hessian is taken, comma-separated "
+                        "(default: 0,-0.5,0.5; write --hessian-points=-0.5,0 when the list "
+                        "starts with a minus)")
+    parser.add_argument("--hessian-eps", type=float, default=HESSIAN_REL_EPS, help="finite-"
+                        "difference step of the Hessian-vector products (float64), relative to "
+                        "||theta|| (default: %(default)s)")
+
+
+def _float_list(text):
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") \
+            from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one number")
+    return values
 
 
 # --- directions ---------------------------------------------------------------------------------
@@ -119,10 +194,99 @@ class Mover:
             p.data[...] = self.theta[name]
 
 
-# --- roughness ------------------------------------------------------------------------------------
-def nonconvex_share(surface, step, rel_tol=1e-3):
-    """Share of interior grid points whose finite-difference Hessian has a clearly negative
-    eigenvalue. ``surface``: (G, G) losses on a square grid with spacing ``step``."""
+# --- curvature of the 2-D surface ---------------------------------------------------------------
+# Why a small step: the second difference (f(a+s) - 2 f(a) + f(a-s)) / s^2 is f'' plus
+# (s^2 / 12) f'''' + ...  With the grid step s = 0.2, a steep convex surface such as
+# exp(8 (a^2 + b^2)) or cosh(8a) cosh(8b) has a truncation error larger than its smaller
+# curvature, and the estimate of lambda_min comes out negative. With h = span / 100 the
+# relative truncation error is about (h / l)^2 / 12, where l = sqrt(|f''| / |f''''|) is the
+# length over which the curvature changes: below 1e-2 unless l < 0.03 span (exp(8 r^2) has
+# l ~ 0.045 at the corners of [-1, 1]^2, error ~ 4e-3). Hence rel_tol = 1e-2. Measured:
+# 0 on 1.98 + k r^p (5,627 at r = 1) for every p up to 20; from p ~ 30 (l = r / p < 0.03)
+# a few points of the steep rim count -- a smaller --curvature-step would fix that, at the
+# price of a higher rounding floor for the float32 loss.
+ROUNDING_BOUND = 5.0   # |error of each eigenvalue| <= 5 delta / h^2 when |error of f| <= delta
+
+
+def surface_hessian(f, a, b, h):
+    """The 2x2 Hessian (laa, lbb, lab) of ``f(a, b)`` by central differences with step ``h``,
+    and the largest |f| the stencil saw.
+
+    Eight extra evaluations: the four axis neighbours for laa and lbb, the four diagonal
+    ones for lab = [f(+,+) - f(+,-) - f(-,+) + f(-,-)] / (4 h^2). All three are exact to
+    O(h^2), and the stencil is symmetric under a -> -a and b -> -b: at a flat point of an
+    even surface (the bottom of k r^p, p > 2) lab is 0, not the h^(p-2) artefact that a
+    6-point stencil with only the (+,+) and (-,-) diagonals gives there.
+    """
+    f0 = f(a, b)
+    fpa, fma, fpb, fmb = f(a + h, b), f(a - h, b), f(a, b + h), f(a, b - h)
+    fpp, fpm, fmp, fmm = f(a + h, b + h), f(a + h, b - h), f(a - h, b + h), f(a - h, b - h)
+    laa = (fpa - 2 * f0 + fma) / h ** 2
+    lbb = (fpb - 2 * f0 + fmb) / h ** 2
+    lab = (fpp - fpm - fmp + fmm) / (4 * h ** 2)
+    scale = max(abs(v) for v in (f0, fpa, fma, fpb, fmb, fpp, fpm, fmp, fmm))
+    return laa, lbb, lab, scale
+
+
+def curvature_map(f, points, h):
+    """Eigenvalues of the small-step Hessian of ``f`` at every (a, b) in points x points.
+
+    Returns {"lambda_min", "lambda_max", "f_scale"}: (P, P) arrays, [i, j] at
+    (points[i], points[j]); ``f_scale`` is the largest |f| of each stencil (for the
+    rounding floor).
+    """
+    points = np.asarray(points, dtype=np.float64)
+    shape = (len(points), len(points))
+    lam_min, lam_max, f_scale = np.zeros(shape), np.zeros(shape), np.zeros(shape)
+    for i, a in enumerate(points):
+        for j, b in enumerate(points):
+            laa, lbb, lab, scale = surface_hessian(f, float(a), float(b), h)
+            mean, half = (laa + lbb) / 2, np.hypot((laa - lbb) / 2, lab)
+            lam_min[i, j], lam_max[i, j], f_scale[i, j] = mean - half, mean + half, scale
+    return {"lambda_min": lam_min, "lambda_max": lam_max, "f_scale": f_scale}
+
+
+def nonconvex_points(lam_min, lam_max, f_scale, h, rel_tol=1e-2, rel_noise=0.0):
+    """Boolean map: lambda_min < -max(rel_tol * ||H||, 5 rel_noise |f| / h^2).
+
+    ||H|| = max(|lambda_min|, |lambda_max|): the finite-difference error of *both*
+    eigenvalues scales with it, so a point is non-convex only where its negative
+    curvature stands out of that error. The second term is the rounding floor: if each
+    value of f is off by at most rel_noise * |f| = delta, laa and lbb are off by at most
+    4 delta / h^2 and lab by delta / h^2, so each eigenvalue by at most 5 delta / h^2
+    (Gershgorin on the 2x2 error). A flat patch (both eigenvalues within the floor) is not
+    counted.
+    """
+    lam_min, lam_max = np.asarray(lam_min, float), np.asarray(lam_max, float)
+    norm = np.maximum(np.abs(lam_min), np.abs(lam_max))
+    floor = ROUNDING_BOUND * rel_noise * np.asarray(f_scale, float) / h ** 2
+    return lam_min < -np.maximum(rel_tol * norm, floor)
+
+
+def nonconvex_share(f, points, h, rel_tol=1e-2, rel_noise=1e-14):
+    """Share of the points (a, b) in points x points where the surface ``f(a, b)`` clearly
+    curves down: its small-step Hessian (step ``h``, ``surface_hessian``) has
+    lambda_min < -max(rel_tol * ||H||, rounding floor) (``nonconvex_points``).
+
+    ``f`` is any callable of two floats: a synthetic surface, or the loss of a net moved
+    to theta + a d1 + b d2. ``rel_noise`` bounds the relative error of one value of f: by
+    default ~50 float64 epsilons (the rounding of f, of a + h and of the differences); the
+    landscape passes the float32 loss's, measured.
+    """
+    c = curvature_map(f, points, h)
+    return float(np.mean(nonconvex_points(c["lambda_min"], c["lambda_max"], c["f_scale"], h,
+                                          rel_tol, rel_noise)))
+
+
+def grid_step_nonconvex_share(surface, step, rel_tol=1e-3):
+    """The earlier measure, kept to show what is wrong with it -- NOT used in any output.
+
+    Share of interior grid points whose Hessian, by central differences *with the grid
+    step itself*, has lambda_min < -rel_tol * ||H||. With a coarse grid (step 0.2 on
+    [-1, 1]) the truncation error, (step^2 / 12) f'''' per entry, exceeds the smaller
+    curvature of any steep convex surface: it gives 0.74 for exp(8 (a^2 + b^2)) and 0.79
+    for cosh(8a) cosh(8b), both convex everywhere. Use ``nonconvex_share``.
+    """
     L = np.asarray(surface, dtype=np.float64)
     c = L[1:-1, 1:-1]
     laa = (L[2:, 1:-1] - 2 * c + L[:-2, 1:-1]) / step ** 2
@@ -140,6 +304,170 @@ def slice_tv_ratio(losses):
     low = L.min()
     rise = (L[0] - low) + (L[-1] - low)
     return float(np.abs(np.diff(L)).sum() / rise) if rise > 0 else 1.0
+
+
+# --- the full Hessian (Li et al.'s measure) -------------------------------------------------------
+def lanczos_extremes(matvec, n, iters, rng):
+    """The extreme eigenvalues of a symmetric operator from ``iters`` Lanczos steps.
+
+    ``matvec(v)`` -> H v for float64 vectors of length ``n``. Every new Lanczos vector is
+    orthogonalised against all earlier ones, in two Gram-Schmidt passes (one pass loses
+    orthogonality in floating point): plain three-term Lanczos loses it as soon as an
+    eigenvalue converges, and then repeats that eigenvalue as spurious copies.
+    Returns {"lambda_max", "lambda_min", "residual_max", "residual_min", "iterations"}:
+    the extreme Ritz values and ||H y - lambda y|| of their Ritz vectors (= |beta| times the
+    last entry of the eigenvector of the tridiagonal matrix); a true eigenvalue lies within
+    the residual of each. Ritz values lie inside the spectrum, so the reported lambda_min
+    is >= the true one and lambda_max <= the true one.
+    """
+    iters = min(int(iters), n)
+    Q = np.zeros((iters + 1, n))
+    q = rng.standard_normal(n)
+    Q[0] = q / np.linalg.norm(q)
+    alphas, betas = [], []
+    for k in range(iters):
+        w = np.asarray(matvec(Q[k]), dtype=np.float64)
+        alphas.append(float(Q[k] @ w))
+        for _ in range(2):                                  # full reorthogonalisation
+            w -= Q[:k + 1].T @ (Q[:k + 1] @ w)
+        beta = float(np.linalg.norm(w))
+        betas.append(beta)
+        scale = max(np.abs(alphas).max(), max(betas[:-1], default=0.0))
+        if beta <= 1e-10 * scale:
+            break                                           # an invariant subspace: exact
+        Q[k + 1] = w / beta
+    m = len(alphas)
+    T = np.diag(alphas) + np.diag(betas[:m - 1], 1) + np.diag(betas[:m - 1], -1)
+    values, vectors = np.linalg.eigh(T)
+    residuals = abs(betas[m - 1]) * np.abs(vectors[-1])
+    return {"lambda_max": float(values[-1]), "lambda_min": float(values[0]),
+            "residual_max": float(residuals[-1]), "residual_min": float(residuals[0]),
+            "iterations": m}
+
+
+# Why the step is tiny and the products are checked: a ReLU net's loss is smooth only
+# piecewise. Where theta +- eps v puts a unit of one image on the other side of its kink,
+# the gradient jumps, and the jump divided by 2 eps swamps H v (on an 8x8 resnet8, eps =
+# 1e-5 ||theta|| gave ||Hv|| = 7.7 against 0.059 for every eps from 1e-6 to 1e-10). The
+# chance of a crossing falls with eps, and in float64 the rounding stays far below H v down
+# to eps ~ 1e-11 ||theta|| (relative error 1e-6 at 1e-10). So eps = 1e-10 ||theta||, and
+# each product is taken as the mean of the forward and the backward difference around
+# g(theta): where the two disagree by more than KINK_GAP times the largest ||H v|| seen (a
+# kink on one side: its jump / eps is huge), the product is taken again with eps / 10, up
+# to three times. This is the almost-everywhere Hessian,
+# the one autograd's double backward gives and Li et al. used.
+KINK_GAP = 1e-3
+HESSIAN_REL_EPS = 1e-10
+
+
+def hessian_extremes(gradient, theta, iters=20, rel_eps=HESSIAN_REL_EPS, rng=None):
+    """lambda_max and lambda_min of the Hessian of a loss at ``theta``, from its gradient.
+
+    ``gradient(theta)`` -> the gradient (float64 vectors). A Hessian-vector product, for a
+    unit v, is (g(theta + eps v) - g(theta - eps v)) / 2 eps with eps = rel_eps *
+    max(||theta||, 1) (relative to the weights' size, so one rel_eps suits any net), checked
+    for kinks as the comment above says. The extremes come from ``lanczos_extremes``; the
+    result also holds ``abs_ratio`` = |lambda_min / lambda_max| (Li et al.'s measure),
+    ``eps``, ``retries`` (products taken again with a smaller step) and ``max_gap`` (the
+    largest relative forward/backward disagreement among the products used).
+    """
+    theta = np.asarray(theta, dtype=np.float64)
+    rng = np.random.default_rng(0) if rng is None else rng
+    eps = rel_eps * max(float(np.linalg.norm(theta)), 1.0)
+    g0 = gradient(theta)
+    checks = {"retries": 0, "max_gap": 0.0}
+    # the gap is measured against the largest ||H v|| so far, not this product's own: a v
+    # near the null space has H v ~ 0, and its rounding-level gap is no kink
+    scale = {"hv": 0.0}
+
+    def hvp(v):
+        step = eps
+        for attempt in range(4):
+            forward = (gradient(theta + step * v) - g0) / step
+            backward = (g0 - gradient(theta - step * v)) / step
+            product = (forward + backward) / 2
+            size = max(scale["hv"], float(np.linalg.norm(product)), 1e-300)
+            gap = float(np.linalg.norm(forward - backward)) / size
+            if gap <= KINK_GAP or attempt == 3:
+                break
+            step /= 10
+            checks["retries"] += 1
+        scale["hv"] = max(scale["hv"], float(np.linalg.norm(product)))
+        checks["max_gap"] = max(checks["max_gap"], gap)
+        return product
+
+    out = lanczos_extremes(hvp, theta.size, iters, rng)
+    out["abs_ratio"] = abs(out["lambda_min"] / out["lambda_max"]) if out["lambda_max"] else None
+    out.update(eps=eps, **checks)
+    return out
+
+
+class FlatParameters:
+    """Every parameter of a model as one float64 vector (named_parameters order)."""
+
+    def __init__(self, model):
+        self.params = [p for _, p in model.named_parameters()]
+        self.size = sum(int(p.data.size) for p in self.params)
+
+    def get(self):
+        return np.concatenate([mr.backend.to_numpy(p.data).astype(np.float64).ravel()
+                               for p in self.params])
+
+    def set(self, flat):
+        start = 0
+        for p in self.params:
+            n = int(p.data.size)
+            part = flat[start:start + n].reshape(p.data.shape).astype(p.data.dtype)
+            p.data[...] = mr.backend.to_device(part, mr.backend.device_of(p.data))
+            start += n
+
+    def grad(self):
+        return np.concatenate([np.zeros(int(p.data.size)) if p.grad is None else
+                               mr.backend.to_numpy(p.grad).astype(np.float64).ravel()
+                               for p in self.params])
+
+
+def loss_and_gradient(model, split, batch_size, device):
+    """Mean cross-entropy of ``model`` over ``split`` in its current mode, and the gradient
+    w.r.t. every parameter as one float64 vector: ``evaluate``'s loss, with a graph. Images
+    go in at the parameters' dtype."""
+    flat = FlatParameters(model)
+    dtype = flat.params[0].data.dtype
+    model.zero_grad()
+    total = 0.0
+    for x, y in loader(split, batch_size):
+        out = model(mr.tensor(x.astype(dtype), device=device))
+        loss = mr.functional.cross_entropy(out, mr.backend.to_device(y, device),
+                                           reduction="sum")
+        loss.backward()                                     # .grad sums over the batches
+        total += float(loss.item())
+    grad = flat.grad() / len(split)
+    model.zero_grad()
+    return total / len(split), grad
+
+
+def model_hessian_extremes(model, split, iters=20, batch_size=500, device="cpu",
+                           rel_eps=HESSIAN_REL_EPS, rng=None):
+    """Li et al.'s measure at the model's current weights: ``hessian_extremes`` of the mean
+    cross-entropy over ``split`` (eval mode: fixed running BN statistics) w.r.t. *all*
+    parameters -- conv and fc weights, biases, BN scales and shifts -- as Li et al. take the
+    full Hessian, not only the coordinates the landscape moves. Weight decay is not part of
+    the loss.
+
+    Works on a float64 copy (the tiny steps need it; see ``hessian_extremes``); ``model`` is
+    left as it was. The result also holds ``parameters`` (the Hessian's size).
+    """
+    work = copy.deepcopy(model).to(dtype=np.float64)
+    work.eval()
+    flat = FlatParameters(work)
+
+    def gradient(theta):
+        flat.set(theta)
+        return loss_and_gradient(work, split, batch_size, device)[1]
+
+    out = hessian_extremes(gradient, flat.get(), iters, rel_eps, rng)
+    out["parameters"] = flat.size
+    return out
 
 
 # --- measuring -----------------------------------------------------------------------------------
@@ -180,38 +508,142 @@ def batch_stat_loss(model, split, batch_size, device):
     return total / len(split)
 
 
+def float64_loss(model, split, batch_size, device):
+    """The eval-mode loss computed in float64 on a copy of ``model``: the reference that
+    tells how far the float32 loss of the landscape is off by rounding."""
+    work = copy.deepcopy(model).to(dtype=np.float64)
+    work.eval()
+    total = 0.0
+    with mr.no_grad():
+        for x, y in loader(split, batch_size):
+            out = work(mr.tensor(x.astype(np.float64), device=device))
+            total += float(mr.functional.cross_entropy(out, mr.backend.to_device(y, device),
+                                                       reduction="sum").item())
+    return total / len(split)
+
+
+class SurfaceFunction:
+    """L(a, b) = loss(theta + a d1 + b d2) as a callable of two floats, for ``curvature_map``.
+
+    Remembers every value it measured, so the small-step stencils reuse the grid's values
+    at their centres; ``evaluations`` counts the forward passes over the images.
+    """
+
+    def __init__(self, mover, probe, d1, d2):
+        self.mover, self.probe, self.d1, self.d2 = mover, probe, d1, d2
+        self.values = {}
+
+    def __call__(self, a, b):
+        key = (round(float(a), 12), round(float(b), 12))
+        if key not in self.values:
+            self.mover.move((a, self.d1), (b, self.d2))
+            self.values[key] = self.probe()
+        return self.values[key]
+
+    @property
+    def evaluations(self):
+        return len(self.values)
+
+
+def curvature_points(grid_a, stride):
+    """Every ``stride``-th grid coordinate, counted from the centre (which is always in)."""
+    centre = len(grid_a) // 2
+    return np.asarray([a for i, a in enumerate(grid_a) if (i - centre) % stride == 0])
+
+
+def _edge_rise(slices, centre):
+    """Mean loss increase from the centre to both ends, over the slices."""
+    return float(np.mean([(s[0] + s[-1]) / 2 - centre for s in slices]))
+
+
 def landscape(model, split, args, rng):
-    """Slices, grid and roughness numbers for one trained model."""
+    """Slices (fixed running statistics and batch statistics), grid, the surface's small-step
+    curvature and the full Hessian's extreme eigenvalues for one trained model.
+    ``args`` as ``run`` checked and completed them (``resolve_options``)."""
     probe = LossProbe(model, split, args.batch_size, args.device)
     mover = Mover(model)
     d1, d2 = filter_normalised_direction(model, rng), filter_normalised_direction(model, rng)
     slice_a = np.linspace(-args.span, args.span, args.slice_points)
     grid_a = np.linspace(-args.span, args.span, args.grid)
+    surface_at = SurfaceFunction(mover, probe, d1, d2)
     out = {"slice_a": slice_a.tolist(), "grid_a": grid_a.tolist()}
+    batch = {}                                   # the same, BN on batch statistics
+    seconds = {}
+
+    def batch_loss():
+        return batch_stat_loss(model, split, args.batch_size, args.device)
+
     try:
+        clock = Timer()
         out["center_loss"] = probe()
+        batch["center_loss"] = batch_loss()
         for key, d in (("slice_d1", d1), ("slice_d2", d2)):
-            values = []
+            fixed, batched = [], []
             for a in slice_a:
                 mover.move((a, d))
-                values.append(probe())
-            out[key] = values
-        surface = np.zeros((len(grid_a), len(grid_a)))
-        for i, a in enumerate(grid_a):
-            for j, b in enumerate(grid_a):
-                mover.move((a, d1), (b, d2))
-                surface[i, j] = probe()
+                fixed.append(probe())
+                batched.append(batch_loss())
+            out[key], batch[key] = fixed, batched
+        surface = np.array([[surface_at(a, b) for b in grid_a] for a in grid_a])
         out["surface"] = surface.tolist()
+        seconds["slices_and_grid"] = clock.seconds
+        if args.batch_stat_grid:
+            clock = Timer()
+            batched = np.zeros_like(surface)
+            for i, a in enumerate(grid_a):
+                for j, b in enumerate(grid_a):
+                    mover.move((a, d1), (b, d2))
+                    batched[i, j] = batch_loss()
+            batch["surface"] = batched.tolist()
+            seconds["batch_stat_grid"] = clock.seconds
+        if args.curvature_stride:
+            clock = Timer()
+            mover.restore()
+            # the float32 loss's rounding, measured at the centre against float64, sets the
+            # floor below which a curvature is not told from noise (x10 for other points)
+            reference = float64_loss(model, split, args.batch_size, args.device)
+            rounding = abs(out["center_loss"] - reference) / max(abs(reference), 1e-300)
+            rel_noise = 10 * max(rounding, float(np.finfo(np.float32).eps))
+            points = curvature_points(grid_a, args.curvature_stride)
+            before = surface_at.evaluations
+            c = curvature_map(surface_at, points, args.curvature_step)
+            mask = nonconvex_points(c["lambda_min"], c["lambda_max"], c["f_scale"],
+                                    args.curvature_step, args.curvature_tol, rel_noise)
+            out["curvature"] = {
+                "a": points.tolist(), "h": args.curvature_step, "rel_tol": args.curvature_tol,
+                "loss_rounding": rounding, "rel_noise": rel_noise,
+                "lambda_min": c["lambda_min"].tolist(), "lambda_max": c["lambda_max"].tolist(),
+                "nonconvex": mask.tolist(), "evaluations": surface_at.evaluations - before}
+            out["nonconvex_share"] = float(mask.mean())
+            seconds["curvature"] = clock.seconds
+        else:
+            out["nonconvex_share"] = None
+        if args.hessian_iters:
+            clock = Timer()
+            images = balanced_subset(split, min(args.hessian_images, len(split)))
+            lanczos_rng = np.random.default_rng([args.seed, 11])
+            points = []
+            for a in args.hessian_points:
+                at = Timer()
+                mover.move((a, d1))
+                r = model_hessian_extremes(model, images, args.hessian_iters, args.batch_size,
+                                           args.device, args.hessian_eps, lanczos_rng)
+                points.append({"a": a, "direction": "d1", **r, "seconds": at.seconds})
+            out["hessian"] = {"images": len(images), "iterations": args.hessian_iters,
+                              "rel_eps": args.hessian_eps, "points": points}
+            seconds["hessian"] = clock.seconds
     finally:
         mover.restore()
-    step = grid_a[1] - grid_a[0] if len(grid_a) > 1 else 1.0
-    out["nonconvex_share"] = nonconvex_share(surface, step)
-    out["slice_tv_ratio"] = float(np.mean([slice_tv_ratio(out[k]) for k in ("slice_d1",
-                                                                          "slice_d2")]))
-    out["edge_rise"] = float(np.mean([(s[0] + s[-1]) / 2 - out["center_loss"]
-                                      for s in (out["slice_d1"], out["slice_d2"])]))
+    slices = (out["slice_d1"], out["slice_d2"])
+    out["slice_tv_ratio"] = float(np.mean([slice_tv_ratio(s) for s in slices]))
+    out["edge_rise"] = _edge_rise(slices, out["center_loss"])
+    batch_slices = (batch["slice_d1"], batch["slice_d2"])
+    batch["slice_tv_ratio"] = float(np.mean([slice_tv_ratio(s) for s in batch_slices]))
+    batch["edge_rise"] = _edge_rise(batch_slices, batch["center_loss"])
+    out["batch_stats"] = batch
     out["evaluations"] = probe.images // max(len(split), 1)
     out["images_per_second"] = probe.images_per_second
+    out["seconds"] = seconds
     return out
 
 
@@ -240,17 +672,76 @@ def _tiny_nets(args, names, train_split):
         train(model, train_split, None, steps=16, batch_size=32, lr=0.05, seed=args.seed,
               device=args.device, log_every=8, eval_every_epoch=False, label=name)
         model.eval()
-        meta = {"model": name, "seed": args.seed, "zero_init_residual": False,
+        meta = {"model": name, "net": name, "init": "paper", "seed": args.seed,
+                "zero_init_residual": False,
                 "data": {"input_size": 8, "train_images": len(train_split)}}
         nets[name] = (model, meta, "trained here (--tiny)")
     return nets
 
 
+def resolve_options(args):
+    """Check the options (a ValueError names the one at fault) and fill in the defaults that
+    depend on --tiny and --span. Returns ``args``."""
+    if args.hessian_iters is None:
+        args.hessian_iters = 6 if args.tiny else 20
+    if args.hessian_images is None:
+        args.hessian_images = 60 if args.tiny else 250
+    if args.curvature_stride is None:
+        args.curvature_stride = 5 if args.tiny else 2
+    if args.curvature_step is None:
+        args.curvature_step = args.span / 100
+    grid_step = 2 * args.span / (args.grid - 1) if args.grid > 1 else args.span
+    checks = [
+        (args.grid >= 3, f"--grid: need at least 3 points, got {args.grid}"),
+        (args.slice_points >= 3, f"--slice-points: need at least 3, got {args.slice_points}"),
+        (args.images >= 10, f"--images: need at least 10 (one per class), got {args.images}"),
+        (args.span > 0, f"--span: must be > 0, got {args.span}"),
+        (args.batch_size >= 1, f"--batch-size: must be >= 1, got {args.batch_size}"),
+        (args.interp_points >= 0, f"--interp-points: must be >= 0, got {args.interp_points}"),
+        (args.curvature_stride >= 0, f"--curvature-stride: must be >= 0 (0 skips), got "
+                                     f"{args.curvature_stride}"),
+        # a step near the grid's would bring back the truncation error it is there to avoid
+        (0 < args.curvature_step <= grid_step / 4, f"--curvature-step: must be in (0, "
+                                                    f"{grid_step / 4:.3g}] (a quarter of the grid "
+                                                    f"step), got {args.curvature_step}"),
+        (0 <= args.curvature_tol < 1, f"--curvature-tol: must be in [0, 1), got "
+                                      f"{args.curvature_tol}"),
+        (args.hessian_iters >= 0, f"--hessian-iters: must be >= 0 (0 skips), got "
+                                  f"{args.hessian_iters}"),
+        (args.hessian_images >= 10, f"--hessian-images: need at least 10 (one per class), got "
+                                    f"{args.hessian_images}"),
+        (0 < args.hessian_eps < 1e-3, f"--hessian-eps: must be in (0, 1e-3), got "
+                                      f"{args.hessian_eps}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(message)
+    return args
+
+
+def _summary(name, r):
+    """The printed line for one net."""
+    share = ("skipped" if r["nonconvex_share"] is None else
+             f"{r['nonconvex_share']:.2f} of {np.size(r['curvature']['nonconvex'])} points")
+    bs = r["batch_stats"]
+    lines = [f"{name}: loss {r['center_loss']:.3f} at the trained weights "
+             f"({bs['center_loss']:.3f} with batch statistics); edge rise {r['edge_rise']:.3g} "
+             f"(batch statistics {bs['edge_rise']:.3g}), slice TV ratio "
+             f"{r['slice_tv_ratio']:.2f} ({bs['slice_tv_ratio']:.2f}); small-step non-convex "
+             f"share of the surface {share}"]
+    for p in r.get("hessian", {}).get("points", []):
+        ratio = "n/a" if p["abs_ratio"] is None else f"{p['abs_ratio']:.3g}"
+        lines.append(f"  full Hessian at a = {p['a']:+.2f} d1: |lambda_min/lambda_max| {ratio} "
+                     f"(lambda_max {p['lambda_max']:.4g} +- {p['residual_max']:.2g}, lambda_min "
+                     f"{p['lambda_min']:.4g} +- {p['residual_min']:.2g}; {p['retries']} "
+                     f"products retaken at a kink; {p['seconds']:.0f}s)")
+    lines.append(f"  {r['evaluations']} evaluations at {r['images_per_second']:.0f} images/s; "
+                 + ", ".join(f"{k} {v:.0f}s" for k, v in r["seconds"].items()))
+    return "\n".join(lines)
+
+
 def run(args):
-    if args.grid < 3 or args.slice_points < 3 or args.images < 10 or args.span <= 0 \
-            or args.batch_size < 1 or args.interp_points < 0:
-        raise ValueError("loss-landscape: need --grid >= 3, --slice-points >= 3, --images >= 10, "
-                         "--span > 0, --batch-size >= 1, --interp-points >= 0")
+    resolve_options(args)
     if not args.from_dir and not args.tiny:
         raise SystemExit("loss-landscape: needs trained nets: give --from a degradation run folder "
                          "(python -m minires.experiments degradation)")
@@ -280,42 +771,56 @@ def run(args):
             initial = build(name, meta["seed"], args.device, **kwargs)
             r["interpolation"] = interpolation(model, initial, images, args)
         results["models"][name] = r
-        print(f"{name}: loss {r['center_loss']:.3f} at the trained weights; non-convex share "
-              f"{r['nonconvex_share']:.2f}, slice TV ratio {r['slice_tv_ratio']:.2f}, edge rise "
-              f"{r['edge_rise']:.2f}; {r['evaluations']} evaluations at "
-              f"{r['images_per_second']:.0f} images/s   {clock.seconds:.0f}s", flush=True)
+        print(f"{_summary(name, r)}   {clock.seconds:.0f}s", flush=True)
         save_json(out_dir / "results.json", results)
     return finish(results, out_dir, NAME, plot, clock.seconds)
 
 
+def _contours(ax, a, log_surface, levels, title):
+    cs = ax.contour(a, a, log_surface.T, levels=levels, linewidths=0.8)
+    ax.clabel(cs, cs.levels[::3], fontsize=6, fmt=lambda v: f"{10 ** v:.3g}")
+    ax.plot(0, 0, "k+")
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("d1")
+    ax.set_ylabel("d2")
+
+
+def _log_levels(surfaces):
+    """log10 of each surface and 25 levels shared by all: a plain net's surface can span four
+    orders of magnitude more than a residual net's, and linear levels would hide one."""
+    logs = {k: np.log10(np.maximum(np.array(s, dtype=float), 1e-12)) for k, s in surfaces.items()}
+    return logs, np.linspace(min(v.min() for v in logs.values()),
+                             max(v.max() for v in logs.values()), 25)
+
+
 def plot(results):
     models = results["models"]
-    fig = new_figure((4.2 * len(models) + 8, 4))
-    axes = fig.subplots(1, len(models) + 2)
-    # log10 of the loss, with the same levels for every net: a plain net's surface can span
-    # four orders of magnitude more than a residual net's, and linear levels would hide one
-    logs = {name: np.log10(np.maximum(np.array(r["surface"]), 1e-12)) for name, r in models.items()}
-    levels = np.linspace(min(v.min() for v in logs.values()), max(v.max() for v in logs.values()),
-                         25)
-    for ax, (name, r) in zip(axes, models.items()):
-        a = np.array(r["grid_a"])
-        cs = ax.contour(a, a, logs[name].T, levels=levels, linewidths=0.8)
-        ax.clabel(cs, cs.levels[::3], fontsize=6, fmt=lambda v: f"{10 ** v:.3g}")
-        ax.plot(0, 0, "k+")
-        ax.set_title(f"{name}: non-convex share {r['nonconvex_share']:.2f}", fontsize=9)
-        ax.set_xlabel("d1")
-        ax.set_ylabel("d2")
-    ax = axes[len(models)]
-    for i, (name, r) in enumerate(models.items()):
-        for key, style in (("slice_d1", "-"), ("slice_d2", "--")):
-            ax.plot(r["slice_a"], r[key], style, color=f"C{i}", lw=1,
-                    label=f"{name} {key[-2:]}")
-    ax.set_xlabel("distance along a filter-normalised direction")
-    ax.set_ylabel("training loss (eval mode)")
-    ax.set_yscale("log")
-    ax.set_title("1-D slices", fontsize=9)
-    ax.legend(fontsize=7)
-    ax = axes[-1]
+    batch_grids = {n: r["batch_stats"]["surface"] for n, r in models.items()
+                   if "surface" in r.get("batch_stats", {})}
+    rows = 2 + bool(batch_grids)
+    fig = new_figure((4.2 * len(models) + 8, 3.8 * rows))
+    axes = fig.subplots(rows, len(models) + 2, squeeze=False)
+    # row 0: the surface with fixed running statistics (Li et al.'s), slices, interpolation
+    logs, levels = _log_levels({n: r["surface"] for n, r in models.items()})
+    for ax, (name, r) in zip(axes[0], models.items()):
+        share = r.get("nonconvex_share")
+        _contours(ax, np.array(r["grid_a"]), logs[name], levels,
+                  f"{name}, running BN statistics" +
+                  ("" if share is None else f"\nsmall-step non-convex share {share:.2f}"))
+    for ax, (source, label) in ((axes[0][len(models)], ("running statistics", None)),
+                                (axes[1][len(models)], ("batch statistics", "batch_stats"))):
+        for i, (name, r) in enumerate(models.items()):
+            data = r if label is None else r.get(label, {})
+            for key, style in (("slice_d1", "-"), ("slice_d2", "--")):
+                if key in data:
+                    ax.plot(r["slice_a"], data[key], style, color=f"C{i}", lw=1,
+                            label=f"{name} {key[-2:]}")
+        ax.set_xlabel("distance along a filter-normalised direction")
+        ax.set_ylabel(f"training loss (BN: {source})")
+        ax.set_yscale("log")
+        ax.set_title(f"1-D slices, BN on {source}", fontsize=9)
+        ax.legend(fontsize=7)
+    ax = axes[0][-1]
     for i, (name, r) in enumerate(models.items()):
         if "interpolation" in r:
             ax.plot(r["interpolation"]["alpha"], r["interpolation"]["loss"], ".-", color=f"C{i}",
@@ -327,6 +832,51 @@ def plot(results):
     ax.set_yscale("log")
     ax.set_title("initial -> trained (Goodfellow et al. 2015)", fontsize=9)
     ax.legend(fontsize=7)
+    # row 1: the surface's small-step curvature, lambda_min / ||H|| (-1 = curves only down,
+    # 0 = flat in one direction, > 0 = a bowl), non-convex points marked
+    for ax, (name, r) in zip(axes[1], models.items()):
+        c = r.get("curvature")
+        if c is None:
+            ax.set_axis_off()
+            continue
+        lam_min, lam_max = np.array(c["lambda_min"]), np.array(c["lambda_max"])
+        norm = np.maximum(np.maximum(np.abs(lam_min), np.abs(lam_max)), 1e-300)
+        a = np.array(c["a"])
+        image = ax.pcolormesh(a, a, (lam_min / norm).T, cmap="coolwarm_r", vmin=-1, vmax=1,
+                              shading="nearest")
+        bad = np.array(c["nonconvex"])
+        A, B = np.meshgrid(a, a, indexing="ij")
+        ax.plot(A[bad], B[bad], "kx", ms=4, label="non-convex")
+        ax.set_title(f"{name}: lambda_min/||H|| of L(a, b), h = {c['h']:.3g}", fontsize=9)
+        ax.set_xlabel("d1")
+        ax.set_ylabel("d2")
+        fig.colorbar(image, ax=ax, shrink=0.8)
+    # Li et al.'s measure: |lambda_min / lambda_max| of the full Hessian along d1
+    ax = axes[1][-1]
+    drawn = False
+    for i, (name, r) in enumerate(models.items()):
+        points = r.get("hessian", {}).get("points", [])
+        if points:
+            ax.plot([p["a"] for p in points], [p["abs_ratio"] or np.nan for p in points], "o",
+                    color=f"C{i}", label=name)
+            drawn = True
+    ax.set_xlabel("a along d1")
+    ax.set_ylabel("|lambda_min / lambda_max|, full Hessian")
+    ax.set_title("full Hessian (Li et al.), a lower bound", fontsize=9)
+    if drawn:
+        ax.set_yscale("log")
+        ax.legend(fontsize=7)
+    # row 2, under --batch-stat-grid: the surface with BN on batch statistics
+    if batch_grids:
+        logs, levels = _log_levels(batch_grids)
+        for ax, name in zip(axes[2], models):
+            if name in logs:
+                _contours(ax, np.array(models[name]["grid_a"]), logs[name], levels,
+                          f"{name}, batch BN statistics")
+            else:
+                ax.set_axis_off()
+        for ax in axes[2][len(models):]:
+            ax.set_axis_off()
     fig.suptitle(f"loss on {results['images']} training images "
                  f"({results['input_size']}x{results['input_size']})", fontsize=9)
     return fig
