@@ -171,8 +171,7 @@ def test_default_folders_never_overwrite_and_tiny_stays_apart(tmp_path, monkeypa
 def _fabricated(errors_by_seed, depths=(20, 56)):
     runs = {}
     for seed, errors in errors_by_seed.items():
-        runs[str(seed)] = {name: {"depth": int(name.lstrip("plainresnet")), "final_train_error": e}
-                           for name, e in errors.items()}
+        runs[str(seed)] = {name: {"final_train_error": e} for name, e in errors.items()}
     return {"depths": list(depths), "runs": runs}
 
 
@@ -180,32 +179,78 @@ def _errors(p20, p56, r20, r56):
     return {"plain20": p20, "plain56": p56, "resnet20": r20, "resnet56": r56}
 
 
-def test_verdict_shown_when_every_seed_agrees():
-    v = verdict(_fabricated({1: _errors(0.20, 0.60, 0.10, 0.08), 2: _errors(0.22, 0.55, 0.12, 0.12),
+def test_verdict_shown_when_every_seed_agrees_by_a_clear_margin():
+    v = verdict(_fabricated({1: _errors(0.20, 0.60, 0.10, 0.08), 2: _errors(0.22, 0.55, 0.12, 0.10),
                              3: _errors(0.21, 0.70, 0.11, 0.09)}))
     assert v["plain"]["verdict"] == "shown" and v["resnet"]["verdict"] == "shown"
     assert v["plain"]["gaps"] == pytest.approx([0.40, 0.33, 0.49])
     assert v["plain"]["mean_gap"] == pytest.approx(0.40666, abs=1e-4)
     assert v["plain"]["std_gap"] == pytest.approx(np.std([0.40, 0.33, 0.49], ddof=1))
-    assert v["resnet"]["max_gap"] == pytest.approx(0.0)        # a tie counts as "no higher"
+    assert v["plain"]["se_gap"] == pytest.approx(np.std([0.40, 0.33, 0.49], ddof=1) / np.sqrt(3))
+    assert v["plain"]["effect_size"] == pytest.approx(v["plain"]["mean_gap"] / v["plain"]["std_gap"])
+    assert v["resnet"]["mean_gap"] == pytest.approx(-0.02)
     text = format_verdict(v)
-    assert "SHOWN" in text and "std over 3 seeds" in text
+    assert "SHOWN" in text and "standard error over 3 seeds" in text and "effect size" in text
 
 
-def test_verdict_not_shown_and_inconclusive():
+def test_verdict_a_one_image_difference_is_not_shown():
+    """Runs that differ by one image in 10,240 (1e-4): every seed agrees, but the gap is
+    below the minimum a verdict counts."""
+    one = 1 / 10240
+    v = verdict(_fabricated({s: _errors(0.20, 0.20 + one, 0.10 + one, 0.10) for s in (1, 2, 3)}))
+    assert v["plain"]["verdict"].startswith("not shown (no clear difference")
+    assert v["resnet"]["verdict"].startswith("not shown (no clear difference")
+
+
+def test_verdict_a_tie_at_the_floor_is_inconclusive():
+    """Both residual nets memorise the training set: the comparison says nothing about
+    optimisation, whichever is 11 images ahead."""
+    v = verdict(_fabricated({s: _errors(0.2, 0.6, 0.0006, 0.0027) for s in (1, 2, 3)}))
+    assert v["resnet"]["verdict"].startswith("inconclusive (both fit the training set")
+    assert v["plain"]["verdict"] == "shown"
+
+
+def test_verdict_needs_the_gap_to_exceed_twice_its_standard_error():
+    # every seed agrees and the mean gap is above 0.01, but the spread is wide
+    v = verdict(_fabricated({1: _errors(0.2, 0.201, 0.1, 0.1), 2: _errors(0.2, 0.202, 0.1, 0.1),
+                             3: _errors(0.2, 0.31, 0.1, 0.1)}))
+    c = v["plain"]
+    assert all(g > 0 for g in c["gaps"]) and c["mean_gap"] > 0.01
+    assert c["mean_gap"] < 2 * c["se_gap"]
+    assert c["verdict"].startswith("not shown (no clear difference")
+
+
+def test_verdict_not_shown_opposite_and_inconclusive():
     lagging = verdict(_fabricated({1: _errors(0.2, 0.6, 0.10, 0.15), 2: _errors(0.2, 0.6, 0.1, 0.2)}))
-    assert lagging["resnet"]["verdict"] == "not shown"
+    assert lagging["resnet"]["verdict"].startswith("not shown (the opposite holds")
     assert lagging["plain"]["verdict"] == "shown"
     mixed = verdict(_fabricated({1: _errors(0.2, 0.6, 0.10, 0.09), 2: _errors(0.2, 0.6, 0.1, 0.2)}))
-    assert mixed["resnet"]["verdict"].startswith("inconclusive (the seeds disagree")
-    stuck = verdict(_fabricated({1: _errors(0.3, 0.89, 0.3, 0.85)}))
+    assert mixed["resnet"]["verdict"].startswith("not shown (no clear difference")
+    stuck = verdict(_fabricated({1: _errors(0.3, 0.89, 0.3, 0.85), 2: _errors(0.3, 0.88, 0.3, 0.8)}))
     assert stuck["plain"]["verdict"].startswith("inconclusive (a net is still near chance")
     assert "plain56" in stuck["plain"]["verdict"]
-    assert stuck["resnet"]["verdict"].startswith("inconclusive")
-    assert stuck["plain"]["std_gap"] is None
-    assert "no spread" in format_verdict(stuck)
-    same = verdict(_fabricated({1: _errors(0.3, 0.3, 0.3, 0.3)}))
-    assert same["plain"]["verdict"] == "not shown"      # equal is not "deeper trains worse"
+    one_seed = verdict(_fabricated({1: _errors(0.2, 0.6, 0.1, 0.05)}))
+    assert one_seed["plain"]["verdict"].startswith("inconclusive (one seed")
+    assert one_seed["plain"]["std_gap"] is None
+    assert "no spread" in format_verdict(one_seed)
+
+
+def test_ablation_table_compares_each_departure_with_the_papers_init():
+    from minires.experiments.degradation import comparisons, format_table
+    errors = {"plain20": 0.2, "plain56": 0.6, "plain20-dirac": 0.15, "plain56-dirac": 0.14,
+              "resnet20": 0.10, "resnet56": 0.07, "resnet20-zero": 0.18, "resnet56-zero": 0.11}
+    runs = {str(s): {n: {"final_train_error": e + 0.003 * s} for n, e in errors.items()}
+            for s in (1, 2, 3)}
+    results = {"depths": [20, 56], "runs": runs,
+               "variants": ["plain", "plain-dirac", "resnet", "resnet-zero"]}
+    rows = {r["question"]: r for r in comparisons(results)}
+    assert rows["plain: depth 56 vs 20"]["direction"] == "higher"
+    assert rows["plain-dirac: depth 56 vs 20"]["direction"] == "no clear difference"
+    assert rows["resnet: depth 56 vs 20"]["direction"] == "lower"
+    assert rows["identity init vs He init, plain, depth 56"]["direction"] == "lower"
+    assert rows["zero-init branches vs He init, residual, depth 20"]["direction"] == "higher"
+    table = format_table({**results, "comparisons": list(rows.values())})
+    assert table.count("\n") == len(rows) + 1 and "B trains better" in table
 
 
 # --- refusals and one-line errors ---------------------------------------------------------------
@@ -442,18 +487,22 @@ def test_degradation_resumed_with_more_seeds_adds_them(tmp_path):
 
 def test_the_presets_say_what_they_run():
     from minires.experiments import make_parser
-    from minires.experiments.degradation import setting
+    from minires.experiments.degradation import setting, variant_list
     parse = make_parser("degradation").parse_args
     laptop = setting(parse([]))
-    assert (laptop["input_size"], laptop["train_images"], laptop["steps"]) == (16, 10240, 800)
-    assert laptop["zero_init_residual"] and not laptop["augment"] and not laptop["milestones"]
+    assert (laptop["input_size"], laptop["train_images"], laptop["steps"]) == (8, 50000, 4000)
+    assert laptop["augment"] and laptop["crop_padding"] == 1 and not laptop["milestones"]
+    assert variant_list(parse([])) == ["plain", "resnet"]          # He et al.'s init only
+    assert variant_list(parse(["--ablation"])) == ["plain", "plain-dirac", "resnet", "resnet-zero"]
     paper = setting(parse(["--preset", "paper"]))
     assert (paper["input_size"], paper["train_images"], paper["steps"]) == (32, 50000, 64000)
     assert paper["milestones"] == (0.5, 0.75) and paper["augment"]     # /10 at 32k and 48k
-    assert not paper["zero_init_residual"] and paper["weight_decay"] == 1e-4
-    assert not setting(parse(["--residual-init", "paper"]))["zero_init_residual"]
+    assert paper["crop_padding"] == 4 and paper["weight_decay"] == 1e-4
+    assert paper["decay_bn_bias"]                      # He et al. decay every parameter
     with pytest.raises(SystemExit):
         parse(["--preset", "desktop"])
+    with pytest.raises(ValueError, match="--variants"):
+        variant_list(parse(["--variants", "resnet,dense"]))
 
 
 def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path):
@@ -512,3 +561,105 @@ def test_train_stops_a_diverging_model_and_says_so(capsys):
     out = capsys.readouterr().out
     assert hist["diverged"] and "stopping this model" in out     # loss or weights not finite
     assert "seconds" in hist
+
+
+# --- nets, their initialisation, and measuring them untrained -------------------------------------
+def test_net_names_say_how_the_weights_start():
+    from minires.experiments.common import build, net_name, split_net_name
+    assert split_net_name("resnet56-zero") == ("resnet56", "zero")
+    assert split_net_name("plain20") == ("plain20", "paper")
+    assert net_name("plain56", "dirac") == "plain56-dirac" and net_name("resnet8") == "resnet8"
+    with pytest.raises(ValueError, match="plain nets only"):
+        split_net_name("resnet56-dirac")
+    with pytest.raises(ValueError, match="unknown initialisation"):
+        split_net_name("resnet56-fixup")
+    zero = build("resnet8-zero", seed=1)
+    assert all(float(abs(b.bn2.weight.data).max()) == 0 for b in zero.layer1)
+    paper = build("resnet8", seed=1)
+    assert all(float(b.bn2.weight.data.min()) == 1 for b in paper.layer1)
+
+
+def test_dirac_init_starts_each_block_conv_near_the_identity():
+    from minires.experiments.common import DIRAC_NOISE, build
+    he, dirac = build("plain8", seed=2), build("plain8-dirac", seed=2)
+    for (name, a), (_, b) in zip(he.named_parameters(), dirac.named_parameters()):
+        if name.startswith("layer") and name.endswith("weight") and a.data.ndim == 4:
+            O, I = a.shape[:2]
+            eye = np.zeros(a.shape)
+            eye[np.arange(min(O, I)), np.arange(min(O, I)), 1, 1] = 1
+            np.testing.assert_allclose(b.data, eye + DIRAC_NOISE * a.data, atol=1e-6)
+        else:                                   # stem, BN and fc keep He et al.'s draws
+            np.testing.assert_array_equal(a.data, b.data)
+    # with the identity, a 16-channel stride-1 conv passes its input through (up to the noise)
+    conv = dirac.layer1[0].conv1
+    x = mr.tensor(np.random.default_rng(0).normal(size=(2, 16, 6, 6)).astype(np.float32))
+    with mr.no_grad():
+        y = conv(x).data
+    assert np.corrcoef(y.ravel(), x.data.ravel())[0, 1] > 0.95
+
+
+def test_an_untrained_net_is_measured_with_calibrated_batch_norm():
+    """Running statistics of an untrained net are (0, 1): BN would not normalise. initial_net
+    calibrates them on training images first, so each BN's output on those images has mean 0
+    and variance 1 per channel (scale 1, shift 0), as it would in training."""
+    from minires.experiments.common import initial_net
+    x, _ = first_batch(synthetic_split(64, seed=4), 64)
+    net = initial_net("plain8", seed=3, calibration_x=x)
+    assert not net.training
+    outs = {}
+    handles = [m.register_forward_hook(lambda m, i, o, n=n: outs.__setitem__(n, o.data.copy()))
+               for n, m in net.named_modules() if isinstance(m, mr.nn.BatchNorm2d)]
+    with mr.no_grad():
+        net(mr.tensor(x))
+    for h in handles:
+        h.remove()
+    assert len(outs) == 7
+    for name, o in outs.items():
+        np.testing.assert_allclose(o.mean(axis=(0, 2, 3)), 0, atol=1e-3, err_msg=name)
+        np.testing.assert_allclose(o.var(axis=(0, 2, 3)), 1, rtol=1e-2, err_msg=name)
+    # without calibration the same eval-mode pass does not normalise (the artefact)
+    from minires.experiments.common import build
+    raw = build("plain8", seed=3).eval()
+    stem = []
+    h = raw.bn1.register_forward_hook(lambda m, i, o: stem.append(o.data.var()))
+    with mr.no_grad():
+        raw(mr.tensor(x))
+    h.remove()
+    assert abs(stem[0] - 1) > 0.1
+
+
+def test_feature_reuse_and_layer_responses_calibrate_the_untrained_nets(tmp_path):
+    _, saved = tiny("feature-reuse", tmp_path)
+    assert saved["calibration_images"] == 256
+    _, resp = tiny("layer-responses", tmp_path)
+    assert resp["calibration_images"] > 0
+    for r in resp["models"].values():
+        assert len(r["init_std"]) == len(r["std"])
+        # calibrated BN at initialisation: every response has std 1 (scale 1) up to sampling
+        assert r["init_mean_std"] == pytest.approx(1.0, abs=0.1)
+    assert resp["orderings"] and all("reading" in o for o in resp["orderings"])
+
+
+def test_nets_from_never_mixes_seeds(tmp_path):
+    from minires.experiments.common import build, nets_from, save_weights
+    run = tmp_path / "deg"
+    for seed, names in ((3, ["plain8"]), (10, ["plain8", "resnet8"]), (2, ["resnet8"])):
+        (run / f"seed-{seed}").mkdir(parents=True)
+        for n in names:
+            save_weights(build(n, seed), run / f"seed-{seed}" / f"{n}.npz",
+                         meta={"model": n, "init": "paper", "seed": seed})
+    nets = nets_from(run, ["plain8", "resnet8"])
+    assert {meta["seed"] for _, meta, _ in nets.values()} == {10}     # the one seed with both
+    assert nets_from(run, ["resnet8"])["resnet8"][1]["seed"] == 2      # lowest seed, numerically
+    with pytest.raises(SystemExit, match="no resnet8.npz there or in its seed-3"):
+        nets_from(run, ["plain8", "resnet8"], seed=3)
+
+
+def test_a_resumed_degradation_run_keeps_its_first_command(tmp_path):
+    out = tmp_path / "deg"
+    run_experiment("degradation", ["--tiny", "--out", str(out), "--seeds", "1"])
+    first = json.loads((out / "results.json").read_text())["environment"]["command"]
+    again = run_experiment("degradation", ["--tiny", "--out", str(out), "--seeds", "1,2",
+                                           "--resume"])
+    assert again["environment"]["command"] == first
+    assert again["environment"]["resumed"][-1]["command"].endswith("--resume")

@@ -25,9 +25,10 @@ RESUMES_ITSELF = True
 
 def add_arguments(parser):
     parser.add_argument("--seeds", default=None, help="seeds of the degradation run (default: "
-                        "--seed); the other experiments use the first seed's nets")
-    parser.add_argument("--residual-init", choices=("paper", "zero"), default=None,
-                        help="passed to the degradation run (default: its preset's)")
+                        "its own, 30,31,32; with --tiny --seed); the other experiments use the "
+                        "nets of its lowest seed")
+    parser.add_argument("--ablation", action="store_true", help="passed to the degradation run: "
+                        "also train Dirac-initialised plain and zero-initialised residual nets")
 
 
 def steps(args, out):
@@ -40,7 +41,7 @@ def steps(args, out):
         common.append("--tiny")
     small = args.tiny
     deg_argv = [*common] + (["--seeds", args.seeds] if args.seeds else []) \
-        + (["--residual-init", args.residual_init] if args.residual_init else [])
+        + (["--ablation"] if args.ablation else [])
     deep = "14" if small else "56"
     return [
         ("degradation", deg_argv),
@@ -79,19 +80,22 @@ def _fig(name, out):
 
 
 def _degradation(d):
-    from .degradation import format_verdict
+    from .degradation import format_table, format_verdict
     s, names = d["setting"], _names(d)
     lines = ["## Degradation (He et al. 2015, Fig. 6)", "",
-             f"{s['train_images']} training images at {s['input_size']}x{s['input_size']}, "
-             f"{s['steps']} iterations of batch {s['batch_size']}, seeds {d['seeds']}"
-             + (" -- residual branches zero-initialised (not the paper's init)"
-                if s["zero_init_residual"] else "") + ".", "",
+             f"{s['train_images']} training images at {s['input_size']}x{s['input_size']}"
+             f"{' with crop and flip' if s['augment'] else ''}, {s['steps']} iterations of batch "
+             f"{s['batch_size']}, seeds {d['seeds']}; He et al.'s initialisation unless the net's "
+             f"name says otherwise (-dirac, -zero).", "",
              "| seed | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for seed, runs in d["runs"].items():
         lines.append(f"| {seed} | " + " | ".join(f"{runs[n]['final_train_error']:.4f}"
                                                 for n in names) + " |")
-    return lines + ["", "Final training error, eval mode, on the whole training subset.", "",
-                    "```", format_verdict(d["verdict"]), "```", ""]
+    lines += ["", "Final training error, eval mode, on the whole training set.", "",
+              "```", format_verdict(d["verdict"]), "```", ""]
+    if len(d.get("variants", [])) > 2:
+        lines += ["### Architecture or initialisation?", "", format_table(d), ""]
+    return lines
 
 
 def _loss_landscape(r):
@@ -157,4 +161,7 @@ def report(done, out, seconds) -> str:
 
 
 def _names(d):
-    return [f"{f}{depth}" for f in ("plain", "resnet") for depth in sorted(d["depths"])]
+    from .degradation import ABLATION, VARIANTS
+    from .common import net_name
+    return [net_name(f"{VARIANTS[v][0]}{depth}", VARIANTS[v][1]) for v in ABLATION
+            if v in d.get("variants", ("plain", "resnet")) for depth in sorted(d["depths"])]

@@ -290,11 +290,74 @@ def first_batch(split, n):
 
 
 # --- models ----------------------------------------------------------------------------------
-def build(name, seed, device="cpu", **kwargs):
-    """``minires.models.get_model(name, **kwargs)`` with weights drawn after
-    ``manual_seed(seed)``."""
+# A net of the experiments is a model of minires.models plus how its weights start:
+#   "paper"  He et al.: Kaiming-normal convolutions, every BN scale 1 (torchvision's init)
+#   "zero"   residual nets: each branch's last BN scale 0, so every block starts as its
+#            shortcut (zero_init_residual; Goyal et al. 2017, as Fixup and SkipInit do by
+#            other means) -- named "resnet56-zero"
+#   "dirac"  plain nets: each 3x3 convolution of the blocks starts as the identity plus
+#            0.1x its Kaiming-normal draw (DiracNets' starting point, without their
+#            reparameterisation) -- named "plain56-dirac"
+INITS = {"paper": "He et al.'s (Kaiming-normal, BN scale 1)",
+         "zero": "residual branches zero-initialised (last BN scale 0)",
+         "dirac": "each block conv the identity (Dirac) + 0.1x Kaiming noise"}
+DIRAC_NOISE = 0.1
+
+
+def split_net_name(name):
+    """'resnet56-zero' -> ('resnet56', 'zero'); 'plain20' -> ('plain20', 'paper')."""
+    model, _, init = name.partition("-")
+    init = init or "paper"
+    if init not in INITS:
+        raise ValueError(f"unknown initialisation {init!r} in net name {name!r}; expected one of "
+                         f"{', '.join(INITS)}")
+    if (init == "zero" and not model.startswith("resnet")) or \
+            (init == "dirac" and not model.startswith("plain")):
+        raise ValueError(f"{name}: '{init}' initialisation is for "
+                         f"{'residual' if init == 'zero' else 'plain'} nets only")
+    return model, init
+
+
+def net_name(model, init="paper"):
+    """The inverse of ``split_net_name``."""
+    return model if init == "paper" else f"{model}-{init}"
+
+
+def dirac_init_(model, noise=DIRAC_NOISE):
+    """Start every 3x3 convolution inside the blocks as the identity plus ``noise`` times its
+    current (Kaiming-normal) weights; the stem and the fc keep theirs. Returns the model."""
+    from minires.inspect import residual_blocks
+    from minires.nn import init
+    for _, block in residual_blocks(model):
+        for m in block.modules():
+            if isinstance(m, mr.nn.Conv2d) and m.weight.shape[-1] == 3:
+                kaiming = m.weight.data.copy()
+                init.dirac_(m.weight)
+                m.weight.data += noise * kaiming
+    return model
+
+
+def build(name, seed, device="cpu"):
+    """The net ``name`` ('resnet56', 'resnet56-zero', 'plain56-dirac', any model of
+    ``minires.models``) with weights drawn after ``manual_seed(seed)``."""
+    model_name, init = split_net_name(name)
     mr.manual_seed(seed)
-    return mr.models.get_model(name, **kwargs).to(device)
+    model = mr.models.get_model(model_name, **({"zero_init_residual": True} if init == "zero"
+                                                 else {}))
+    if init == "dirac":
+        dirac_init_(model)
+    return model.to(device)
+
+
+def initial_net(name, seed, calibration_x, device="cpu"):
+    """The untrained net ``name`` as ``build`` gives it, with every BN's running statistics
+    calibrated on ``calibration_x`` (a batch of training images), in eval mode.
+
+    An untrained net's running statistics are mean 0 and variance 1, so in eval mode BN does
+    not normalise: every measurement of an untrained net in eval mode must calibrate first.
+    """
+    return calibrate_batch_norm(build(name, seed, device), [mr.tensor(calibration_x,
+                                                                      device=device)])
 
 
 def save_weights(model, path, meta=None):
@@ -386,7 +449,8 @@ class _IterationLog(Callback):
 
 def train(model, train_split, test_split, *, epochs=None, steps=None, batch_size=128, lr=0.1,
           momentum=0.9, nesterov=False, weight_decay=1e-4, warmup_frac=0.05, milestones=None,
-          augment=True, seed=0, device="cpu", log_every=20, eval_every_epoch=True, label=""):
+          augment=True, crop_padding=4, decay_bn_bias=False, seed=0, device="cpu", log_every=20,
+          eval_every_epoch=True, label=""):
     """SGD with momentum and one schedule for every model, through ``minires.train.fit``;
     returns the history.
 
@@ -394,7 +458,9 @@ def train(model, train_split, test_split, *, epochs=None, steps=None, batch_size
     many iterations (the last epoch is cut short; batches are always full with ``steps``).
     The schedule is a linear warm-up over ``warmup_frac`` of the budget then cosine decay to
     zero, or, with ``milestones`` (fractions of the budget), He et al.'s constant rate divided
-    by 10 at each milestone. Weight decay skips BN and bias parameters.
+    by 10 at each milestone. Weight decay skips BN and bias parameters unless
+    ``decay_bn_bias`` (He et al. decay everything). ``augment`` is a random crop after
+    ``crop_padding`` zero pixels of padding, and a horizontal flip.
 
     The history holds ``steps`` (iteration numbers), ``train_error`` (the error on the last
     ``log_every`` training batches as they were trained on, like He et al.'s thin curves),
@@ -412,8 +478,8 @@ def train(model, train_split, test_split, *, epochs=None, steps=None, batch_size
         dict(schedule="cosine", warmup_steps=int(warmup_frac * steps_total))
     config = TrainConfig(epochs=epochs, max_steps=steps, batch_size=batch_size, lr=lr,
                          momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
-                         augment=augment, drop_last=drop_last, seed=seed, device=device,
-                         prefetch=0, **schedule)
+                         decay_bn_bias=decay_bn_bias, augment=augment, crop_padding=crop_padding,
+                         drop_last=drop_last, seed=seed, device=device, prefetch=0, **schedule)
     hist = {"steps": [], "train_error": [], "train_loss": [], "lr": [], "epoch_steps": [],
             "test_error": [], "test_loss": [], "diverged": False, "steps_total": steps_total}
     log = _IterationLog(hist, log_every, label)
@@ -461,39 +527,77 @@ def trained_model(name, args, out_dir, train_split, test_split):
 
 
 # --- trained nets from an earlier run ---------------------------------------------------------------
-def net_from(source, name=None, device="cpu"):
-    """A trained net from ``source``: a folder of a degradation run (``NAME.npz`` there or in
-    its ``seed-*`` folders) or a checkpoint file (``python -m minires.train``'s ``best.npz``).
+def _seed_folders(source):
+    """The ``seed-S`` folders of a degradation run (or of ``all``'s), by seed number."""
+    folders = [*source.glob("seed-*"), *source.glob("degradation/seed-*")]
+    numbered = [(int(p.name[5:]), p) for p in folders if p.is_dir() and p.name[5:].isdigit()]
+    return [p for _, p in sorted(numbered)]
 
-    Returns (model in eval mode, its checkpoint metadata, the path). The metadata says how
-    the net was trained: ``data.input_size`` (16 for the laptop degradation nets, 32 for a
-    CIFAR run) decides how the experiments must prepare their images.
+
+def nets_from(source, names, device="cpu", seed=None):
+    """{name: (model in eval mode, metadata, path)} for every net in ``names``, from one place.
+
+    ``source`` is a folder of a degradation run (``NAME.npz`` there or in its ``seed-*``
+    folders) or, for one name, a checkpoint file (``python -m minires.train``'s
+    ``best.npz``). In a run folder every net comes from the *same* seed: ``seed`` when given,
+    else the lowest seed whose folder holds all of them -- nets of different seeds are never
+    mixed. The metadata says how each net was trained and how it started: ``data.input_size``
+    (8 or 16 for the laptop degradation nets, 32 for a CIFAR run) and ``init``.
     """
     source = Path(source)
-    if source.is_dir():
-        candidates = [source / f"{name}.npz", *sorted(source.glob(f"seed-*/{name}.npz")),
-                      *sorted(source.glob(f"degradation/seed-*/{name}.npz"))]
-        path = next((p for p in candidates if p.is_file()), None)
-        if path is None:
-            raise SystemExit(f"--from {source}: no {name}.npz there or in its seed-* folders "
-                             f"(expected a degradation run that trained {name})")
-    elif source.is_file():
-        path = source
-    else:
+    if source.is_file():
+        if len(names) != 1:
+            raise SystemExit(f"--from {source}: a checkpoint file holds one net, but {len(names)} "
+                             f"were asked for ({', '.join(names)}); give a degradation run folder")
+        return {names[0]: _load_net(source, names[0], device)}
+    if not source.is_dir():
         raise SystemExit(f"--from {source}: no such folder or checkpoint file")
+    folders = [source, *_seed_folders(source)]
+    if seed is not None:
+        folders = [f for f in folders[1:] if f.name == f"seed-{seed}"]
+    folder = next((f for f in folders if all((f / f"{n}.npz").is_file() for n in names)), None)
+    if folder is None:
+        absent = [n for n in names if not any((f / f"{n}.npz").is_file() for f in folders)]
+        if absent:
+            raise SystemExit(f"--from {source}: no {', '.join(n + '.npz' for n in absent)} there "
+                             f"or in its {'seed-' + str(seed) if seed is not None else 'seed-*'} "
+                             f"folder(s) (expected a degradation run that trained "
+                             f"{'it' if len(absent) == 1 else 'them'})")
+        raise SystemExit(f"--from {source}: no one seed-* folder there holds all of "
+                         f"{', '.join(n + '.npz' for n in names)}: nets of different seeds are "
+                         f"not compared")
+    return {n: _load_net(folder / f"{n}.npz", n, device) for n in names}
+
+
+def net_from(source, name=None, device="cpu"):
+    """One trained net: ``nets_from(source, [name])[name]`` (``name`` may be None for a
+    checkpoint file: the net it names)."""
+    if name is None:
+        return _load_net(Path(source), None, device)
+    return nets_from(source, [name], device)[name]
+
+
+def _load_net(path, name, device):
+    if not Path(path).is_file():
+        raise SystemExit(f"--from {path}: no such checkpoint file")
     ckpt = mr.checkpoint.load(path)
     meta = ckpt.meta or {}
     saved = meta.get("model") or (meta.get("config") or {}).get("model")
     if saved is None:
         raise SystemExit(f"--from {path}: the checkpoint does not say which model it holds")
-    if name is not None and saved != name:
-        raise SystemExit(f"--from {path}: holds {saved}, but {name} was asked for")
+    # how its weights started: "init" (or the older flag zero_init_residual)
+    init = meta.get("init") or ("zero" if meta.get("zero_init_residual") else "paper")
+    full = net_name(saved, init)
+    older = "init" not in meta              # written before nets were named by their init
+    if name is not None and name != full and not (older and name == saved):
+        raise SystemExit(f"--from {path}: holds {full}, but {name} was asked for")
     model = mr.models.get_model(saved).to(device)
     mr.checkpoint.restore(ckpt, model)
     model.eval()
     # a checkpoint that does not say its input size was trained on the images as they come
-    meta = {**meta, "model": saved, "data": meta.get("data", {"input_size": None})}
-    return model, meta, path
+    meta = {**meta, "model": saved, "init": init, "net": full,
+            "data": meta.get("data", {"input_size": None})}
+    return model, meta, Path(path)
 
 
 def input_size_of(loaded):

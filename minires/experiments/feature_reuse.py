@@ -11,7 +11,9 @@ block, out = relu(F(x)). Measured on fixed images in eval mode, per block:
   replaces it with something new.
 
 Both at initialisation (the nets' seed and init) and after training (``--from`` a
-degradation run, or a checkpoint of ``python -m minires.train``).
+degradation run, or a checkpoint of ``python -m minires.train``). At initialisation BN's
+running statistics are first calibrated on 256 training images: uncalibrated (mean 0,
+variance 1) they do not normalise, and ||F(x)||/||x|| would measure that instead.
 """
 from __future__ import annotations
 
@@ -21,14 +23,14 @@ import minires as mr
 
 from .common import (
     Timer,
-    build,
     environment,
     finish,
     first_batch,
+    initial_net,
     input_size_of,
     load_splits,
     model_names,
-    net_from,
+    nets_from,
     new_figure,
     observe,
     output_folder,
@@ -80,19 +82,19 @@ def run(args):
     names = model_names(args.models, "plain14,resnet14" if args.tiny else "plain56,resnet56")
     if args.images < 1:
         raise ValueError(f"--images: must be >= 1, got {args.images}")
-    trained = {n: net_from(args.from_dir, n, args.device) for n in names} if args.from_dir else {}
+    trained = nets_from(args.from_dir, names, args.device) if args.from_dir else {}
     out_dir = output_folder(args)
     clock = Timer()
-    _, test = load_splits(args, limit_train=8, limit_test=args.images,
-                          input_size=input_size_of(trained))
+    train_split, test = load_splits(args, limit_train=256, limit_test=args.images,
+                                    input_size=input_size_of(trained))
     x, _ = first_batch(test, min(args.images, len(test)))
+    calibration, _ = first_batch(train_split, len(train_split))
     results = {"experiment": NAME, "environment": environment(args), "images": len(x),
-               "models": {}}
+               "calibration_images": len(calibration), "models": {}}
     for name in names:
-        meta = trained[name][1] if name in trained else {"seed": args.seed}
-        kwargs = {"zero_init_residual": True} if meta.get("zero_init_residual") else {}
-        r = {"init": block_statistics(build(name, meta.get("seed", args.seed), args.device,
-                                            **kwargs), x, args.device)}
+        meta = trained[name][1] if name in trained else {"seed": args.seed, "net": name}
+        r = {"init": block_statistics(initial_net(meta["net"], meta.get("seed", args.seed),
+                                                  calibration, args.device), x, args.device)}
         if name in trained:
             r["trained"] = block_statistics(trained[name][0], x, args.device)
             r["weights"] = str(trained[name][2])

@@ -12,6 +12,14 @@ zero, so each block modifies the signal less.
 The networks are trained with the recipe of the degradation experiment, or loaded
 from its output with ``--from`` (its nets then see images of the size they were
 trained on).
+
+The same is measured on each net *at initialisation* (the same seed and init), with BN's
+running statistics calibrated on 256 training images first: an untrained net's running
+statistics are mean 0 and variance 1, so uncalibrated BN would not normalise. That
+matters, because the ordering can be there before any training: a residual branch whose
+last BN scale starts at 0 responds with exactly 0. Only what *training changes* -- the
+ordering of the trained nets where the initial nets do not have it -- is the paper's
+learned effect; ``orderings`` records both.
 """
 from __future__ import annotations
 
@@ -25,10 +33,11 @@ from .common import (
     environment,
     finish,
     first_batch,
+    initial_net,
     input_size_of,
     load_splits,
     model_names,
-    net_from,
+    nets_from,
     observe,
     new_figure,
     output_folder,
@@ -73,29 +82,83 @@ def run(args):
     names = model_names(args.models, "plain8,plain14,resnet8,resnet14" if args.tiny
                         else "plain20,plain56,resnet20,resnet56")
     n_images = min(args.images, 64) if args.tiny else args.images
-    loaded = {n: net_from(args.from_dir, n, args.device) for n in names} if args.from_dir else {}
+    loaded = nets_from(args.from_dir, names, args.device) if args.from_dir else {}
     out_dir = output_folder(args)
     clock = Timer()
     size = input_size_of(loaded)
     train_split, test = load_splits(
-        args, limit_train=None if args.tiny else (8 if loaded else args.limit_train),
+        args, limit_train=None if args.tiny else (256 if loaded else args.limit_train),
         limit_test=None if args.tiny else max(n_images, 0 if loaded else args.limit_test),
         input_size=size)
     x, _ = first_batch(test, min(n_images, len(test)))
-    results = {"experiment": NAME, "environment": environment(args), "images": len(x), "models": {}}
+    calibration, _ = first_batch(train_split, min(256, len(train_split)))
+    results = {"experiment": NAME, "environment": environment(args), "images": len(x),
+               "calibration_images": len(calibration), "models": {}}
     for name in names:
+        seed = loaded[name][1].get("seed", args.seed) if name in loaded else args.seed
+        init_stds = response_stds(initial_net(loaded[name][1]["net"] if name in loaded else name,
+                                              seed, calibration, args.device), x, args.device)
         if name in loaded:
             model, hist, weights = loaded[name][0], None, f"checkpoint {loaded[name][2]}"
         else:
             model, hist, weights = trained_model(name, args, out_dir, train_split, test)
         stds = response_stds(model, x, args.device)
         results["models"][name] = {"weights": weights, "layers": list(stds),
-                                   "std": list(stds.values()),
+                                   "std": list(stds.values()), "init_std": list(init_stds.values()),
+                                   "mean_std": float(np.mean(list(stds.values()))),
+                                   "init_mean_std": float(np.mean(list(init_stds.values()))),
                                    "final_test_error": hist["test_error"][-1]
                                    if hist and hist["test_error"] else None}
         print(f"{name} ({weights}): {len(stds)} layers, response std mean "
-              f"{np.mean(list(stds.values())):.3f}   {clock.seconds:.0f}s", flush=True)
+              f"{np.mean(list(stds.values())):.3f} trained, {np.mean(list(init_stds.values())):.3f} "
+              f"at initialisation (BN calibrated)   {clock.seconds:.0f}s", flush=True)
+    results["orderings"] = orderings(results["models"])
+    for o in results["orderings"]:
+        print(f"{o['claim']}: at initialisation {o['at_init']}, trained {o['trained']} -> "
+              f"{o['reading']}", flush=True)
     return finish(results, out_dir, NAME, plot, clock.seconds)
+
+
+MARGIN = 0.05      # "responds more weakly": a mean std lower by more than 5%
+
+
+def orderings(models) -> list:
+    """The paper's two orderings of mean response std, checked at initialisation and after
+    training: residual below plain at each depth, and the deeper residual net below the
+    shallower, each by more than ``MARGIN`` (one seed, one batch: smaller differences are
+    not read as an ordering). Each is 'learned' only when the trained nets have it and the initial ones do
+    not; 'present at initialisation' when both have it (then it is not evidence of what
+    training does)."""
+    def depth(n):
+        return int(n.split("-")[0].lstrip("plainrest"))
+
+    def family(n):
+        return "plain" if n.startswith("plain") else "resnet"
+
+    checks = []
+    for a in models:
+        for b in models:
+            same_init = a.partition("-")[2] in ("", "dirac") and b.partition("-")[2] == ""
+            if family(a) == "plain" and family(b) == "resnet" and depth(a) == depth(b) and \
+                    same_init and not a.endswith("-dirac"):
+                checks.append((b, a, f"{b} responds more weakly than {a}"))
+    resnets = sorted((n for n in models if family(n) == "resnet"), key=depth)
+    for a in resnets:
+        for b in resnets:
+            if depth(a) < depth(b) and a.partition("-")[2] == b.partition("-")[2]:
+                checks.append((b, a, f"{b} responds more weakly than {a}"))
+    out = []
+    for low, high, claim in checks:
+        at_init = models[low]["init_mean_std"] < (1 - MARGIN) * models[high]["init_mean_std"]
+        trained = models[low]["mean_std"] < (1 - MARGIN) * models[high]["mean_std"]
+        reading = ("learned (absent at initialisation, present after training)"
+                   if trained and not at_init else
+                   "present at initialisation already: not evidence of learning" if at_init and
+                   trained else "lost in training" if at_init else "not shown")
+        out.append({"claim": claim, "at_init": at_init, "trained": trained, "reading": reading,
+                    "init": [models[low]["init_mean_std"], models[high]["init_mean_std"]],
+                    "after": [models[low]["mean_std"], models[high]["mean_std"]]})
+    return out
 
 
 def plot(results):
@@ -104,6 +167,9 @@ def plot(results):
     for i, (name, r) in enumerate(results["models"].items()):
         style = "--" if name.startswith("plain") else "-"
         ax1.plot(range(1, len(r["std"]) + 1), r["std"], style, color=f"C{i}", lw=1, label=name)
+        if r.get("init_std"):
+            ax1.plot(range(1, len(r["init_std"]) + 1), r["init_std"], ":", color=f"C{i}", lw=0.8,
+                     label=f"{name} at init (BN calibrated)")
         ax2.plot(range(1, len(r["std"]) + 1), sorted(r["std"], reverse=True), style, color=f"C{i}",
                  lw=1, label=name)
     ax1.set_xlabel("layer index (original order)")

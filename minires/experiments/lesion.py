@@ -24,6 +24,7 @@ from .common import (
     input_size_of,
     load_splits,
     net_from,
+    nets_from,
     new_figure,
     output_folder,
     save_weights,
@@ -96,6 +97,8 @@ def lesion_errors(model, lesions, test, device):
 
 def _loaded_nets(args, names):
     """{name: (model, meta, path)} for the nets given by --from / --*-checkpoint."""
+    if args.from_dir and not (args.resnet_checkpoint or args.plain_checkpoint):
+        return nets_from(args.from_dir, names, args.device)         # both from one seed
     loaded = {}
     for name in names:
         explicit = args.resnet_checkpoint if name.startswith("resnet") else args.plain_checkpoint

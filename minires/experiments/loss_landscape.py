@@ -83,7 +83,7 @@ from .common import (
     load_splits,
     loader,
     model_names,
-    net_from,
+    nets_from,
     new_figure,
     output_folder,
     save_json,
@@ -747,7 +747,7 @@ def run(args):
                          "(python -m minires.experiments degradation)")
     names = model_names(args.models, "plain14,resnet14" if args.tiny else "plain56,resnet56")
     if args.from_dir:
-        nets = {n: net_from(args.from_dir, n, args.device) for n in names}
+        nets = nets_from(args.from_dir, names, args.device)     # one seed for all
     out_dir = output_folder(args)
     clock = Timer()
     if not args.from_dir:                                  # --tiny only: train tiny nets here
@@ -767,8 +767,7 @@ def run(args):
         r = landscape(model, images, args, rng)
         r["weights"] = str(source)
         if args.interp_points and "seed" in meta:
-            kwargs = {"zero_init_residual": True} if meta.get("zero_init_residual") else {}
-            initial = build(name, meta["seed"], args.device, **kwargs)
+            initial = build(meta["net"], meta["seed"], args.device)
             r["interpolation"] = interpolation(model, initial, images, args)
         results["models"][name] = r
         print(f"{_summary(name, r)}   {clock.seconds:.0f}s", flush=True)

@@ -18,7 +18,11 @@ shorter than the typical path.
 minires does this with public hooks only: a forward hook on each ``block.fork`` puts
 a tensor hook on both of its outputs; the hook returns zeros for the closed path.
 The forward graph is kept (``retain_graph=True``) and reused for every sample.
-Weights are frozen for the measurement (only the input gradient is computed).
+Weights are frozen for the measurement (only the input gradient is computed). BN uses
+batch statistics (train mode), as when the network trains, so an untrained net needs no
+calibration. With trained weights, the same net at its initialisation (same seed and
+init) is measured too, side by side: what is short *because of training* is the learned
+effect; what is short already at initialisation comes from the architecture and init.
 """
 from __future__ import annotations
 
@@ -145,11 +149,13 @@ def run(args):
     clock = Timer()
     model_name = args.model or ("resnet14" if args.tiny else "resnet56")
     size = None
+    initial = None
     if args.checkpoint:
         model, meta, path = net_from(args.checkpoint, None if Path(args.checkpoint).is_file()
                                      else model_name, args.device)
-        model_name, size = meta["model"], meta["data"]["input_size"]
+        model_name, size = meta["net"], meta["data"]["input_size"]
         trained = f"checkpoint {path}"
+        initial = build(model_name, meta.get("seed", args.seed), args.device)
     else:
         model = build(model_name, args.seed, args.device)
         trained = "initialisation"
@@ -172,10 +178,19 @@ def run(args):
     n, norms = sample_path_gradients(model, x, y, samples, rng, args.device)
     s = summarise(n, norms)
     results = {"experiment": NAME, "environment": environment(args), "model": model_name,
-               "weights": trained, "batch_size": n_batch, **s, "seconds": clock.seconds}
-    print(f"{model_name} ({trained}): {n} blocks, 2^{n} paths, typical length {n / 2:g}; "
-          f"paths of length <= {s['length_reaching_50pct']} carry 50% of the gradient magnitude, "
-          f"<= {s['length_reaching_90pct']} carry 90%   ({clock.seconds:.0f}s)")
+               "weights": trained, "batch_size": n_batch, **s}
+    if initial is not None:
+        initial.train()
+        results["init"] = summarise(*sample_path_gradients(initial, x, y, samples,
+                                                           np.random.default_rng(args.seed),
+                                                           args.device))
+    results["seconds"] = clock.seconds
+    for when, r in (("", s), (" at initialisation", results.get("init"))):
+        if r is not None:
+            print(f"{model_name}{when} ({trained if not when else 'same seed and init'}): {n} "
+                  f"blocks, 2^{n} paths, typical length {n / 2:g}; paths of length <= "
+                  f"{r['length_reaching_50pct']} carry 50% of the gradient magnitude, "
+                  f"<= {r['length_reaching_90pct']} carry 90%   ({clock.seconds:.0f}s)")
     results["complete"] = True
     save_json(out_dir / "results.json", results)
     results["figure"] = draw(plot, results, out_dir / f"{NAME}.png")
@@ -197,7 +212,11 @@ def plot(r):
     ax2.set_xlabel("path length")
     ax2.set_ylabel("|grad| at first block input")
     ax2.set_title("gradient of one path")
-    ax3.bar(ks, r["grad_share"], color="C2")
+    ax3.bar(ks, r["grad_share"], color="C2", label="trained" if "init" in r else None)
+    if "init" in r:
+        ax3.step(ks, r["init"]["grad_share"], where="mid", color="k", lw=1,
+                 label="at initialisation")
+        ax2.plot(ks, r["init"]["single_path_grad_norm"], ":", color="k", lw=1)
     ax3.axvline(r["length_reaching_90pct"] + 0.5, color="k", ls=":", lw=1,
                 label=f"90% from length <= {r['length_reaching_90pct']}")
     ax3.set_xlabel("path length")
