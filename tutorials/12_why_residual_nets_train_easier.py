@@ -24,14 +24,16 @@
 # A word on what is claimed. Guides often say residual nets have "fewer local minima".
 # A random 2-D slice cannot count minima in a space of 850,000 dimensions, and we do
 # not claim it. What we measure: the loss along two random directions through one
-# point, the share of a small grid where that 2-D surface curves *down* in some
-# direction (non-convex), how bumpy the 1-D slices are, and the loss along the straight
-# line from the initial to the trained weights.
+# point, with batch norm's running statistics fixed (Li et al.'s convention) and with
+# batch statistics; the share of points of a small grid where that 2-D surface curves
+# *down* in some direction (non-convex), measured with a step much smaller than the
+# grid's; how bumpy the 1-D slices are; and the loss along the straight line from the
+# initial to the trained weights.
 #
 # **Budget without fast mode:** if lesson 05 ran in full mode before, its trained
-# plain56 and resnet56 are loaded, and the measurements took 1.5 minutes on an idle
-# 2-core CPU; otherwise the two nets are trained here first with lesson 05's
-# recipe (about 5 more minutes). Fast mode: plain14 and resnet14 on synthetic 8x8
+# plain56 and resnet56 are loaded (8x8 images, 600 iterations); otherwise the two
+# nets are trained here first with lesson 05's recipe (about 3 CPU-minutes). The
+# measurements add a few minutes. Fast mode: plain14 and resnet14 on synthetic 8x8
 # images, seconds.
 
 # %%
@@ -47,7 +49,8 @@ from lesson_utils import (
 )
 
 import minires as mr
-from minires.experiments.common import balanced_subset, net_from, save_weights, train
+from minires.experiments.common import (balanced_subset, build, initial_net, net_from, save_weights,
+                                        train)
 from minires.train import evaluate
 from minires.experiments.degradation import PRESETS
 from minires.experiments.feature_reuse import block_statistics
@@ -55,6 +58,7 @@ from minires.experiments.loss_landscape import (
     Mover,
     batch_stat_loss,
     filter_normalised_direction,
+    grid_step_nonconvex_share,
     nonconvex_share,
     slice_tv_ratio,
 )
@@ -64,8 +68,8 @@ print(mode_line())
 PLAIN, RESNET = fast_or_full(("plain14", "resnet14"), ("plain56", "resnet56"))
 SEED = 0                                       # lesson 05 trains with this seed too
 RECIPE = PRESETS["laptop"]                     # lesson 05's recipe (the degradation experiment's)
-STEPS = fast_or_full(30, 500)                  # lesson 05's budget
-data = load_degradation_data(n_train=RECIPE["train_images"])
+STEPS = fast_or_full(30, 600)                  # lesson 05's budget
+data = load_degradation_data(n_train=RECIPE["train_images"], size=RECIPE["input_size"])
 probe = balanced_subset(data.train, fast_or_full(200, 500))
 print(f"loss measured on {len(probe)} training images of "
       f"{probe.images.shape[-1]}x{probe.images.shape[-1]}")
@@ -78,29 +82,22 @@ print(f"loss measured on {len(probe)} training images of "
 
 # %%
 NETS05 = out_dir("05_degradation_problem") / "nets"
-ZERO_INIT = RECIPE["zero_init_residual"]       # lesson 05's (and the experiment's) residual init
-
-
-def initial_net(name):
-    """The net as lesson 05 initialises it: same seed, same residual init."""
-    mr.manual_seed(SEED)
-    zero = ZERO_INIT and name.startswith("resnet")
-    return mr.models.get_model(name, **({"zero_init_residual": True} if zero else {}))
-
-
-nets = {}
+nets, inits = {}, {}
 for name in (PLAIN, RESNET):
     if (NETS05 / f"{name}.npz").is_file():
         model, meta, path = net_from(NETS05, name)
+        inits[name] = meta["net"]                  # how lesson 05 initialised it
         print(f"{name}: loaded from lesson 05 ({path})")
     else:
-        model = initial_net(name)
+        model, inits[name] = build(name, SEED), name     # lesson 05's seed and init (He et al.)
         train(model, data.train, None, steps=STEPS, batch_size=fast_or_full(32, 128),
               lr=RECIPE["lr"], nesterov=RECIPE["nesterov"], weight_decay=RECIPE["weight_decay"],
-              warmup_frac=RECIPE["warmup_frac"], augment=False, seed=SEED, log_every=STEPS,
+              warmup_frac=RECIPE["warmup_frac"], augment=RECIPE["augment"] and not FAST,
+              crop_padding=RECIPE["input_size"] // 8, seed=SEED, log_every=STEPS,
               eval_every_epoch=False, label=name)
         model.eval()
-        save_weights(model, OUT / f"{name}.npz", meta={"model": name, "seed": SEED})
+        save_weights(model, OUT / f"{name}.npz", meta={"model": name, "seed": SEED,
+                                                       "init": "paper"})
         print(f"{name}: trained here ({STEPS} iterations)")
     nets[name] = model
     loss, acc = evaluate(model, probe)
@@ -111,9 +108,8 @@ for name in (PLAIN, RESNET):
 # ## 2. Filter-normalised directions
 #
 # A direction $d$ has one entry per weight. Drawn from a Gaussian as it is, it would
-# move the large filters of a net by a small fraction and the small ones by a lot —
-# and with batch norm after every convolution, a filter's *scale* does not even change
-# the function. So Li et al. rescale every *filter* of the direction (one output
+# move the large filters of a net by a small fraction and the small ones by a lot. So
+# Li et al. rescale every *filter* of the direction (one output
 # channel of a convolution: `d[o]` of shape (I, KH, KW); one row of the linear
 # layer) to the norm of the same filter of the trained weights:
 #
@@ -121,6 +117,16 @@ for name in (PLAIN, RESNET):
 #
 # Batch-norm scales and shifts and biases get a zero direction: they stay put. Here it
 # is in five lines, checked against the version the experiment uses.
+#
+# A caution that matters for everything below. It is often said that with batch norm
+# after every convolution a filter's *scale* does not change the function. That holds
+# when BN normalises with the statistics of the batch (training mode). The landscape is
+# evaluated in evaluation mode, with the running statistics fixed at the trained
+# weights' values (Li et al. do the same): there, scaling a filter by 2 doubles that
+# channel's output after BN, and over 56 layers such changes compound. Part of the
+# "walls" of a filter-normalised plot are stale statistics, not the loss of the
+# function the moved weights would compute with their own statistics. Section 3 shows
+# both.
 
 # %%
 def my_direction(model, rng):
@@ -161,7 +167,7 @@ def loss_at(model):
     return evaluate(model, probe, batch_size=500)[0]                # the mean loss
 
 
-slices, directions = {}, {}
+slices, batch_slices, directions = {}, {}, {}
 for name, model in nets.items():
     rng = np.random.default_rng([SEED, 7])
     directions[name] = (filter_normalised_direction(model, rng),
@@ -176,30 +182,44 @@ for name, model in nets.items():
         curves.append(values)
     mover.restore()
     slices[name] = curves
+    batch_stats = []                     # the same slice along d1, BN on batch statistics
+    for a in alphas:
+        mover.move((a, directions[name][0]))
+        batch_stats.append(batch_stat_loss(model, probe, 500, "cpu"))
+    mover.restore()
+    batch_slices[name] = batch_stats
     centre = loss_at(model)
     rises = [(c[0] + c[-1]) / 2 - centre for c in curves]
     tvs = [slice_tv_ratio(c) for c in curves]
-    print(f"{name}: loss {centre:.3f} at the trained weights; edge rise {np.mean(rises):.2f}; "
-          f"TV ratio {np.mean(tvs):.2f}")
+    print(f"{name}: loss {centre:.3f} at the trained weights; edge rise {np.mean(rises):.2f} "
+          f"with fixed BN statistics, {(batch_stats[0] + batch_stats[-1]) / 2 - batch_stats[len(alphas) // 2]:.2f} "
+          f"along d1 with batch statistics; TV ratio {np.mean(tvs):.2f}")
 
-fig = new_figure((6, 4))
+fig = new_figure((11, 4))
 if fig is not None:
-    ax = fig.subplots()
+    ax, ax2 = fig.subplots(1, 2, sharey=True)
     for i, (name, curves) in enumerate(slices.items()):
         for k, c in enumerate(curves):
             ax.plot(alphas, c, "-" if k == 0 else "--", color=f"C{i}", label=f"{name} d{k + 1}")
-    ax.set(xlabel="a (filter-normalised units)", ylabel="training loss (eval mode)",
-           yscale="log", title="1-D slices through the trained weights")
-    ax.legend(fontsize=8)
+        ax2.plot(alphas, batch_slices[name], "-", color=f"C{i}", label=f"{name} d1")
+    ax.set(xlabel="a (filter-normalised units)", ylabel="training loss", yscale="log",
+           title="eval mode: BN statistics fixed (Li et al.)")
+    ax2.set(xlabel="a (filter-normalised units)", title="BN on batch statistics")
+    for a_ in (ax, ax2):
+        a_.legend(fontsize=8)
 save_figure(fig, OUT / "slices.png")
 
 # %% [markdown]
 # ## 4. A small two-dimensional surface
 #
-# $L(a, b) = \mathrm{loss}(\theta + a\,d_1 + b\,d_2)$ on a grid. At every interior grid
-# point the finite-difference Hessian of $L(a, b)$ has two eigenvalues; where the
-# smaller one is clearly negative the surface curves down in some direction there
-# (`nonconvex_share` counts those points). A bowl gives 0.
+# $L(a, b) = \mathrm{loss}(\theta + a\,d_1 + b\,d_2)$ on a grid. At a point, the 2-D
+# Hessian of $L(a, b)$ has two eigenvalues; where the smaller one is clearly negative
+# the surface curves down in some direction there. The Hessian must be taken with a
+# step much *smaller* than the grid's: with the grid step itself (0.25 here) the
+# finite differences of a steep bowl are dominated by their truncation error, and
+# exp(8(a² + b²)) — convex everywhere — comes out "non-convex" on three quarters of
+# the grid. `nonconvex_share` takes each point's Hessian from 8 extra evaluations at
+# distance h = 0.01 (checked on such synthetic surfaces by the tests).
 
 # %%
 grid = np.linspace(-1, 1, fast_or_full(5, 9))
@@ -214,8 +234,16 @@ for name, model in nets.items():
             surface[i, j] = loss_at(model)
     mover.restore()
     surfaces[name] = surface
-    shares[name] = nonconvex_share(surface, grid[1] - grid[0])
-    print(f"{name}: non-convex share of the {len(grid)}x{len(grid)} grid {shares[name]:.2f}")
+
+    def loss_surface(a, b, model=model, mover=mover, d1=d1, d2=d2):
+        mover.move((a, d1), (b, d2))
+        return loss_at(model)
+
+    shares[name] = nonconvex_share(loss_surface, grid[::2], h=0.01, rel_noise=1e-6)
+    mover.restore()
+    coarse = grid_step_nonconvex_share(surface, grid[1] - grid[0])
+    print(f"{name}: non-convex share {shares[name]:.2f} on {len(grid[::2])}x{len(grid[::2])} points "
+          f"(small-step Hessian); the grid-step Hessian would say {coarse:.2f}")
     assert surface[len(grid) // 2, len(grid) // 2] == slices[name][0][len(alphas) // 2]
 
 fig = new_figure((9, 4))
@@ -242,7 +270,7 @@ save_figure(fig, OUT / "surfaces.png")
 line = np.linspace(0, 1, fast_or_full(5, 11))
 paths = {}
 for name, model in nets.items():
-    initial = initial_net(name)
+    initial = build(inits[name], SEED)           # the same seed and init as the trained net
     mover = Mover(model)
     theta0 = dict(initial.named_parameters())
     delta = {k: mover.theta[k].astype(np.float64) - theta0[k].data for k in mover.theta}
@@ -274,13 +302,17 @@ save_figure(fig, OUT / "interpolation.png")
 # net reuses features across many blocks, and deleting one block changes little
 # (lesson 11's lesion). We measure, for every block, $\lVert F(x) \rVert / \lVert x
 # \rVert$ and the cosine between the block's input and output, on test images, at
-# initialisation and trained. For the plain net, $F$ is the whole block.
+# initialisation and trained. For the plain net, $F$ is the whole block. At
+# initialisation, batch norm is first calibrated on 256 training images: with the
+# running statistics an untrained net starts with (mean 0, variance 1), BN in
+# evaluation mode would not normalise, and the ratio would measure that instead.
 
 # %%
 x_test, _ = next(iter(mr.data.DataLoader(data.test.images, data.test.labels, batch_size=128)))
+x_calib, _ = next(iter(mr.data.DataLoader(data.train.images, data.train.labels, batch_size=256)))
 reuse = {}
 for name, model in nets.items():
-    at_init = block_statistics(initial_net(name), x_test)
+    at_init = block_statistics(initial_net(inits[name], SEED, x_calib), x_test)
     trained = block_statistics(model, x_test)
     reuse[name] = (at_init, trained)
     for when, rows in (("init", at_init), ("trained", trained)):
@@ -305,15 +337,18 @@ save_figure(fig, OUT / "feature_reuse.png")
 # ## 7. What this run shows
 #
 # The sentence below is computed from the numbers above. Li et al.'s finding would
-# read: the plain net's surface has the larger non-convex share and the bumpier,
-# sharper slices. A coarse grid on a few hundred images is a rough instrument; read the
-# figures, not only the sentence.
+# read: the plain net's surface has more non-convex points (and, in their measure, a
+# larger |λmin/λmax| of the full Hessian — `python -m minires.experiments
+# loss-landscape` computes that too). One pair of random directions through one point,
+# a handful of grid points, one seed: a difference of a point or two says nothing.
 
 # %%
-rougher = shares[PLAIN] > shares[RESNET]
-print(f"In this run the {PLAIN} surface is {'ROUGHER' if rougher else 'NOT rougher'} than "
-      f"{RESNET}'s: non-convex share {shares[PLAIN]:.2f} vs {shares[RESNET]:.2f} on a "
-      f"{len(grid)}x{len(grid)} grid.")
+n_points = len(grid[::2]) ** 2
+gap = (shares[PLAIN] - shares[RESNET]) * n_points
+verdict_word = (f"{PLAIN} has MORE" if gap >= 3 else f"{PLAIN} has FEWER" if gap <= -3
+                else "no clear difference (2 points or fewer)")
+print(f"Non-convex points in this run, {PLAIN} vs {RESNET}: {shares[PLAIN]:.2f} vs "
+      f"{shares[RESNET]:.2f} of {n_points} points -> {verdict_word}.")
 if FAST:
     print("(fast mode: tiny synthetic data and shallow nets; the numbers check the code)")
 
@@ -327,8 +362,10 @@ if FAST:
 # 3. Run the experiment on the degradation run's nets, with a finer grid:
 #    `python -m minires.experiments loss-landscape --from runs/experiments/degradation
 #    --grid 21`.
-# 4. Compare `resnet56` trained with and without `zero_init_residual=True` (lesson 05):
-#    how do their ||F(x)||/||x|| differ at initialisation and after training?
+# 4. Compare `resnet56` and `resnet56-zero` from the experiment's `--ablation` run
+#    (`python -m minires.experiments feature-reuse --from RUN --models
+#    resnet56,resnet56-zero`): how do their ||F(x)||/||x|| differ at initialisation and
+#    after training?
 
 # %%
 print("lesson 12 done: filter normalisation is asserted against the library; the landscape, "

@@ -106,14 +106,15 @@ def load_data(n_train=None, n_test=None, fast_train=256, fast_test=128, fast_siz
                            folder=data.folder)
 
 
-def load_degradation_data(n_train, n_test=1000, fast_train=256, fast_test=128):
+def load_degradation_data(n_train, n_test=1000, size=8, fast_train=256, fast_test=128):
     """The laptop setting of ``python -m minires.experiments degradation``: a fixed
-    class-balanced subset of ``n_train`` CIFAR-10 training images and the first ``n_test``
-    test images, all average-pooled to 16x16 -- or, in fast mode, synthetic 8x8 images."""
+    class-balanced subset of ``n_train`` CIFAR-10 training images (all 50,000 by default)
+    and the first ``n_test`` test images, all average-pooled to ``size`` x ``size`` -- or,
+    in fast mode, synthetic 8x8 images."""
     import minires as mr
     from minires.experiments.common import balanced_subset, pool_split
     if FAST:
         return synthetic_cifar(fast_train, fast_test, 8)
     full = load_data()
-    return mr.data.CIFAR10(train=pool_split(balanced_subset(full.train, n_train), 16),
-                           test=pool_split(full.test.take(n_test), 16), folder=full.folder)
+    return mr.data.CIFAR10(train=pool_split(balanced_subset(full.train, n_train), size),
+                           test=pool_split(full.test.take(n_test), size), folder=full.folder)
