@@ -5,8 +5,11 @@
     x = mr.tensor([[1.0, 2.0]], requires_grad=True)
     y = F.relu(x @ w).sum(); y.backward(); x.grad
 
-Importing minires changes nothing outside it; ``mr.use_speed_settings()`` is the one
-explicit call that sets threads and memory for speed (the command lines make it).
+Importing minires changes nothing outside it. ``fit``, ``evaluate``, ``inspect.gradient_flow``
+and the experiments apply the speed settings for the duration of the call
+(``with mr.speed_settings(): ...`` does the same for a block of your own);
+``mr.use_speed_settings()`` sets threads and memory for the whole process (the command
+lines make it).
 
 Subpackages with heavier imports (nn, models, optim, data, inspect, checkpoint,
 train, experiments) load on first use: ``mr.nn`` imports ``minires.nn``.
@@ -17,7 +20,7 @@ from . import functional
 from .autograd import Function, enable_grad, is_grad_enabled, no_grad
 from .backend import get_array_module, gpu_available, manual_seed
 from .gradcheck import GradcheckError, gradcheck
-from .speed import set_num_threads, use_speed_settings
+from .speed import set_num_threads, speed_settings, use_speed_settings
 from .tensor import Tensor, from_numpy, ones, randn, tensor, zeros
 
 __version__ = "0.1.0"
@@ -34,4 +37,4 @@ def __getattr__(name):
 
 __all__ = ["Tensor", "tensor", "zeros", "ones", "randn", "from_numpy", "Function", "no_grad",
            "enable_grad", "is_grad_enabled", "functional", "gradcheck", "GradcheckError", "get_array_module", "gpu_available",
-           "manual_seed", "set_num_threads", "use_speed_settings", "__version__", *_LAZY]
+           "manual_seed", "set_num_threads", "speed_settings", "use_speed_settings", "__version__", *_LAZY]
