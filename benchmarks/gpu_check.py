@@ -88,7 +88,7 @@ def say(text):
 # the test files that exercise the GPU paths (the others' GPU variants add little)
 GPU_TEST_FILES = ["tests/test_cuda_kernels.py", "tests/test_conv.py", "tests/test_norm.py",
                   "tests/test_loss.py", "tests/test_activation.py", "tests/test_backend.py",
-                  "tests/test_blocks.py"]
+                  "tests/test_blocks.py", "tests/test_kernel_compile.py"]
 
 
 def _has_plugin(module):

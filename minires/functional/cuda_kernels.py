@@ -113,24 +113,67 @@ ELEMENTWISE = {
         "T x, T mean, T scale, T shift",
         "T y",
         "y = (x - mean) * scale + shift;"),
-    # batch norm, per channel (C threads): biased variance, 1/sigma and the running statistics,
-    # updated in place as PyTorch does (running_var gets the unbiased variance):
-    #   rm = (1 - m) rm + m mean,   rv = (1 - m) rv + m var M / (M - 1)
-    "bn_stats_update": (
-        "T mean, T sq, T count, T eps, R keep, R m_mean, R m_var",
-        "T var, T invstd, R rm, R rv",
+    # The per-channel kernels below run one thread per channel (i = c) and finish the sums
+    # the reductions left per (image, channel): ``raw`` (N, C) partial sums, added over the N
+    # images in order -- what a second .sum(axis=0) launch would do, here for free.
+    # batch norm, training: the batch mean of each channel from its (N, C) partial sums.
+    "bn_mean": (
+        "raw T partial, int32 N, int32 C, T count",
+        "T mean",
         """
-        var = sq / count;
-        invstd = (T)1 / sqrt(var + eps);
-        rm = rm * keep + m_mean * (R)mean;
-        rv = rv * keep + m_var * (R)var;
+        T total = 0;
+        for (int n = 0; n < N; ++n) total += partial[(ptrdiff_t)n * C + i];
+        mean = total / count;
         """),
+    # batch norm, training: from the (N, C) partial sums of squared deviations, the biased
+    # variance, 1/sigma, the factors bn_apply uses (scale = w / sigma, shift = b; w = 1 and
+    # b = 0 without them: ``raw`` so that a stand-in array can be passed, never read) and, when
+    # update, the running statistics in place as PyTorch does (rv gets the unbiased variance):
+    #   rm = (1 - m) rm + m mean,   rv = (1 - m) rv + m var M / (M - 1)
     "bn_stats": (
-        "T mean, T sq, T count, T eps",
-        "T var, T invstd",
+        ("raw T partial_sq, int32 N, int32 C, T count, T eps, raw T weight, raw T bias, "
+         "int32 affine_w, int32 affine_b, int32 update, R keep, R m_mean, R m_var, T mean"),
+        "T invstd, T scale, T shift, R rm, R rv",
         """
-        var = sq / count;
+        T sq = 0;
+        for (int n = 0; n < N; ++n) sq += partial_sq[(ptrdiff_t)n * C + i];
+        const T var = sq / count;
         invstd = (T)1 / sqrt(var + eps);
+        scale = affine_w ? invstd * weight[i] : invstd;
+        shift = affine_b ? bias[i] : (T)0;
+        if (update) {
+            rm = rm * keep + m_mean * (R)mean;
+            rv = rv * keep + m_var * (R)var;
+        }
+        """),
+    # batch norm, eval: the running statistics give mean, 1/sigma and bn_apply's factors.
+    "bn_eval_stats": (
+        "R rm, R rv, T eps, raw T weight, raw T bias, int32 affine_w, int32 affine_b",
+        "T mean, T invstd, T scale, T shift",
+        """
+        mean = (T)rm;
+        invstd = (T)1 / sqrt((T)rv + eps);
+        scale = affine_w ? invstd * weight[i] : invstd;
+        shift = affine_b ? bias[i] : (T)0;
+        """),
+    # batch norm backward, training, per channel: the (N, C) partial sums of gy and of
+    # gy * (x - mu) finished over N, giving db = sum(gy), dw = sum(gy * x_hat) and the three
+    # per-channel factors of bn_backward_x.
+    "bn_backward_stats": (
+        ("raw T partial_gy, raw T partial_gy_xc, int32 N, int32 C, T count, T invstd, "
+         "raw T weight, int32 affine_w"),
+        "T sum_gy, T sum_gy_xhat, T scale, T mean_gy, T mean_gy_xhat",
+        """
+        T s = 0, sx = 0;
+        for (int n = 0; n < N; ++n) {
+            s += partial_gy[(ptrdiff_t)n * C + i];
+            sx += partial_gy_xc[(ptrdiff_t)n * C + i];
+        }
+        sum_gy = s;
+        sum_gy_xhat = sx * invstd;
+        scale = affine_w ? invstd * weight[i] : invstd;
+        mean_gy = s / count;
+        mean_gy_xhat = sum_gy_xhat / count;
         """),
     # batch norm backward, training mode (the formula in norm.py):
     #   dx = (w / sigma) * (gy - mean(gy) - x_hat * mean(gy * x_hat)),  x_hat = (x - mu) / sigma
@@ -164,13 +207,41 @@ ELEMENTWISE = {
         if (k == target[row]) p_minus_q -= hit;
         g = p_minus_q * (gy[per_row ? row : 0] * inv_n);
         """),
+    # SGD with momentum (optim/sgd.py, PyTorch's formulation), in place on the parameter p and
+    # its momentum buffer, one pass instead of 6-8 launches per parameter:
+    #   g = grad + wd * p;  buf = g (first step) or momentum * buf + damp * g (damp = 1 - dampening)
+    #   d = g + momentum * buf (nesterov) or buf;  p -= lr * d
+    # Each product and sum is rounded as the CPU rounds it (compiled with --fmad=false, no fused
+    # multiply-add), in the CPU's order, so from the same gradients the weights are bit-identical.
+    "sgd_momentum": (
+        "T grad, T lr, T wd, T momentum, T damp, int32 first, int32 nesterov",
+        "T p, T buf",
+        """
+        const T g = wd != (T)0 ? p * wd + grad : grad;
+        if (first) buf = g;
+        else buf = damp != (T)1 ? buf * momentum + damp * g : buf * momentum + g;
+        const T d = nesterov ? g + momentum * buf : buf;
+        p = p - lr * d;
+        """),
+    # SGD without momentum: p -= lr * (grad + wd * p).
+    "sgd": (
+        "T grad, T lr, T wd",
+        "T p",
+        """
+        const T g = wd != (T)0 ? p * wd + grad : grad;
+        p = p - lr * g;
+        """),
 }
+
+# Compiler options per kernel (cupy.ElementwiseKernel's ``options``); the others have none.
+OPTIONS = {"sgd_momentum": ("--fmad=false",), "sgd": ("--fmad=false",)}
 
 # name -> (in_params, out_params, map_expr, reduce_expr, post_map_expr, identity):
 # cupy.ReductionKernel's arguments. Both are per-channel sums, called on (N, C, L) arrays
-# with the per-channel mean as (1, C, 1) (broadcast), reduced over L (axis 2) here and over N
-# by a plain .sum(axis=0) after: two reductions with many outputs each keep the GPU busy,
-# where one reduction to C outputs runs only a few thread blocks.
+# with the per-channel mean as (1, C, 1) (broadcast), reduced over L (axis 2) into (N, C)
+# partial sums, which a per-channel kernel then adds over N (bn_stats, bn_backward_stats):
+# a reduction with N*C outputs keeps the GPU busy, where one reduction to C outputs runs only
+# a few thread blocks.
 REDUCTION = {
     # sum of squared deviations from the mean (the variance, times M), without a temporary
     "bn_sq_dev": ("T x, T mean", "T total", "(x - mean) * (x - mean)", "a + b", "total = a", "0"),
@@ -186,13 +257,17 @@ def _kernel(name):
     """The kernel called ``name``, built on first use and cached in ``_KERNELS``."""
     kernel = _KERNELS.get(name)
     if kernel is None:
-        cp = get_cupy()
-        if name in ELEMENTWISE:
-            kernel = cp.ElementwiseKernel(*ELEMENTWISE[name], name=f"minires_{name}")
-        else:
-            kernel = cp.ReductionKernel(*REDUCTION[name], name=f"minires_{name}")
-        _KERNELS[name] = kernel
+        kernel = _KERNELS[name] = make_kernel(get_cupy(), name)
     return kernel
+
+
+def make_kernel(cp, name):
+    """The CuPy kernel object for ``name`` (``cp``: the cupy module). Nothing is compiled until
+    it is called; tests/test_kernel_compile.py generates and compiles its source without a GPU."""
+    if name in ELEMENTWISE:
+        return cp.ElementwiseKernel(*ELEMENTWISE[name], name=f"minires_{name}",
+                                    options=OPTIONS.get(name, ()))
+    return cp.ReductionKernel(*REDUCTION[name], name=f"minires_{name}")
 
 
 def built_kernels():
@@ -284,13 +359,14 @@ def col2im_batch(cols, x_shape, kernel_size, stride=1, padding=0, dilation=1):
 
 
 # --- batch norm -----------------------------------------------------------------------------------
-def _channel_sum(a3):
-    """Per-channel sum of an (N, C, L) array: over L, then over N (see REDUCTION)."""
-    return a3.sum(axis=2).sum(axis=0)                                   # (C,)
-
-
 def _as_channel(v):
     return v.reshape(1, -1, 1)                                          # (C,) -> (1, C, 1)
+
+
+def _optional(v, xp, dtype):
+    """(array, flag) for a kernel's optional ``raw`` per-channel argument: (v, 1), or when v
+    is None a one-element stand-in of the dtype (never read) and 0."""
+    return (xp.empty(1, dtype=dtype), 0) if v is None else (v, 1)
 
 
 def batch_norm_forward(x, weight, bias, running_mean, running_var, training, momentum, eps):
@@ -299,29 +375,31 @@ def batch_norm_forward(x, weight, bias, running_mean, running_var, training, mom
     training: mean and biased variance of the batch, per channel; running_mean/var (when
     not None) updated in place. Otherwise the running statistics normalise.
     Portable: about 8 passes over x (mean, subtract, einsum, scale, shift) plus ~10 tiny
-    per-channel ops. Here: the mean and the squared deviations (two reductions that read
-    x), one kernel for every per-channel number (variance, 1/sigma, running statistics),
-    and one pass that writes y.
+    per-channel ops. Here, training: 5 launches -- the per-(image, channel) sums of x and
+    of the squared deviations (two reductions that read x), one kernel that finishes the
+    mean, one that finishes the variance and makes every per-channel number (1/sigma,
+    scale, shift, running statistics), and one pass that writes y. Eval: 2 launches.
     """
     xp = get_array_module(x)
     N, C = x.shape[:2]
     M = x.size // C
     x3 = xp.ascontiguousarray(x).reshape(N, C, -1)                      # (N, C, L), L = H*W
+    mean, invstd, scale, shift = (xp.empty(C, dtype=x.dtype) for _ in range(4))
+    w, affine_w = _optional(weight, xp, x.dtype)
+    b, affine_b = _optional(bias, xp, x.dtype)
     if training:
-        mean = _channel_sum(x3) / M                                     # (C,)
-        sq = _kernel("bn_sq_dev")(x3, _as_channel(mean), axis=2).sum(axis=0)   # (C,)
-        var, invstd = xp.empty_like(mean), xp.empty_like(mean)
-        if running_mean is not None:
-            m = float(momentum)
-            _kernel("bn_stats_update")(mean, sq, float(M), float(eps), 1.0 - m, m,
-                                       m * M / (M - 1), var, invstd, running_mean, running_var)
-        else:
-            _kernel("bn_stats")(mean, sq, float(M), float(eps), var, invstd)
+        _kernel("bn_mean")(x3.sum(axis=2), N, C, float(M), mean)        # (N, C) sums -> (C,)
+        partial_sq = _kernel("bn_sq_dev")(x3, _as_channel(mean), axis=2)   # (N, C)
+        update = running_mean is not None
+        rm = running_mean if update else xp.empty(C, dtype=x.dtype)     # stand-ins: not written
+        rv = running_var if update else xp.empty(C, dtype=x.dtype)
+        m = float(momentum)
+        _kernel("bn_stats")(partial_sq, N, C, float(M), float(eps), w, b, affine_w, affine_b,
+                            int(update), 1.0 - m, m, m * M / (M - 1), mean,
+                            invstd, scale, shift, rm, rv)
     else:
-        mean = running_mean.astype(x.dtype, copy=False)
-        invstd = 1 / xp.sqrt(running_var.astype(x.dtype, copy=False) + eps)
-    scale = invstd if weight is None else invstd * weight               # (C,) w / sigma
-    shift = xp.zeros_like(mean) if bias is None else bias
+        _kernel("bn_eval_stats")(running_mean, running_var, float(eps), w, b, affine_w, affine_b,
+                                 mean, invstd, scale, shift)
     y3 = _kernel("bn_apply")(x3, _as_channel(mean), _as_channel(scale), _as_channel(shift))
     return y3.reshape(x.shape), mean, invstd
 
@@ -330,8 +408,10 @@ def batch_norm_backward(gy, x, mean, invstd, weight, training, needs_input_grad)
     """norm.BatchNorm.backward on the GPU: returns (dx, dw, db) (None where not needed).
 
     Same closed form (see norm.py). Portable: ~9 passes over activation-sized arrays
-    (x_hat recomputed into a temporary, einsum, four in-place updates of dx). Here: two
-    reductions (sum gy; sum gy * (x - mu)) and one kernel that writes dx from gy and x.
+    (x_hat recomputed into a temporary, einsum, four in-place updates of dx). Here, training:
+    4 launches -- the per-(image, channel) sums of gy and of gy * (x - mu) (two reductions),
+    one kernel that finishes them and makes db, dw and dx's per-channel factors, and one
+    that writes dx from gy and x. Eval mode without dw, db: dx = gy * w / sigma, 2 launches.
     """
     xp = get_array_module(gy)
     need_x, need_w, need_b = needs_input_grad
@@ -339,18 +419,23 @@ def batch_norm_backward(gy, x, mean, invstd, weight, training, needs_input_grad)
     M = x.size // C
     gy3 = xp.ascontiguousarray(gy).reshape(N, C, -1)                    # (N, C, L)
     x3 = xp.ascontiguousarray(x).reshape(N, C, -1)                      # (N, C, L)
-    scale = invstd if weight is None else invstd * weight               # (C,) w / sigma
-    sum_gy = _channel_sum(gy3) if (need_b or need_x) else None          # (C,)
-    sum_gy_xhat = None
-    if need_w or (need_x and training):
-        sum_gy_xc = _kernel("bn_sum_gy_xc")(gy3, x3, _as_channel(mean), axis=2).sum(axis=0)
-        sum_gy_xhat = sum_gy_xc * invstd                                # (C,) sum(gy * x_hat)
+    sum_gy = sum_gy_xhat = None
+    if training or need_w or need_b:
+        sum_gy, sum_gy_xhat, scale, mean_gy, mean_gy_xhat = (xp.empty_like(invstd)
+                                                             for _ in range(5))
+        w, affine_w = _optional(weight, xp, invstd.dtype)
+        partial_gy_xc = _kernel("bn_sum_gy_xc")(gy3, x3, _as_channel(mean), axis=2)  # (N, C)
+        _kernel("bn_backward_stats")(gy3.sum(axis=2), partial_gy_xc, N, C, float(M), invstd,
+                                     w, affine_w, sum_gy, sum_gy_xhat, scale, mean_gy,
+                                     mean_gy_xhat)
+    else:
+        scale = invstd if weight is None else invstd * weight           # (C,) w / sigma
     gx = None
     if need_x:
         if training:
             gx = _kernel("bn_backward_x")(gy3, x3, _as_channel(mean), _as_channel(invstd),
-                                          _as_channel(scale), _as_channel(sum_gy / M),
-                                          _as_channel(sum_gy_xhat / M))
+                                          _as_channel(scale), _as_channel(mean_gy),
+                                          _as_channel(mean_gy_xhat))
         else:
             gx = gy3 * _as_channel(scale)
         gx = gx.reshape(x.shape)
@@ -396,6 +481,23 @@ def cross_entropy_backward(logp, target, gy, label_smoothing=0.0, reduction="mea
     return g
 
 
-__all__ = ["ELEMENTWISE", "REDUCTION", "batch_norm_backward", "batch_norm_forward", "built_kernels",
-           "col2im", "col2im_batch", "cross_entropy_backward", "im2col", "im2col_batch",
-           "relu_backward", "relu_forward"]
+# --- SGD ------------------------------------------------------------------------------------------
+def sgd_update(p, grad, buf, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
+               first=False):
+    """optim.SGD's update of one parameter on the GPU, in place, in one launch: ``p`` and, with
+    momentum, its buffer ``buf`` (``first``: the buffer is new, it takes the gradient).
+
+    The portable update is 6 to 8 launches per parameter (the weight decay term, the momentum
+    buffer, the Nesterov term, the step) -- for a ResNet-20, 400 launches of a few
+    microseconds each on arrays of a few thousand numbers. Rounded as the CPU rounds it.
+    """
+    if buf is None:
+        _kernel("sgd")(grad, float(lr), float(weight_decay), p)
+    else:
+        _kernel("sgd_momentum")(grad, float(lr), float(weight_decay), float(momentum),
+                                1.0 - float(dampening), int(first), int(nesterov), p, buf)
+
+
+__all__ = ["ELEMENTWISE", "OPTIONS", "REDUCTION", "batch_norm_backward", "batch_norm_forward",
+           "built_kernels", "col2im", "col2im_batch", "cross_entropy_backward", "im2col",
+           "im2col_batch", "make_kernel", "relu_backward", "relu_forward", "sgd_update"]

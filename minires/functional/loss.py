@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd import Function, is_tensor
-from ..backend import get_array_module
+from ..backend import get_array_module, is_cupy_array, to_numpy
 from . import cuda_kernels
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -68,15 +68,21 @@ class CrossEntropy(Function):
     With label smoothing eps the target distribution is q = (1 - eps) onehot(t) + eps / C,
     the loss per example is -sum_c q_c log p_c, and its gradient is simply
     d loss / d logits = p - q (p = softmax(logits)). keeps: log p (N, C) and q's labels.
+
+    target: the labels, on the logits' device or on the host (NumPy: copied to the device
+    after the checks). label_range: (smallest, largest) label when the caller read them on the
+    host already (``cross_entropy`` does); otherwise forward reads them from ``target`` -- for
+    labels on a GPU, one device-to-host copy that waits for the GPU.
     """
 
-    def __init__(self, target, label_smoothing=0.0, reduction="mean"):
+    def __init__(self, target, label_smoothing=0.0, reduction="mean", label_range=None):
         super().__init__()
         if reduction not in REDUCTIONS:
             raise ValueError(f"cross_entropy: unknown reduction {reduction!r}; expected one of {REDUCTIONS}")
         if not 0.0 <= label_smoothing <= 1.0:
             raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
         self.target, self.eps, self.reduction = target, label_smoothing, reduction
+        self.label_range = label_range
 
     def forward(self, logits):
         xp = get_array_module(logits)
@@ -89,9 +95,12 @@ class CrossEntropy(Function):
                              f"{logits.shape}, got {target.shape}")
         if not np.issubdtype(target.dtype, np.integer):
             raise TypeError(f"cross_entropy: target must hold integer class indices, got dtype {target.dtype}")
-        if N and (int(target.min()) < 0 or int(target.max()) >= C):
-            raise ValueError(f"cross_entropy: target labels must lie in [0, {C}), "
-                             f"got values from {int(target.min())} to {int(target.max())}")
+        if N:
+            lo, hi = self.label_range if self.label_range is not None else _label_range(target)
+            if lo < 0 or hi >= C:
+                raise ValueError(f"cross_entropy: target labels must lie in [0, {C}), "
+                                 f"got values from {lo} to {hi}")
+        target = xp.asarray(target)                   # host labels go to the device once checked
         logp = _log_softmax(logits, axis=1)                       # (N, C)
         rows = xp.arange(N)
         nll = -logp[rows, target]                                  # (N,)
@@ -120,6 +129,15 @@ class CrossEntropy(Function):
         else:
             g *= gy[:, None]
         return (g,)
+
+
+def _label_range(target):
+    """(smallest, largest) label as Python ints: on the host for NumPy labels; for labels on a
+    GPU both come back in one copy (one wait for the GPU, not two)."""
+    if is_cupy_array(target):
+        lo, hi = to_numpy(get_array_module(target).stack((target.min(), target.max())))
+        return int(lo), int(hi)
+    return int(target.min()), int(target.max())
 
 
 def _one_axis(op, axis, dim):
@@ -158,6 +176,18 @@ def cross_entropy(logits, target, label_smoothing=0.0, reduction="mean"):
 
     ``logits`` (N, C); ``target`` N class indices in [0, C): an integer tensor
     (``mr.tensor(labels)`` keeps int64), a NumPy/CuPy array or a list.
+
+    Labels given on the host are checked there (the range [0, C)) before they are copied to
+    the logits' device, so a step on a GPU does not wait for the check; labels already on the
+    GPU are checked there, at the cost of one wait.
     """
-    target = get_array_module(logits.data).asarray(target.data if is_tensor(target) else target)
-    return CrossEntropy(target, label_smoothing, reduction)(logits)
+    target = target.data if is_tensor(target) else target
+    label_range = None
+    if not is_cupy_array(target):
+        target = np.asarray(target)
+        if target.ndim == 1 and target.size and np.issubdtype(target.dtype, np.integer):
+            label_range = int(target.min()), int(target.max())
+    elif get_array_module(logits.data) is np:
+        raise TypeError("cross_entropy: the target is on the GPU (CuPy) but the logits are on "
+                        "the CPU; move them to one device")
+    return CrossEntropy(target, label_smoothing, reduction, label_range)(logits)

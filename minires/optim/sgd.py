@@ -11,10 +11,15 @@ parameter p with gradient grad, per step:
 
 Everything happens in place on ``p.data`` and the momentum buffer, in the parameter's
 dtype (Python-float settings never upcast a float32 array), with at most two
-temporary arrays per parameter.
+temporary arrays per parameter. On a GPU (CuPy) the same update is one fused kernel per
+parameter (``cuda_kernels.sgd_update``), rounded as here.
 """
 from __future__ import annotations
 
+import numpy as np
+
+from ..backend import get_array_module
+from ..functional import cuda_kernels
 from .optimizer import Optimizer
 
 
@@ -39,6 +44,14 @@ class SGD(Optimizer):
     def _update(self, p, grad, state, group):
         lr, momentum = float(group["lr"]), float(group["momentum"])
         dampening, wd = float(group["dampening"]), float(group["weight_decay"])
+        if get_array_module(p.data) is not np:   # CuPy: the whole update in one kernel
+            buf, first = state.get("momentum_buffer"), False
+            if momentum and buf is None:
+                buf = state["momentum_buffer"] = get_array_module(p.data).empty_like(p.data)
+                first = True
+            cuda_kernels.sgd_update(p.data, grad, buf if momentum else None, lr, momentum,
+                                    dampening, wd, bool(group["nesterov"]), first)
+            return
         owned = False                      # True when g is a temporary we may overwrite
         g = grad
         if wd:
