@@ -267,6 +267,20 @@ else:
 # The deep network then computes exactly the same function. So a deep plain network
 # with the shallow one's training loss *exists*; if SGD ends higher, the problem is
 # finding it — optimisation — not capacity.
+#
+# He et al. read this as "deeper networks had difficulty learning identity mappings".
+# Is the cure then the shortcut, or only *starting* near the identity? Later work
+# separates the two. DiracNets (Zagoruyko & Komodakis 2017) write each convolution as
+# the identity plus a learned kernel and train deep nets with no shortcuts to near
+# ResNet accuracy; Xiao et al. (2018) train 10,000-layer plain CNNs, without batch norm
+# or shortcuts, from a "delta-orthogonal" initialisation (an orthogonal matrix at the
+# kernel centre). On the residual side, Goyal et al. (2017) start each branch at zero
+# (the last batch-norm scale set to 0), Fixup (Zhang et al. 2019) trains deep residual
+# nets without normalisation by zero-initialising each branch's last layer and
+# rescaling the others, and SkipInit (De & Smith 2020) multiplies each branch by a
+# learned scalar that starts at 0. `python -m minires.experiments degradation
+# --ablation` trains plain nets that start as the identity and residual nets whose
+# branches start at zero beside He et al.'s, and prints which comparison shows what.
 
 # %%
 def make_identity(block):

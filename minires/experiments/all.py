@@ -43,12 +43,19 @@ def steps(args, out):
     deg_argv = [*common] + (["--seeds", args.seeds] if args.seeds else []) \
         + (["--ablation"] if args.ablation else [])
     deep = "14" if small else "56"
+    shallow = "8" if small else "20"
+    # with --ablation the measurements of the untrained-vs-trained nets take both inits
+    reuse = ["--models", f"plain{deep},plain{deep}-dirac,resnet{deep},resnet{deep}-zero"] \
+        if args.ablation else []
+    responses = ["--models", ",".join(f"{f}{d}{i}" for f, i in (("plain", ""), ("resnet", ""),
+                                                                 ("resnet", "-zero"))
+                                      for d in (shallow, deep))] if args.ablation else []
     return [
         ("degradation", deg_argv),
         ("loss-landscape", [*common, "--from", deg]),
-        ("feature-reuse", [*common, "--from", deg]),
+        ("feature-reuse", [*common, "--from", deg, *reuse]),
         ("lesion", [*common, "--from", deg, "--depth", deep]),
-        ("layer-responses", [*common, "--from", deg]),
+        ("layer-responses", [*common, "--from", deg, *responses]),
         ("path-lengths", [*common, "--from", deg, "--model", f"resnet{deep}"]),
         ("gradient-at-init", [*common]),
     ]
