@@ -616,8 +616,8 @@ def test_an_untrained_net_is_measured_with_calibrated_batch_norm():
         h.remove()
     assert len(outs) == 7
     for name, o in outs.items():
-        np.testing.assert_allclose(o.mean(axis=(0, 2, 3)), 0, atol=5e-3, err_msg=name)
-        np.testing.assert_allclose(o.var(axis=(0, 2, 3)), 1, rtol=2e-2, err_msg=name)
+        np.testing.assert_allclose(o.mean(axis=(0, 2, 3)), 0, atol=2e-2, err_msg=name)
+        np.testing.assert_allclose(o.var(axis=(0, 2, 3)), 1, rtol=5e-2, err_msg=name)
     # without calibration the same eval-mode pass does not normalise (the artefact)
     from minires.experiments.common import build
     raw = build("plain8", seed=3).eval()
