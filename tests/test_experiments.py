@@ -16,8 +16,8 @@ from minires.experiments.degradation import format_verdict, verdict
 from minires.experiments.feature_reuse import block_statistics
 from minires.experiments.gradient_at_init import pearson_rows
 from minires.experiments.lesion import plain_lesions, residual_lesions
-from minires.experiments.loss_landscape import (Mover, filter_normalised_direction,
-                                                nonconvex_share, slice_tv_ratio)
+from minires.experiments.curvature import nonconvex_share
+from minires.experiments.loss_landscape import Mover, filter_normalised_direction, slice_tv_ratio
 from minires.experiments.path_lengths import PathSelector, summarise
 
 

@@ -1,6 +1,6 @@
 """The loss landscape's non-convexity measures on cases whose answer is known.
 
-Two measures (minires.experiments.loss_landscape):
+Two measures (minires.experiments.curvature, used by loss_landscape):
 - ``nonconvex_share``: the small-step curvature of a 2-D surface f(a, b), here on synthetic
   surfaces -- steep convex ones must give 0, saddles the analytic share;
 - ``hessian_extremes`` / ``model_hessian_extremes``: Li et al.'s lambda_min / lambda_max of
@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 
 import minires as mr
-from minires.experiments import loss_landscape as ll
+from minires.experiments import curvature as ll
 from minires.experiments.__main__ import main
 from minires.experiments.common import loader, synthetic_split
-from minires.experiments.loss_landscape import (FlatParameters, curvature_map,
-                                                grid_step_nonconvex_share, hessian_extremes,
-                                                lanczos_extremes, loss_and_gradient,
-                                                model_hessian_extremes, nonconvex_points,
-                                                nonconvex_share)
+from minires.experiments.curvature import (FlatParameters, curvature_map,
+                                          grid_step_nonconvex_share, hessian_extremes,
+                                          lanczos_extremes, loss_and_gradient,
+                                          model_hessian_extremes, nonconvex_points,
+                                          nonconvex_share)
 
 GRID = np.linspace(-1, 1, 11)           # the landscape's default grid over [-1, 1]^2
 H = 0.01                                # its default curvature step (span / 100)

@@ -54,12 +54,11 @@ from minires.experiments.common import (balanced_subset, build, initial_net, net
 from minires.train import evaluate
 from minires.experiments.degradation import PRESETS
 from minires.experiments.feature_reuse import block_statistics
+from minires.experiments.curvature import grid_step_nonconvex_share, nonconvex_share
 from minires.experiments.loss_landscape import (
     Mover,
     batch_stat_loss,
     filter_normalised_direction,
-    grid_step_nonconvex_share,
-    nonconvex_share,
     slice_tv_ratio,
 )
 
