@@ -416,7 +416,7 @@ def format_verdict(v) -> str:
     for family, r in v.items():
         lines.append(f"{'plain nets' if family == 'plain' else 'residual nets'}: training error "
                      f"{r['b']} {r['mean_b']:.4f}, {r['a']} {r['mean_a']:.4f}; gap "
-                     f"{_stat(r)}; claim '{r['claim']}': {r['verdict'].upper()}")
+                     f"{_stat(r)}; claim '{r['claim']}': {_loud(r['verdict'])}")
     return "\n".join(lines)
 
 
