@@ -11,8 +11,9 @@ Read it once; the lessons then say ``from lesson_utils import ...`` and get on w
 * ``out_dir(lesson)``: where a lesson writes figures and run folders --
   ``$MINIRES_TUTORIAL_OUT/<lesson>`` when that variable is set (the tests point it at a
   temporary folder), else ``tutorials/out/<lesson>`` (git-ignored).
-* ``new_figure`` / ``save_figure``: matplotlib is optional. Without it a lesson prints
-  a note instead of writing a PNG and carries on.
+* ``new_figure`` / ``save_figure``: a figure is written as a PNG in the output folder and
+  shown inline when the lesson runs as a notebook (its path is printed when it runs as a
+  script). matplotlib is optional: without it a lesson prints a note and carries on.
 * ``load_data``: CIFAR-10 from ``~/.cache/minires`` (or ``$MINIRES_DATA``), the first
   ``n`` images of each split -- or, in fast mode, a small synthetic stand-in that needs
   no files.
@@ -68,13 +69,33 @@ def new_figure(figsize=(8, 4)):
     return new_figure(figsize)
 
 
+def _in_jupyter_kernel() -> bool:
+    """True inside a Jupyter kernel (a notebook, VS Code, nbclient), False in a script or a
+    terminal IPython. Looks only at an IPython already imported: a script never pays for it."""
+    ipython = sys.modules.get("IPython")
+    if ipython is None:
+        return False
+    try:
+        shell = ipython.get_ipython()
+    except Exception:  # an IPython too old or half set up: treat as a script
+        return False
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
 def save_figure(fig, path):
-    """Write ``fig`` as PNG and say where; without matplotlib (``fig is None``) say so instead."""
+    """Write ``fig`` as PNG, then show it: inline in a notebook (the PNG just written, so the
+    page and the file agree), or as its path in a script. Without matplotlib (``fig is None``)
+    say so instead. Returns None, so that a cell ending with it shows the figure, not a path."""
     from minires.experiments.common import save_figure
     saved = save_figure(fig, path, dpi=100)
-    if saved is not None:
+    if saved is None:
+        return None
+    if _in_jupyter_kernel():
+        from IPython.display import Image, display
+        display(Image(data=Path(saved).read_bytes(), format="png"))
+    else:
         print(f"figure: {path}")
-    return saved
+    return None
 
 
 def mode_line() -> str:
