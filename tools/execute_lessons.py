@@ -163,6 +163,9 @@ def execute(path: Path, fast: bool, cell_timeout: int | None, kernel: str):
                 print(f"  {path.stem}: stopped itself at cell {stopped_at} (SystemExit(0))")
             else:
                 error = err
+        finally:
+            if km.has_kernel:          # nbclient leaves a kernel it was handed running
+                km.shutdown_kernel(now=True)
     seconds = time.perf_counter() - start
     meta = {
         "mode": "fast" if fast else "full",
@@ -228,6 +231,12 @@ def main(argv=None):
     else:
         os.environ.pop("MINIRES_TUTORIAL_FAST", None)
     os.environ.setdefault("MPLBACKEND", "Agg")
+    # Two warnings about the notebook machinery, not the lesson, that would otherwise be stored
+    # with this machine's paths in them: tqdm.auto without ipywidgets (it falls back to its
+    # text bar), and IPython's note on SystemExit (lesson 10 without a GPU).
+    os.environ["PYTHONWARNINGS"] = ",".join(
+        [w for w in [os.environ.get("PYTHONWARNINGS")] if w]
+        + ["ignore:IProgress not found", "ignore:To exit:UserWarning"])
     os.environ["PYTHONPATH"] = os.pathsep.join(
         [str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
 

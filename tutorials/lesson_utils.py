@@ -75,10 +75,8 @@ def _in_jupyter_kernel() -> bool:
     ipython = sys.modules.get("IPython")
     if ipython is None:
         return False
-    try:
-        shell = ipython.get_ipython()
-    except Exception:  # an IPython too old or half set up: treat as a script
-        return False
+    get_ipython = getattr(ipython, "get_ipython", None)
+    shell = get_ipython() if get_ipython is not None else None
     return shell is not None and getattr(shell, "kernel", None) is not None
 
 
@@ -89,13 +87,12 @@ def save_figure(fig, path):
     from minires.experiments.common import save_figure
     saved = save_figure(fig, path, dpi=100)
     if saved is None:
-        return None
+        return
     if _in_jupyter_kernel():
         from IPython.display import Image, display
         display(Image(data=Path(saved).read_bytes(), format="png"))
     else:
         print(f"figure: {path}")
-    return None
 
 
 def mode_line() -> str:
