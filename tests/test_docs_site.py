@@ -4,13 +4,13 @@
   as a script writes them and prints their path; ``tools/execute_lessons.py`` stores the
   run with its mode in the notebook's metadata, and never stores a fast-mode run as a
   lesson page.
-* ``tools/build_site.py`` builds the site from what is stored; the site is served on
-  localhost and every page is opened in headless Chromium, driven over its DevTools
-  protocol: no console error or uncaught exception, no failed or non-local request (the
-  site reads offline), every ``<img>`` loaded (naturalWidth > 0), every internal link
-  (and its #anchor) resolves, and each page leaves a screenshot in
-  ``build/site-screenshots/``. A lesson without a stored full-mode run says "Outputs not
-  yet stored"; one with it says when it ran.
+* ``tools/build_site.py`` builds the site from what is stored (``mkdocs build --strict``:
+  not one warning); it is served on localhost and every page is opened in headless
+  Chromium, driven over its DevTools protocol: no console error or uncaught exception, no
+  failed or non-local request (the site reads offline), every ``<img>`` loaded
+  (naturalWidth > 0), every internal link (and its #anchor) resolves, and each page leaves
+  a screenshot in ``build/site-screenshots/``. A lesson without a stored full-mode run says
+  "Outputs not yet stored"; one with it says when it ran.
 
 * The builder's three cases for a lesson page -- a stored full-mode run of the current
   lesson, one of an earlier version, a fast-mode run (refused) -- on stand-ins in a
@@ -155,7 +155,7 @@ def test_a_lesson_run_as_a_notebook_shows_its_figures_inline(fast_runs):
         "minires"]["mode"] == "full"
 
 
-# --- the site in a browser -------------------------------------------------------------------------
+# --- the site in a browser ------------------------------------------------------------------
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
@@ -196,7 +196,8 @@ class Browser:
                                               suppress_origin=True)
         self.next_id, self.events = 0, []
         target = self.call("Target.createTarget", url="about:blank")["targetId"]
-        self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        attached = self.call("Target.attachToTarget", targetId=target, flatten=True)
+        self.session = attached["sessionId"]
         for domain in ("Page", "Runtime", "Log", "Network"):
             self.call(f"{domain}.enable", session=True)
         self.call("Emulation.setDeviceMetricsOverride", session=True, width=1280, height=900,
@@ -266,7 +267,8 @@ class Browser:
             m, p = e["method"], e.get("params", {})
             if m == "Runtime.exceptionThrown":
                 d = p["exceptionDetails"]
-                found.append(f"uncaught exception: {d.get('exception', {}).get('description') or d.get('text')}")
+                what = d.get("exception", {}).get("description") or d.get("text")
+                found.append(f"uncaught exception: {what}")
             elif m == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
                 found.append("console.error: " + " ".join(str(a.get("value", a.get("description")))
                                                            for a in p.get("args", [])))
@@ -323,7 +325,7 @@ def browser(tmp_path_factory):
     _need(*SITE_MODULES)
     chromium = _chromium()
     if chromium is None:
-        pytest.skip("no chromium: apt-get install -y chromium (Debian's package; nothing downloaded)")
+        pytest.skip("no chromium: apt-get install -y chromium (Debian's package, no download)")
     b = Browser(chromium, tmp_path_factory.mktemp("chromium-profile"))
     yield b
     b.close()
@@ -334,7 +336,7 @@ def site(tmp_path_factory):
     _need(*SITE_MODULES)
     out = tmp_path_factory.mktemp("docs") / "site"
     t0 = time.perf_counter()
-    summary = _load_tool("build_site").build(out, quiet=True)
+    summary = _load_tool("build_site").build(out, strict=True, quiet=True)
     summary["build_s"] = time.perf_counter() - t0
     return summary
 
@@ -440,7 +442,8 @@ def test_a_stored_full_mode_run_is_shown_with_its_figures(fast_runs, browser, tm
         if not same:
             nb["metadata"]["minires"]["lesson_sha256"] = "0" * 64
         (stored / f"{stem}.ipynb").write_text(json.dumps(nb), encoding="utf-8")
-    shutil.copy(fast_runs / "nb" / "01_autograd_by_hand.ipynb", stored / "00_tensors_and_backend.ipynb")
+    shutil.copy(fast_runs / "nb" / "01_autograd_by_hand.ipynb",
+                stored / "00_tensors_and_backend.ipynb")           # a fast-mode run
 
     summary = _load_tool("build_site").build(tmp_path / "site", quiet=True, stored_dir=stored)
     lessons = summary["lessons"]
@@ -454,8 +457,9 @@ def test_a_stored_full_mode_run_is_shown_with_its_figures(fast_runs, browser, tm
             page = f"lessons/{stem}/"
             problems = check_page(browser, base, page, lessons, links)
             if stem == "01_autograd_by_hand":
-                shown = browser.evaluate("Array.from(document.images).filter(i => "
-                                         "i.src.startsWith('data:image/png') && i.naturalWidth > 0).length")
+                shown = browser.evaluate(
+                    "Array.from(document.images).filter(i => "
+                    "i.src.startsWith('data:image/png') && i.naturalWidth > 0).length")
                 if not shown:
                     problems.append("the stored run's figure is not on the page")
             if problems:

@@ -88,7 +88,7 @@ _CODE_SPAN = re.compile(r"(`+)(.+?)\1", re.DOTALL)
 
 
 def outside_code(text: str, fn):
-    """Apply ``fn`` to the parts of markdown ``text`` that are neither fenced code nor code spans."""
+    """Apply ``fn`` to the parts of markdown ``text`` outside fenced code and code spans."""
     out = []
     for is_code, chunk in split_fenced(text):
         if is_code:
@@ -146,7 +146,8 @@ class SiteMap:
         if site is None:
             self.unlinked.add(repo)
             return None
-        rel = os.path.relpath(site, str(PurePosixPath(dest_site).parent) or ".").replace(os.sep, "/")
+        here = str(PurePosixPath(dest_site).parent) or "."
+        rel = os.path.relpath(site, here).replace(os.sep, "/")
         return rel + ("#" + frag if frag else "")
 
 
@@ -160,10 +161,11 @@ def rewrite_links(text: str, sitemap: SiteMap, src_repo: str, dest_site: str) ->
         bang, label, link, title = m.group(1), m.group(2), m.group(3), m.group(4) or ""
         new = sitemap.target(link, src_repo, dest_site)
         if new is None:
-            return label if bang == "" and label.startswith("`") else f"`{link}`" if not label else label
+            return label or f"`{link}`"
         return f"{bang}[{label}]({new}{title})"
     # Fenced code is left alone; a link's text may hold a code span ([`x`](y)).
-    return "".join(chunk if is_code else _LINK.sub(one, chunk) for is_code, chunk in split_fenced(text))
+    return "".join(chunk if is_code else _LINK.sub(one, chunk)
+                   for is_code, chunk in split_fenced(text))
 
 
 def link_lesson_names(text: str, lessons: dict, dest_site: str) -> str:
@@ -213,7 +215,8 @@ def tex_to_mathml(markdown: str, problems: list) -> str:
 
 def lesson_title(path: Path) -> str:
     """"05 · The degradation problem" from the lesson's "# Lesson 05 — The degradation problem"."""
-    m = re.search(r"^# # Lesson (\d+)\s*[—:-]+\s*(.+)$", path.read_text(encoding="utf-8"), re.MULTILINE)
+    m = re.search(r"^# # Lesson (\d+)\s*[—:-]+\s*(.+)$", path.read_text(encoding="utf-8"),
+                  re.MULTILINE)
     return f"{m.group(1)} · {m.group(2).strip()}" if m else path.stem.replace("_", " ")
 
 
@@ -231,11 +234,14 @@ def _describe_run(meta: dict) -> str:
     where = ", ".join(html.escape(str(p)) for p in parts if p)
     took = meta.get("duration_s")
     took = f"{took / 60:.1f} min" if took and took >= 90 else f"{took:.0f} s" if took else "?"
+    text = f"{where}; it took {took}"
     commit = meta.get("commit")
-    return (f"{where}; it took {took}" + (f"; commit <code>{html.escape(commit[:12])}"
-                                          f"{'+' if '+' in commit else ''}</code>" if commit else "")
-            + (f"; it stopped itself at cell {meta['stopped_at_cell']} "
-               f"({html.escape(meta.get('stopped_by', ''))})" if "stopped_at_cell" in meta else ""))
+    if commit:   # "+" marks local changes to minires/ or tutorials/ at the time
+        text += f"; commit <code>{html.escape(commit[:12])}{'+' if '+' in commit else ''}</code>"
+    if "stopped_at_cell" in meta:
+        text += (f"; it stopped itself at cell {meta['stopped_at_cell']} "
+                 f"({html.escape(meta.get('stopped_by', ''))})")
+    return text
 
 
 def lesson_notebook(py: Path, notes: list, stored_dir: Path = STORED_LESSONS):
@@ -268,7 +274,8 @@ def lesson_notebook(py: Path, notes: list, stored_dir: Path = STORED_LESSONS):
                     f"digits, and the timings with your machine.")
             else:
                 banner = _admonition(
-                    "warning", f"These outputs are from an earlier version of this lesson (run {day})",
+                    "warning",
+                    f"These outputs are from an earlier version of this lesson (run {day})",
                     f"The code and outputs below are those of that run; <code>tutorials/{py.name}"
                     f"</code> has changed since. Run {rerun} to store a run of the current "
                     f"lesson. That run: {_describe_run(meta)}.")
@@ -325,8 +332,8 @@ def stage(src: Path, notes: list, stored_dir: Path = STORED_LESSONS) -> dict:
     pages = {"index.md": []}
     titles = {}
     for heading, text in split_sections(readme):
-        page = next(((p, t) for start, p, t in SECTION_PAGES if heading and heading.startswith(start)),
-                    None)
+        page = next(((p, t) for start, p, t in SECTION_PAGES
+                     if heading and heading.startswith(start)), None)
         if page is None:
             pages["index.md"].append(text)
         else:
@@ -352,7 +359,8 @@ def stage(src: Path, notes: list, stored_dir: Path = STORED_LESSONS) -> dict:
         write_md(site_path, "".join(parts), "README.md")
     write_md("lessons/index.md", (TUTORIALS / "README.md").read_text(encoding="utf-8"),
              "tutorials/README.md")
-    write_md("benchmarks/results.md", (ROOT / "benchmarks" / "RESULTS.md").read_text(encoding="utf-8"),
+    write_md("benchmarks/results.md",
+             (ROOT / "benchmarks" / "RESULTS.md").read_text(encoding="utf-8"),
              "benchmarks/RESULTS.md")
     for md in results:
         write_md(f"results/{md.stem}.md", md.read_text(encoding="utf-8"), f"docs/results/{md.name}")
@@ -435,7 +443,8 @@ def build(out: Path = DEFAULT_OUT, strict: bool = False, quiet: bool = False,
     config = staged["config"]
     config["site_dir"] = str(out)
     cfg_path = src / "mkdocs.yml"
-    cfg_path.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    cfg_path.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True),
+                        encoding="utf-8")
     cmd = [sys.executable, "-m", "mkdocs", "build", "--clean", "-f", str(cfg_path)]
     if strict:
         cmd.append("--strict")
@@ -448,7 +457,7 @@ def build(out: Path = DEFAULT_OUT, strict: bool = False, quiet: bool = False,
     result = subprocess.run(cmd, cwd=src, env=env, check=False)
     seconds = time.perf_counter() - t0
     if result.returncode != 0:
-        raise SystemExit(f"mkdocs build failed (exit {result.returncode}); command: {' '.join(cmd)}")
+        raise SystemExit(f"mkdocs build failed (exit {result.returncode}): {' '.join(cmd)}")
     for note in notes:
         print(f"note: {note}")
     lessons = staged["lessons"]

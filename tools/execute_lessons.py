@@ -133,8 +133,8 @@ def tidy_outputs(nb):
 
 def _stopped_cleanly(err) -> bool:
     """A cell that raised SystemExit(0) (lesson 10 without a GPU): the lesson ended itself."""
-    return getattr(err, "ename", "") == "SystemExit" and str(getattr(err, "evalue", "")).strip() in (
-        "", "0", "None")
+    value = str(getattr(err, "evalue", "")).strip()
+    return getattr(err, "ename", "") == "SystemExit" and value in ("", "0", "None")
 
 
 def execute(path: Path, fast: bool, cell_timeout: int | None, kernel: str):

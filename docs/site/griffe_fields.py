@@ -1,13 +1,15 @@
 """griffe extension for the docs site's API reference (tools/build_site.py loads it).
 
 minires' docstrings are written for ``help()``: plain text, with the arguments as aligned
-"name: what it is" (or "name    what it is") lines. Markdown would run those lines together into one paragraph, so
-each such block becomes a list (``- **name**: what it is``), the lines that follow an
-item up to the next item or a blank line joined to it. Everything else -- prose, indented code examples -- is left
-as written. A line is taken as a field when it starts with a name (or names: ``a, b``)
-and a colon, and then either two spaces or more follow the colon, or the next line is
-indented (a continuation), or its paragraph has another such line; without the colon (a
-name, two spaces or more, the text) only in a paragraph of two such lines or more.
+"name: what it is" (or "name    what it is") lines. Markdown would run those lines together
+into one paragraph, so each such block becomes a list (``- **name**: what it is``), the
+lines that follow an item up to the next item or a blank line joined to it. Everything
+else -- prose, indented code examples -- is left as written.
+
+A line is taken as a field when it starts with a name (or names: ``a, b``) and a colon,
+and then either two spaces or more follow the colon, or the next line is indented (a
+continuation), or its paragraph has another such line; without the colon (a name, two
+spaces or more, the text) only in a paragraph of two such lines or more.
 """
 from __future__ import annotations
 

@@ -23,6 +23,6 @@ def on_page_content(html, page, config, files):
     entries = list(_flat(page.toc.items))
     ids = _HEADING_ID.findall(html)
     if len(entries) == len(ids):
-        for entry, heading_id in zip(entries, ids):
+        for entry, heading_id in zip(entries, ids, strict=True):
             entry.id = heading_id
     return html
