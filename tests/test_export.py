@@ -4,7 +4,13 @@ Without torch: round trips (every dtype, 0-d and empty tensors, byte order, layo
 header's JSON and offsets, refusals that name the file, and the command line. With the
 ``safetensors`` package: its reader and writer agree with ours. With torch: an exported
 resnet18 and resnet20 load into PyTorch modules with torchvision's layout (written below)
-with ``strict=True``, and give the same logits as minires in eval mode.
+with ``strict=True``, and give the same logits as minires in eval mode; ``to_torch``
+gives the same logits for every layout family (option-A and projection shortcuts, plain,
+SE, pre-activation, wide with dropout, ResNeXt, the ImageNet resnet18) with the same
+state_dict, and a wrongly padded option-A shortcut -- which loads just as well -- is
+caught by its logits. Without torch, ``to_torch`` says ``pip install torch``; a stub
+torchvision checks which layout is asked of torchvision (the real one is not installed
+where these tests were written).
 """
 import json
 import os
@@ -26,6 +32,7 @@ from minires.export import (
     export_safetensors,
     load_safetensors,
     safetensors_metadata,
+    to_torch,
     write_safetensors,
 )
 from minires.export.__main__ import main
@@ -487,3 +494,195 @@ def test_pytorch_loads_the_export_and_gives_the_same_logits(tmp_path, name, inpu
     scale = np.abs(theirs).max()
     np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4 * scale)
     assert np.abs(theirs - theirs.mean(axis=0)).max() > 1e-3 * scale  # inputs really differ
+
+
+# --- to_torch: the model itself as a PyTorch module -----------------------------------------------
+def logits_of_both(model, net, input_shape, seed=2):
+    """(minires logits, PyTorch logits, their scale) on the same random batch."""
+    torch = pytest.importorskip("torch")
+    dtype = next(iter(model.parameters())).dtype
+    x = np.random.default_rng(seed).standard_normal(input_shape).astype(dtype)
+    with mr.no_grad():
+        ours = model(mr.tensor(x)).numpy()
+    with torch.no_grad():
+        theirs = net(torch.from_numpy(x)).numpy()
+    return ours, theirs, float(np.abs(ours).max())
+
+
+CIFAR = (4, 3, 32, 32)
+TO_TORCH_CASES = {                          # name: (builder, input shape)
+    "resnet20": (mr.models.resnet20, CIFAR),                            # option A
+    "plain20": (mr.models.plain20, CIFAR),                              # no shortcuts
+    "resnet20-B": (lambda: mr.models.cifar_resnet(20, option="B"), CIFAR),   # projections
+    "resnet8-se": (lambda: mr.models.cifar_resnet(8, se=True), CIFAR),
+    "preact_resnet20": (mr.models.preact_resnet20, CIFAR),
+    "wrn16_4-dropout": (lambda: mr.models.wrn16_4(dropout=0.3), (2, 3, 32, 32)),
+    "resnext29_4x16d": (mr.models.resnext29_4x16d, (2, 3, 32, 32)),
+    "resnet18": (mr.models.resnet18, (2, 3, 64, 64)),                 # ImageNet layout
+}
+
+
+@pytest.mark.parametrize("case", list(TO_TORCH_CASES))
+def test_to_torch_gives_the_same_logits_in_eval_mode(case):
+    torch = pytest.importorskip("torch")
+    build, input_shape = TO_TORCH_CASES[case]
+    mr.manual_seed(0)
+    model = with_trained_looking_batch_norm(build(), seed=1).eval()
+    net = to_torch(model)
+    assert isinstance(net, torch.nn.Module) and not net.training
+    state, theirs_state = model.state_dict(), net.state_dict()
+    assert list(theirs_state) == list(state)              # same keys, same order
+    for key, value in state.items():                 # running stats and counters came along
+        np.testing.assert_array_equal(theirs_state[key].numpy(), value, err_msg=key)
+    counters = [k for k in state if k.endswith("num_batches_tracked")]
+    assert counters and all(theirs_state[k].dtype == torch.int64 for k in counters)
+
+    ours, theirs, scale = logits_of_both(model, net, input_shape)
+    assert ours.shape == theirs.shape
+    np.testing.assert_allclose(theirs, ours, rtol=1e-4, atol=1e-4 * max(scale, 1.0))
+    assert np.abs(ours - ours.mean(axis=0)).max() > 1e-3 * scale      # the inputs differ
+
+
+@pytest.mark.parametrize("wrong", ["padding all after", "padding all before", "odd pixels"])
+def test_a_wrong_option_a_shortcut_loads_but_gives_other_logits(wrong, monkeypatch):
+    """Why the tests compare logits: the shortcut has no weights, so any way of padding
+    its channels loads with every key matched. Each wrong variant here must be caught."""
+    torch = pytest.importorskip("torch")
+    from minires.export import torch_modules
+
+    def forward(self, x):
+        x = x[:, :, 1::2, 1::2] if wrong == "odd pixels" else x[:, :, ::2, ::2]
+        extra = self.out_planes - self.in_planes
+        before = {"padding all after": 0, "padding all before": extra}.get(wrong, extra // 2)
+        return torch.nn.functional.pad(x, (0, 0, 0, 0, before, extra - before))
+
+    mr.manual_seed(0)
+    model = with_trained_looking_batch_norm(mr.models.resnet20(), seed=1).eval()
+    monkeypatch.setattr(torch_modules.ShortcutA, "forward", forward)
+    net = to_torch(model)                       # loads with strict=True all the same
+    ours, theirs, scale = logits_of_both(model, net, CIFAR)
+    assert np.abs(ours - theirs).max() > 1e-2 * scale
+
+
+def test_to_torch_keeps_float64_train_mode_and_pickles(tmp_path):
+    torch = pytest.importorskip("torch")
+    mr.manual_seed(0)
+    model = with_trained_looking_batch_norm(mr.models.resnet8(), seed=3).to(np.float64)
+    net = to_torch(model)                                    # train mode, as the model is
+    assert net.training and net.conv1.weight.dtype == torch.float64
+    ours, theirs, scale = logits_of_both(model.eval(), net.eval(), CIFAR)
+    np.testing.assert_allclose(theirs, ours, rtol=1e-10, atol=1e-10 * scale)
+
+    torch.save(net, tmp_path / "net.pt")                     # module-level classes: picklable
+    again = torch.load(tmp_path / "net.pt", weights_only=False)
+    with torch.no_grad():
+        x = torch.zeros(1, 3, 32, 32, dtype=torch.float64)
+        assert torch.equal(again(x), net(x))
+
+
+def test_to_torch_of_a_batch_norm_folded_copy():
+    pytest.importorskip("torch")
+    from minires.nn.utils import fuse_conv_bn
+    mr.manual_seed(0)
+    model = with_trained_looking_batch_norm(mr.models.resnet8(), seed=4).eval()
+    ours, theirs, scale = logits_of_both(model, to_torch(fuse_conv_bn(model)), CIFAR)
+    np.testing.assert_allclose(theirs, ours, rtol=1e-4, atol=1e-4 * scale)
+
+
+def test_a_safetensors_file_loads_into_the_to_torch_module(tmp_path):
+    pytest.importorskip("torch")
+    mr.manual_seed(0)
+    model = with_trained_looking_batch_norm(mr.models.resnet20(), seed=5).eval()
+    path = export_safetensors(model, tmp_path / "r20.safetensors", model_name="resnet20")
+    mr.manual_seed(1)
+    net = to_torch(mr.models.resnet20()).eval()              # other weights ...
+    net.load_state_dict(torch_state_dict(path), strict=True)  # ... replaced by the file's
+    ours, theirs, scale = logits_of_both(model, net, CIFAR)
+    np.testing.assert_allclose(theirs, ours, rtol=1e-4, atol=1e-4 * scale)
+
+
+def test_to_torch_refuses_what_it_cannot_translate():
+    pytest.importorskip("torch")
+    with pytest.raises(TypeError, match=r"layer1\.0 .*SplitAttentionBlock"):
+        to_torch(mr.models.resnest20())
+    with pytest.raises(TypeError, match="expected a minires Module"):
+        to_torch({"conv1.weight": np.zeros((1, 1, 1, 1))})
+
+    class Doubled(mr.nn.blocks.BasicBlock):      # a forward this file cannot know
+        def forward(self, x):
+            return super().forward(x) * 2
+
+    with pytest.raises(TypeError, match="Doubled overrides ResidualBlock.forward"):
+        to_torch(mr.nn.Sequential(Doubled(4, 4)))
+
+    mixed = mr.models.resnet8()
+    mixed.fc.to(np.float64)
+    with pytest.raises(TypeError, match="mixes floating dtypes"):
+        to_torch(mixed)
+
+
+def test_to_torch_without_torch_says_pip_install_torch(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)          # import torch -> ImportError
+    with pytest.raises(ImportError) as err:
+        to_torch(mr.models.resnet8())
+    assert "pip install torch" in str(err.value) and "\n" not in str(err.value)
+
+
+class AskedTorchvision(Exception):
+    """Raised by the stub torchvision: to_torch asked it for a ResNet."""
+
+
+@pytest.fixture
+def fake_torchvision(monkeypatch):
+    """A stub ``torchvision.models.resnet`` whose ResNet records how it is called: which
+    layout to_torch asks torchvision for (the real one is not installed here)."""
+    pytest.importorskip("torch")
+    import types
+    calls = []
+
+    def resnet_class(block, layers, **kw):
+        calls.append((block, layers, kw))
+        raise AskedTorchvision
+
+    resnet = types.SimpleNamespace(BasicBlock="BasicBlock", Bottleneck="Bottleneck",
+                                   ResNet=resnet_class)
+    models = types.SimpleNamespace(resnet=resnet)
+    monkeypatch.setitem(sys.modules, "torchvision", types.SimpleNamespace(models=models))
+    monkeypatch.setitem(sys.modules, "torchvision.models", models)
+    monkeypatch.setitem(sys.modules, "torchvision.models.resnet", resnet)
+    return calls
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("resnet18", ("BasicBlock", [2, 2, 2, 2], {"num_classes": 7, "groups": 1,
+                                               "width_per_group": 64})),
+    ("resnet50", ("Bottleneck", [3, 4, 6, 3], {"num_classes": 7, "groups": 1,
+                                               "width_per_group": 64})),
+    ("resnext50_32x4d", ("Bottleneck", [3, 4, 6, 3], {"num_classes": 7, "groups": 32,
+                                                      "width_per_group": 4})),
+])
+def test_to_torch_asks_torchvision_for_the_same_layout(fake_torchvision, name, expected):
+    model = mr.models.get_model(name, num_classes=7)
+    with pytest.raises(AskedTorchvision):
+        to_torch(model)
+    assert fake_torchvision == [expected]
+    to_torch(model, torchvision=False)               # minires' own modules: not asked again
+    assert len(fake_torchvision) == 1
+
+
+def test_to_torch_uses_torchvision_only_for_its_layouts(fake_torchvision):
+    to_torch(mr.models.resnet8())                    # a CIFAR layout: never torchvision
+    se_resnet = mr.models.resnet18(num_classes=3)    # an SE gate torchvision's ResNet lacks
+    se_resnet.layer1[0].se = mr.nn.blocks.SqueezeExcitation(64)
+    to_torch(se_resnet)
+    assert fake_torchvision == []
+    with pytest.raises(TypeError, match="not one of torchvision's layouts"):
+        to_torch(se_resnet, torchvision=True)
+
+
+def test_to_torch_torchvision_true_without_torchvision(monkeypatch):
+    pytest.importorskip("torch")
+    monkeypatch.setitem(sys.modules, "torchvision", None)
+    with pytest.raises(ImportError, match="pip install torchvision"):
+        to_torch(mr.models.resnet18(), torchvision=True)
+    assert isinstance(to_torch(mr.models.resnet18(num_classes=3)), sys.modules["torch"].nn.Module)

@@ -1,10 +1,24 @@
-"""The way out to PyTorch: a minires model's weights as a ``.safetensors`` file.
+"""The way out to PyTorch: a minires model as a PyTorch module, or its weights as a file.
 
-What. ``export_safetensors`` writes a model's ``state_dict()`` -- its parameters and its
-batch-norm buffers, under torchvision's names (``conv1.weight``, ``bn1.running_mean``,
-``layer1.0.conv1.weight``, ``layer1.0.downsample.0.weight``, ``fc.weight`` ...) -- in the
-safetensors format, from a model in memory or from a checkpoint file that
-``python -m minires.train`` or ``python -m minires.experiments`` wrote:
+Two ways, both under torchvision's names (``conv1.weight``, ``bn1.running_mean``,
+``layer1.0.conv1.weight``, ``layer1.0.downsample.0.weight``, ``fc.weight`` ...):
+
+``to_torch(model)`` -- a ``torch.nn.Module`` with the model's layout and its weights,
+batch-norm running statistics and ``num_batches_tracked`` loaded, in the model's mode
+and dtype (``minires.export.pytorch``: which layouts, and how each is rebuilt). The
+ImageNet ResNets become ``torchvision.models.resnet.ResNet`` where torchvision is
+installed; the CIFAR ResNets (option-A zero-padding shortcuts included), their plain
+twins and the other CIFAR layouts are rebuilt from small ``torch.nn`` modules. Needs
+PyTorch (``pip install torch``; without it, an ImportError says so):
+
+    import minires as mr
+    from minires.export import to_torch
+    net = to_torch(model.eval())          # then net(torch.from_numpy(x)) == model(x)
+
+``export_safetensors`` writes a model's ``state_dict()`` -- its parameters and its
+batch-norm buffers -- in the safetensors format, from a model in memory or from a
+checkpoint file that ``python -m minires.train`` or ``python -m minires.experiments``
+wrote:
 
     python -m minires.export runs/cifar/best.npz --to resnet20.safetensors
 
@@ -16,28 +30,29 @@ safetensors format, from a model in memory or from a checkpoint file that
 Why. Someone who outgrows minires keeps what they trained. safetensors is the format
 PyTorch and the model hubs read without ``pickle``: a JSON header and raw little-endian
 bytes, nothing that can run code when loaded. minires writes it itself, with the
-standard library and NumPy (``minires.export.format``), so it needs no new dependency;
-the file is written atomically, like a checkpoint (a crash leaves no half-written file).
+standard library and NumPy (``minires.export.format``), so writing needs no new
+dependency; the file is written atomically, like a checkpoint (a crash leaves no
+half-written file).
 
-How to load it in PyTorch (``pip install torch safetensors``), into the module with the
-same layout -- for the ImageNet ResNets that is torchvision's, the names and shapes are
-the same:
+How to load the file in PyTorch. ``safetensors.torch.load_file`` comes from the
+``safetensors`` package, which neither minires nor PyTorch installs:
+``pip install torch safetensors``. Then, into the module with the same layout -- for the
+ImageNet ResNets that is torchvision's, the names and shapes are the same:
 
     import safetensors.torch, torchvision
     model = torchvision.models.resnet18()
     model.load_state_dict(safetensors.torch.load_file("resnet18.safetensors"))
     model.eval()     # batch norm then uses the exported running statistics
 
-The CIFAR ResNets (``resnet20`` ...) have no torchvision twin; a PyTorch module with the
-same attribute names (conv1, bn1, layer1..3 of BasicBlocks with conv1/bn1/conv2/bn2, fc;
-the option-A shortcut has no weights) loads the file the same way --
-``tests/test_export.py`` has one, and checks that it gives the same logits as minires.
+The CIFAR ResNets (``resnet20`` ...) have no torchvision twin; the module ``to_torch``
+builds for the same minires model loads the file the same way:
+``to_torch(mr.models.resnet20()).load_state_dict(safetensors.torch.load_file(path))``.
 
 The file's ``__metadata__`` records ``model`` (the model's name, when known),
 ``minires_version`` and ``format: "pt"`` (the tensors are in PyTorch's layout: NCHW,
 OIHW, Linear weight (out, in)); ``safetensors_metadata(path)`` reads it back, and
 ``load_safetensors(path)`` reads the tensors as NumPy arrays (a minires model loads them
-with ``model.load_state_dict``).
+with ``model.load_state_dict``; no safetensors package needed).
 """
 from __future__ import annotations
 
@@ -47,6 +62,7 @@ from pathlib import Path
 from .. import checkpoint
 from ..checkpoint import CheckpointError
 from .format import load_safetensors, safetensors_metadata, write_safetensors
+from .pytorch import to_torch
 
 #: the ``__metadata__`` key convention of the model hubs for PyTorch-layout tensors
 TORCH_FORMAT = {"format": "pt"}
@@ -125,5 +141,6 @@ __all__ = [
     "export_safetensors",
     "load_safetensors",
     "safetensors_metadata",
+    "to_torch",
     "write_safetensors",
 ]
