@@ -2,7 +2,11 @@
 
 Names and meanings follow PyTorch where PyTorch has the name (``==`` is elementwise,
 ``size()`` is the shape, ``+=`` works in place, ``mr.tensor`` keeps an array's dtype);
-reductions also accept NumPy's ``axis``/``keepdims`` spelling.
+reductions also accept NumPy's ``axis``/``keepdims`` spelling. One deliberate
+difference: float32 and float64 tensors do not mix (``x32 + y64`` is a TypeError naming
+the op and both dtypes, where PyTorch would promote to float64 silently); convert one
+with ``x.to(np.float64)`` (recorded in the graph). Python numbers and NumPy scalars take
+the tensor's dtype, so ``x * 0.5`` stays float32.
 """
 from __future__ import annotations
 
@@ -312,8 +316,28 @@ class Tensor:
             raise ValueError(f"item(): only a one-element tensor has an item; shape is {self.shape}")
         return self.data.reshape(()).item()
 
-    def to(self, device):
-        """This tensor on ``device`` ("cpu" or "cuda"); a leaf stays a leaf with its requires_grad."""
+    def to(self, device=None, dtype=None):
+        """This tensor on ``device`` ("cpu" or "cuda") and/or in ``dtype``, as in PyTorch.
+
+        ``x.to("cuda")`` moves a leaf (inputs and parameters), which stays a leaf with its
+        requires_grad. ``x.to(np.float64)`` (or ``dtype=np.float64``) converts, recorded in
+        the graph: gradients flow back, converted to x's dtype. That is the explicit way to
+        combine tensors of two floating precisions, which minires refuses to mix silently
+        (``x32 + y64`` is a TypeError; ``x32.to(np.float64) + y64`` is float64). An integer
+        or bool ``dtype`` gives a constant copy, as ``astype`` does. Returns ``self`` when
+        nothing changes.
+        """
+        if device is not None and not isinstance(device, str):     # x.to(np.float64)
+            if dtype is not None:
+                raise TypeError(f"to(): got two dtypes, {device!r} and {dtype!r}")
+            device, dtype = None, device
+        out = self if device is None else self._move(device)
+        if dtype is not None:
+            _check_kind("to()", dtype)
+            out = basic.cast(out, dtype)
+        return out
+
+    def _move(self, device):
         if device == self.device:
             return self
         if self.grad_fn is not None:
@@ -324,6 +348,14 @@ class Tensor:
             out.grad = to_device(self.grad, device)
         return out
 
+    def double(self):
+        """``to(np.float64)``: recorded in the graph."""
+        return self.to(dtype=np.float64)
+
+    def float(self):
+        """``to(np.float32)``: recorded in the graph."""
+        return self.to(dtype=np.float32)
+
     def cpu(self):
         """``to("cpu")``."""
         return self.to("cpu")
@@ -333,7 +365,8 @@ class Tensor:
         return self.to("cuda")
 
     def astype(self, dtype):
-        """A copy with another dtype, cut from the graph."""
+        """A copy with another dtype, cut from the graph (a constant; ``to(dtype)`` keeps the
+        graph)."""
         return Tensor(self.data.astype(dtype))
 
     def __repr__(self):

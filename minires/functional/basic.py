@@ -19,22 +19,48 @@ from ..autograd import Function, is_tensor
 from ..backend import DEFAULT_DTYPE, get_array_module
 
 
-def _as_tensors(*args):
+def _as_tensors(*args, op="op"):
     """Lift Python numbers and arrays to constant tensors like the first tensor argument.
 
-    Then PyTorch's promotion across kinds: integer and bool operands meeting a
-    floating one take its dtype (``labels * 0.5`` and ``uint8_images / 255.0`` are
-    float32; NumPy alone would give float64).
+    Then the dtype rule (lesson 00: nothing upcasts behind your back):
+
+    - integer and bool operands meeting a floating one take its dtype, as in PyTorch
+      (``labels * 0.5`` and ``uint8_images / 255.0`` are float32; NumPy alone would give
+      float64);
+    - a Python number or NumPy scalar takes the tensor's dtype (``_lift``), so
+      ``x * 0.5`` and ``x * np.float64(0.5)`` stay float32;
+    - two floating tensors (or a tensor and an array) of different precision are a
+      TypeError naming ``op`` and both dtypes. PyTorch and NumPy would promote
+      float32 with float64 to float64 silently, doubling memory and time from that op
+      on; minires asks for the cast to be written: ``x.to(np.float64)`` (recorded in
+      the graph) or ``x.astype(np.float64)`` (a constant copy).
     """
     like = next((a for a in args if is_tensor(a)), None)
     if like is None:
         raise TypeError(f"expected at least one Tensor argument, got {[type(a).__name__ for a in args]}")
     tensors = tuple(a if is_tensor(a) else like._lift(a) for a in args)
     floats = [t.dtype for t in tensors if t.dtype.kind == "f"]
+    if len(set(floats)) > 1:
+        _refuse_mixed_precision(op, args, tensors)
     if floats and len(floats) < len(tensors):
-        target = np.result_type(*floats)
+        target = floats[0]
         tensors = tuple(t if t.dtype.kind == "f" else t.astype(target) for t in tensors)
     return tensors
+
+
+def _refuse_mixed_precision(op, args, tensors):
+    """The TypeError for floating operands of different precision, with the way out."""
+    def what(a, t):
+        return f"a {t.dtype} {'tensor' if is_tensor(a) else type(a).__name__}"
+
+    described = " with ".join(what(a, t) for a, t in zip(args, tensors))
+    precisions = sorted({t.dtype for t in tensors if t.dtype.kind == "f"}, key=lambda d: d.itemsize)
+    low, high = precisions[0], precisions[-1]
+    raise TypeError(f"{op}: cannot combine {described}: minires does not promote one floating "
+                    f"precision to another behind your back (PyTorch and NumPy would give "
+                    f"{high} silently). Convert one operand explicitly: t.to(np.{high}) or "
+                    f"t.to(np.{low}) (recorded in the graph, gradients flow back), or "
+                    f"t.astype(...) for a constant copy")
 
 
 def _normalize_axes(axis, ndim, op):
@@ -125,6 +151,23 @@ class Div(Function):
         a, b = self.saved
         ga = gy / b
         return ga, -ga * a / b
+
+
+class Cast(Function):
+    """x in another floating dtype: the explicit conversion (``x.to(np.float64)``) that the
+    dtype rule asks for. The gradient is cast back to x's dtype. keeps: nothing (x's dtype).
+    """
+
+    def __init__(self, dtype):
+        super().__init__()
+        self.dtype = np.dtype(dtype)
+
+    def forward(self, x):
+        self.x_dtype = x.dtype
+        return x.astype(self.dtype)
+
+    def backward(self, gy):
+        return (gy.astype(self.x_dtype),)
 
 
 class Neg(Function):
@@ -607,7 +650,7 @@ def add(a, b):
     One of a, b may be a Python number or an array (lifted to a constant tensor).
     The gradient passes through unchanged to both inputs; backward keeps nothing.
     """
-    return Add()(*_as_tensors(a, b))
+    return Add()(*_as_tensors(a, b, op="add (a + b)"))
 
 
 def sub(a, b):
@@ -615,7 +658,7 @@ def sub(a, b):
 
     Backward sends gy to a and -gy to b and keeps nothing.
     """
-    return Sub()(*_as_tensors(a, b))
+    return Sub()(*_as_tensors(a, b, op="sub (a - b)"))
 
 
 def mul(a, b):
@@ -623,7 +666,7 @@ def mul(a, b):
 
     Backward keeps a and b: da = gy * b, db = gy * a.
     """
-    return Mul()(*_as_tensors(a, b))
+    return Mul()(*_as_tensors(a, b, op="mul (a * b)"))
 
 
 def div(a, b):
@@ -632,10 +675,24 @@ def div(a, b):
     Backward keeps a and b: da = gy / b, db = -gy * a / b**2. Two integer operands
     give float32, as in PyTorch (true division).
     """
-    a, b = _as_tensors(a, b)
+    a, b = _as_tensors(a, b, op="div (a / b)")
     if a.dtype.kind != "f" and b.dtype.kind != "f":
         a, b = a.astype(DEFAULT_DTYPE), b.astype(DEFAULT_DTYPE)
     return Div()(a, b)
+
+
+def cast(x, dtype):
+    """x converted to ``dtype``: recorded in the graph for a floating ``dtype`` (the gradient
+    is converted back to x's dtype), a constant copy for an integer or bool one (no gradient
+    crosses it, as in PyTorch); x itself when it already has ``dtype``. ``x.to(dtype)``
+    calls this.
+    """
+    dtype = np.dtype(dtype)
+    if x.dtype == dtype:
+        return x
+    if dtype.kind != "f":
+        return x.astype(dtype)
+    return Cast(dtype)(x)
 
 
 def neg(x):
@@ -686,7 +743,7 @@ def maximum(a, b):
     The gradient goes to the larger input; on a tie each gets half. Backward keeps
     the mask of where a wins.
     """
-    return Maximum()(*_as_tensors(a, b))
+    return Maximum()(*_as_tensors(a, b, op="maximum"))
 
 
 def minimum(a, b):
@@ -694,7 +751,7 @@ def minimum(a, b):
 
     The gradient goes to the smaller input; on a tie each gets half.
     """
-    a, b = _as_tensors(a, b)
+    a, b = _as_tensors(a, b, op="minimum")
     return -maximum(-a, -b)     # min(a, b) = -max(-a, -b)
 
 
@@ -706,7 +763,7 @@ def where(condition, a, b):
     """
     if is_tensor(condition):
         condition = condition.data
-    return Where(condition)(*_as_tensors(a, b))
+    return Where(condition)(*_as_tensors(a, b, op="where"))
 
 
 def fork(x, n=2):
@@ -721,7 +778,7 @@ def matmul(a, b):
     and leading (batch) axes broadcast. Backward keeps a and b:
     da = gy @ b.T, db = a.T @ gy (``.T`` swapping the last two axes).
     """
-    return MatMul()(*_as_tensors(a, b))
+    return MatMul()(*_as_tensors(a, b, op="matmul (a @ b)"))
 
 
 def linear(x, weight, bias=None):
@@ -729,8 +786,12 @@ def linear(x, weight, bias=None):
 
     x: (N, in_features), or any leading axes (..., in_features); weight:
     (out_features, in_features); bias: (out_features,) or None. Returns
-    (N, out_features). Backward keeps x and weight.
+    (N, out_features). Backward keeps x and weight. Floating operands of different
+    precision are a TypeError, as for ``matmul`` (see ``_as_tensors``).
     """
+    operands = [t for t in (x, weight, bias) if t is not None]
+    if len({t.dtype for t in operands if is_tensor(t) and t.dtype.kind == "f"}) > 1:
+        _refuse_mixed_precision("linear", operands, operands)
     return Linear()(x, weight, bias)
 
 
@@ -878,7 +939,7 @@ def concatenate(tensors, axis=0):
     E.g. two (N, C1, H, W) and (N, C2, H, W) along axis 1 give (N, C1 + C2, H, W).
     Backward splits gy at the same points and keeps nothing else.
     """
-    return Concatenate(axis)(*_as_tensors(*tensors))
+    return Concatenate(axis)(*_as_tensors(*tensors, op="concatenate"))
 
 
 def stack(tensors, axis=0):
@@ -887,7 +948,7 @@ def stack(tensors, axis=0):
     E.g. k tensors of shape (N, C) along axis 0 give (k, N, C). Backward takes
     gy apart along that axis and keeps nothing.
     """
-    return Stack(axis)(*_as_tensors(*tensors))
+    return Stack(axis)(*_as_tensors(*tensors, op="stack"))
 
 
 def pad(x, pad_width, value=0.0):
