@@ -2,8 +2,10 @@
 
     import minires as mr
     import minires.functional as F
-    x = mr.tensor([[1.0, 2.0]], requires_grad=True)
-    y = F.relu(x @ w).sum(); y.backward(); x.grad
+    x = mr.tensor([[1.0, 2.0]], requires_grad=True)       # (1, 2), float32
+    w = mr.tensor([[0.5], [1.0]], requires_grad=True)      # (2, 1)
+    y = F.relu(x @ w).sum(); y.backward()
+    x.grad, w.grad                                         # [[0.5, 1.0]], [[1.0], [2.0]]
 
 Importing minires changes nothing outside it. ``fit``, ``evaluate``, ``inspect.gradient_flow``
 and the experiments apply the speed settings for the duration of the call
