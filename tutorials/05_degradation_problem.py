@@ -29,8 +29,8 @@
 # rate annealed to zero inside them. About 6 minutes of CPU on a 2-core machine
 # (estimated from the step times measured at one thread: 0.075 s for a 20-layer net,
 # 0.22 s for a 56-layer one at 8x8). At this budget the residual half is *not* expected
-# to show — the experiment needed 4,000 iterations, and section 3 shows its three-seed
-# result. Fast mode: depths 8 and 14 on 256 synthetic 8x8 images, seconds.
+# to show — the experiment's 4,000 iterations on three seeds did not show it either (the
+# two residual nets tie; the plain half shows clearly), and section 3 shows that run. Fast mode: depths 8 and 14 on 256 synthetic 8x8 images, seconds.
 
 # %%
 import json
@@ -372,7 +372,7 @@ print(f"resnet{DEEP} after training here: ||F(x)||/||x|| {np.mean(trained):.3f} 
 #    deeper residual net catch up sooner or later? Both nets change, so compare each
 #    with its own He-initialised twin — the experiment's `--ablation` does exactly that.
 # 2. Run the experiment at its full laptop budget on its three fixed seeds:
-#    `python -m minires.experiments degradation` (about 40 CPU-minutes per seed; add
+#    `python -m minires.experiments degradation` (about 50 CPU-minutes per seed; add
 #    `--ablation` for the Dirac and zero-init nets; `--tiny` checks it in seconds).
 # 3. Halve `STEPS`. Which half of the verdict changes first, and why?
 # 4. In section 4, perturb one identity kernel slightly and watch the logits move.

@@ -1,6 +1,6 @@
 """The whole chain: degradation first, then every other experiment on the nets it trained.
 
-    python -m minires.experiments all --out runs/all            # about 30 minutes on 2 cores
+    python -m minires.experiments all --out runs/all            # about 3 hours on 2 cores (3 seeds)
     python -m minires.experiments all --out runs/all --resume   # after Ctrl-C: finish the rest
 
 Each experiment writes into its own sub-folder of ``--out``; ``report.md`` there gathers

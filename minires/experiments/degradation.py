@@ -19,7 +19,7 @@ shortcut) or the initialisation (starting near the identity).
 
 Presets (``--preset``):
 
-``laptop`` (the default; about 25 minutes per seed for the four nets on 2 CPU cores)
+``laptop`` (the default; 51-56 CPU-minutes per seed for the four nets, measured on 2 cores)
     All 50,000 CIFAR-10 training images average-pooled to 8x8 (16x fewer FLOPs than
     32x32), random crop (1-pixel padding, the paper's 4 pixels scaled to 8x8) and flip,
     4,000 iterations of batch 128 (about 10 epochs), SGD with Nesterov momentum 0.9,
