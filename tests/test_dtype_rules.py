@@ -157,3 +157,23 @@ def test_lesson_00_claim(device):
     with pytest.raises(TypeError):
         x32 * mr.tensor(np.ones(3), device=device)
     assert (x32.to(np.float64) * mr.tensor(np.ones(3), device=device)).dtype == np.float64
+
+
+# --- the cast's backward, proven on every element -----------------------------------------------
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra.numpy import array_shapes  # noqa: E402
+
+
+@given(shape=array_shapes(min_dims=1, max_dims=3, max_side=4), seed=st.integers(0, 2**16))
+def test_cast_backward_is_the_projection_cast_back(shape, seed):
+    """Through the random-projection loss L = sum(r * cast(x)): the cast is the identity on
+    values, so dL/dx = r in x's dtype, on every element. float64 -> float64 is checked
+    against central finite differences too (float32's rounding would swamp them)."""
+    rng = np.random.default_rng(seed)
+    x = mr.tensor(rng.normal(size=shape), requires_grad=True, dtype=np.float64)
+    r = rng.normal(size=shape)
+    (x.to(np.float32) * mr.tensor(r.astype(np.float32))).sum().backward()
+    assert x.grad.dtype == np.float64
+    np.testing.assert_allclose(x.grad, r.astype(np.float32), rtol=0, atol=0)
+    assert mr.gradcheck(lambda a: a.to(np.float64) * mr.tensor(r), x)
