@@ -29,11 +29,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
-import glob
 import os
 import threading
 
-import numpy as np
 
 from .backend import keep_freed_memory
 from .functional import parallel
@@ -76,30 +74,18 @@ _outer = None            # what the outermost open scope found and must put back
 @functools.lru_cache(maxsize=1)
 def _openblas():
     """(get, set) of the OpenBLAS thread count, from the library whose set_num_threads
-    ``use_speed_settings()`` calls (``parallel._openblas_setter``: same paths, same order,
-    same names), or None when NumPy's BLAS is not OpenBLAS or cannot report its count."""
-    paths = glob.glob(os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs",
-                                   "*openblas*"))
-    try:
-        with open("/proc/self/maps") as f:
-            paths += sorted({line.split()[-1] for line in f if "openblas" in line.lower()
-                             and line.split()[-1].startswith("/")})
-    except OSError:
-        pass
-    for path in paths:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for setter in parallel._BLAS_SETTERS:
-            getter = setter.replace("set_num_threads", "get_num_threads")
-            if hasattr(lib, setter):
-                if not hasattr(lib, getter):
-                    return None                  # could set it, but never put it back
-                get = getattr(lib, getter)
-                get.restype = ctypes.c_int
-                return get, getattr(lib, setter)
-    return None
+    ``use_speed_settings()`` calls (``parallel._openblas_library``), or None when NumPy's
+    BLAS is not OpenBLAS or cannot report its count."""
+    found = parallel._openblas_library()
+    if found is None:
+        return None
+    lib, setter = found
+    getter = setter.replace("set_num_threads", "get_num_threads")
+    if not hasattr(lib, getter):
+        return None                              # could set it, but never put it back
+    get = getattr(lib, getter)
+    get.restype = ctypes.c_int
+    return get, getattr(lib, setter)
 
 
 def _state():

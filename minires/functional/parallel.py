@@ -38,8 +38,8 @@ _BLAS_SETTERS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_th
                  "openblas_set_num_threads64_", "openblas_set_num_threads")
 
 
-def _openblas_setter():
-    """OpenBLAS's set_num_threads from the library NumPy loaded, or None if not found."""
+def _openblas_library():
+    """(the OpenBLAS library NumPy loaded, the name of its set_num_threads), or None."""
     paths = glob.glob(os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs",
                                    "*openblas*"))
     try:
@@ -55,8 +55,14 @@ def _openblas_setter():
             continue
         for name in _BLAS_SETTERS:
             if hasattr(lib, name):
-                return getattr(lib, name)
+                return lib, name
     return None
+
+
+def _openblas_setter():
+    """OpenBLAS's set_num_threads from the library NumPy loaded, or None if not found."""
+    found = _openblas_library()
+    return None if found is None else getattr(*found)
 
 
 def _available_cores():
