@@ -318,6 +318,14 @@ def split_net_name(name):
     return model, init
 
 
+def describe_net(name):
+    """'resnet56-zero' -> ('resnet', 56, 'zero'): family, depth and initialisation of a net
+    of the degradation family (plainD / resnetD, with an optional -init suffix)."""
+    model, init = split_net_name(name)
+    family = model.rstrip("0123456789")
+    return family, int(model[len(family):]), init
+
+
 def net_name(model, init="paper"):
     """The inverse of ``split_net_name``."""
     return model if init == "paper" else f"{model}-{init}"

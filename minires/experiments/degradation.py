@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 
@@ -62,6 +61,7 @@ from .common import (
     Timer,
     build,
     depth_list,
+    describe_net,
     environment,
     evaluate,
     finish,
@@ -170,8 +170,7 @@ def variant_list(args):
 
 def variant_of(name):
     """'resnet56-zero' -> 'resnet-zero'; 'plain20' -> 'plain'."""
-    model, init = split_net_name(name)
-    family = model.rstrip("0123456789")
+    family, _, init = describe_net(name)
     return next(v for v, fi in VARIANTS.items() if fi == (family, init))
 
 
@@ -274,8 +273,9 @@ def train_one(name, seed, s, args, seed_dir, train_split, test) -> dict:
     train_loss, train_acc = evaluate(model, train_split, device=args.device)
     test_loss, test_acc = evaluate(model, test, device=args.device)
     train_error, test_error = 1.0 - train_acc, 1.0 - test_acc
-    record = {"variant": variant_of(name), "family": model_name.rstrip("0123456789"),
-              "init": init, "depth": int(model_name.lstrip("plainresnet")), "seed": seed,
+    family, depth, _ = describe_net(name)
+    record = {"variant": variant_of(name), "family": family, "init": init, "depth": depth,
+              "seed": seed,
               "history": hist, "final_train_error": train_error, "final_train_loss": train_loss,
               "final_test_error": test_error, "final_test_loss": test_loss,
               "parameters": model.num_parameters(), "seconds": clock.seconds}
@@ -340,14 +340,15 @@ def _errors(results, name):
             if name in runs}
 
 
-def compare_nets(results, name_a, name_b) -> dict | None:
+def compare_nets(results, name_a, name_b, classes=10) -> dict | None:
     """``paired_comparison`` of two nets over the seeds that trained both (None if none did)."""
     ea, eb = _errors(results, name_a), _errors(results, name_b)
     seeds = [s for s in ea if s in eb]
     if not seeds:
         return None
     return {"a": name_a, "b": name_b, "seeds_used": seeds,
-            **paired_comparison([ea[s] for s in seeds], [eb[s] for s in seeds], (name_a, name_b))}
+            **paired_comparison([ea[s] for s in seeds], [eb[s] for s in seeds], (name_a, name_b),
+                                classes=classes)}
 
 
 def verdict(results, classes=10) -> dict:
@@ -356,7 +357,7 @@ def verdict(results, classes=10) -> dict:
     shallow, deep = sorted(results["depths"])
     out = {}
     for family, (claimed, claim) in CLAIM.items():
-        c = compare_nets(results, f"{family}{shallow}", f"{family}{deep}")
+        c = compare_nets(results, f"{family}{shallow}", f"{family}{deep}", classes)
         if c is None:
             continue
         d = c["direction"]

@@ -30,6 +30,7 @@ from minires.nn import BatchNorm2d
 from .common import (
     Timer,
     add_training_arguments,
+    describe_net,
     environment,
     finish,
     first_batch,
@@ -130,10 +131,10 @@ def orderings(models) -> list:
     initial ones do not; 'present at initialisation' when both have it (then it is not
     evidence of what training does)."""
     def depth(n):
-        return int(n.split("-")[0].lstrip("plainrest"))
+        return describe_net(n)[1]
 
     def family(n):
-        return "plain" if n.startswith("plain") else "resnet"
+        return describe_net(n)[0]
 
     checks = []
     for n in models:                    # each residual net against the plain net of its depth
