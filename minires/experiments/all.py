@@ -168,7 +168,6 @@ def report(done, out, seconds) -> str:
 
 
 def _names(d):
-    from .degradation import ABLATION, VARIANTS
-    from .common import net_name
-    return [net_name(f"{VARIANTS[v][0]}{depth}", VARIANTS[v][1]) for v in ABLATION
-            if v in d.get("variants", ("plain", "resnet")) for depth in sorted(d["depths"])]
+    from .degradation import ABLATION, HEADLINE, variant_net
+    return [variant_net(v, depth) for v in ABLATION if v in d.get("variants", HEADLINE)
+            for depth in sorted(d["depths"])]

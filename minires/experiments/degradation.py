@@ -168,6 +168,12 @@ def variant_list(args):
     return variants
 
 
+def variant_net(variant, depth):
+    """('resnet-zero', 56) -> 'resnet56-zero': the net of a variant at a depth."""
+    family, init = VARIANTS[variant]
+    return net_name(f"{family}{depth}", init)
+
+
 def variant_of(name):
     """'resnet56-zero' -> 'resnet-zero'; 'plain20' -> 'plain'."""
     family, _, init = describe_net(name)
@@ -196,7 +202,7 @@ def run(args):
                "seeds": seeds, "variants": variants, "runs": {}}
     check_same_setting(out_dir, results)
     save_json(out_dir / "results.json", results)
-    names = [net_name(f"{VARIANTS[v][0]}{d}", VARIANTS[v][1]) for v in variants for d in depths]
+    names = [variant_net(v, d) for v in variants for d in depths]
     print(f"degradation ({s['preset']}): {', '.join(names)} on {len(train_split)} training "
           f"images at {s['input_size']}x{s['input_size']}"
           f"{' with crop and flip' if s['augment'] else ''}, {s['steps']} iterations of batch "
@@ -381,11 +387,7 @@ def comparisons(results) -> list:
     shallow, deep = sorted(results["depths"])
     have = set(results.get("variants", HEADLINE))
     rows = []
-
-    def name(variant, depth):
-        family, init = VARIANTS[variant]
-        return net_name(f"{family}{depth}", init)
-
+    name = variant_net
     for v in ABLATION:
         if v in have:
             rows.append({"question": f"{v}: depth {deep} vs {shallow}",
@@ -450,7 +452,7 @@ def plot(results):
     for variant, ax in axes.items():
         family, init = VARIANTS[variant]
         for i, depth in enumerate(depths):
-            name, color = net_name(f"{family}{depth}", init), f"C{i}"
+            name, color = variant_net(variant, depth), f"C{i}"
             curves = [runs[name]["history"] for runs in results["runs"].values() if name in runs]
             for hist in curves:
                 ax.plot(hist["steps"], hist["train_error"], color=color, lw=0.6, alpha=0.5)
