@@ -13,7 +13,7 @@ and the experiments apply the speed settings for the duration of the call
 ``mr.use_speed_settings()`` sets threads and memory for the whole process (the command
 lines make it).
 
-Subpackages with heavier imports (nn, models, optim, data, inspect, checkpoint,
+Subpackages with heavier imports (nn, models, optim, data, inspect, checkpoint, files,
 train, experiments) load on first use: ``mr.nn`` imports ``minires.nn``.
 """
 import importlib
@@ -27,7 +27,7 @@ from .tensor import Tensor, from_numpy, ones, randn, tensor, zeros
 
 __version__ = "0.1.0"
 
-_LAZY = ("nn", "models", "optim", "data", "inspect", "checkpoint", "train", "experiments",
+_LAZY = ("nn", "models", "optim", "data", "inspect", "checkpoint", "files", "train", "experiments",
          "export")
 
 

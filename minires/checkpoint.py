@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .backend import is_array, to_numpy
+from .files import write_atomically
 
 FORMAT = "minires-checkpoint"
 FORMAT_VERSION = 1
@@ -132,20 +132,6 @@ def save(path, model, optimizer=None, scheduler=None, meta=None) -> Path:
     arrays[META_KEY] = np.frombuffer(json.dumps(document).encode("utf-8"), dtype=np.uint8)
 
     return write_atomically(path, lambda f: _write_npz(f, arrays), what="checkpoint")
-
-
-def _fsync_folder(folder):
-    """Make the rename itself durable (POSIX; a no-op where folders cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. Windows
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
 
 
 # --- loading -------------------------------------------------------------------------------------
@@ -257,41 +243,5 @@ def restore(path_or_checkpoint, model, optimizer=None, scheduler=None) -> Checkp
     return ckpt
 
 
-def write_atomically(path, write, what="file") -> Path:
-    """Create or replace the file ``path`` so that it holds the old bytes or the new, never a part.
-
-    ``write(f)`` fills ``f``, an open binary temporary file in the same folder, which is then
-    flushed, fsync'ed and ``os.replace``d over ``path`` (the folder is fsync'ed too). On any
-    error the temporary file is removed and ``path`` is left as it was. The new file gets the
-    old file's permissions, or the usual ones for a new file (``0o666`` less the umask) rather
-    than ``mkstemp``'s owner-only ``0o600``. ``what`` names the kind of file in the error
-    raised when the folder does not exist. Returns ``path`` as a ``Path``.
-    """
-    path = Path(path)
-    folder = path.parent
-    if not folder.is_dir():
-        raise CheckpointError(f"cannot write {what} {path}: the folder {folder} does not exist")
-    try:
-        mode = path.stat().st_mode & 0o7777
-    except OSError:
-        umask = os.umask(0)      # reading the umask means setting it; put it straight back
-        os.umask(umask)
-        mode = 0o666 & ~umask
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_folder(folder)
-    return path
-
-
 __all__ = ["Checkpoint", "CheckpointError", "FORMAT", "FORMAT_VERSION", "META_KEY", "load",
-           "load_model_state", "restore", "save", "state_differences", "write_atomically"]
+           "load_model_state", "restore", "save", "state_differences"]

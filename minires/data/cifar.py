@@ -148,7 +148,7 @@ def download_file(url: str, dest, md5: str | None = None, timeout=60, progress=T
     checksum verified, then moved into place with ``os.replace`` (so ``dest`` is never partial)."""
     from tqdm.auto import tqdm
 
-    from ..checkpoint import write_atomically
+    from ..files import write_atomically
 
     dest = Path(dest)
 

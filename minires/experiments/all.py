@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..checkpoint import write_atomically
+from ..files import write_atomically
 from .common import Timer, environment, output_folder, save_json
 
 NAME = "all"

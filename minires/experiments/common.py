@@ -138,7 +138,7 @@ def _json_default(value):
 def save_json(path, obj) -> Path:
     """Write ``obj`` as JSON atomically (temporary file, then ``os.replace``)."""
     text = json.dumps(obj, indent=1, default=_json_default, allow_nan=True) + "\n"
-    return mr.checkpoint.write_atomically(path, lambda f: f.write(text.encode("utf-8")),
+    return mr.files.write_atomically(path, lambda f: f.write(text.encode("utf-8")),
                                           what="results")
 
 

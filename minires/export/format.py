@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from ..backend import to_numpy
-from ..checkpoint import CheckpointError, write_atomically
+from ..checkpoint import CheckpointError
+from ..files import write_atomically
 from ..tensor import Tensor
 
 # safetensors dtype code <-> NumPy dtype (always little-endian in the file). bfloat16 and the
@@ -83,7 +84,7 @@ def write_safetensors(path, tensors: dict, metadata: dict | None = None) -> Path
 
     Arrays may be NumPy or CuPy arrays of a type in ``DTYPES`` (float64/32/16, signed and
     unsigned ints, bool), of any shape including 0-d. The file is written next to
-    ``path`` and renamed over it only when complete (``checkpoint.write_atomically``).
+    ``path`` and renamed over it only when complete (``files.write_atomically``).
     Raises ``TypeError``/``ValueError`` for a name, dtype or metadata value the format
     cannot hold (nothing is written then), ``CheckpointError`` when the folder is missing.
     """

@@ -121,7 +121,7 @@ def _html_table(columns, rows, legend, caption=None, notes=(), bar=True) -> str:
 
 def _atomic_write_text(path, text):
     """Write ``text`` to ``path`` through a temporary file and ``os.replace`` (never half-written)."""
-    from ..checkpoint import write_atomically
+    from ..files import write_atomically
     data = text.encode("utf-8")
     write_atomically(os.path.abspath(os.fspath(path)), lambda f: f.write(data), what="report")
 

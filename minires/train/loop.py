@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import backend, checkpoint, speed
+from .. import backend, checkpoint, files, speed
 from .. import functional as F
 from ..autograd import no_grad
 from ..backend import to_device
@@ -147,12 +147,12 @@ def refuse_earlier_run(out):
 
 def _write_json_atomic(path: Path, value):
     text = json.dumps(value, indent=2) + "\n"
-    checkpoint.write_atomically(path, lambda f: f.write(text.encode("utf-8")), what="run file")
+    files.write_atomically(path, lambda f: f.write(text.encode("utf-8")), what="run file")
 
 
 def _write_metrics(path: Path, history):
     text = "".join(json.dumps(row) + "\n" for row in history)
-    checkpoint.write_atomically(path, lambda f: f.write(text.encode("utf-8")), what="metrics")
+    files.write_atomically(path, lambda f: f.write(text.encode("utf-8")), what="metrics")
 
 
 def plot_curves(history, path) -> bool:
@@ -177,7 +177,7 @@ def plot_curves(history, path) -> bool:
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend()
-    checkpoint.write_atomically(path, lambda f: fig.savefig(f, format="png", dpi=100),
+    files.write_atomically(path, lambda f: fig.savefig(f, format="png", dpi=100),
                                 what="curves")
     return True
 
