@@ -36,13 +36,16 @@ def bn_cases(draw):
         momentum=draw(st.sampled_from([0.1, 0.0, 1.0, 0.37])),
         eps=draw(st.sampled_from([1e-5, 1e-3])),
         seed=draw(st.integers(0, 2**31)),
+        # the mean relative to the spread: 1 takes the one-pass statistics, 30 the path that
+        # centres x first (mean^2 > 8 var, where E[x^2] - mean^2 would cancel)
+        offset=draw(st.sampled_from([1.0, 30.0])),
     )
 
 
 def inputs(case, device, make=t64):
     rng = np.random.default_rng(case["seed"])
     C = case["shape"][1]
-    x = make(rng.standard_normal(case["shape"]) * 2 + 1, device)
+    x = make(rng.standard_normal(case["shape"]) * 2 + case["offset"], device)
     w = make(rng.standard_normal(C), device) if case["affine"] else None
     b = make(rng.standard_normal(C), device) if case["affine"] else None
     running = (rng.standard_normal(C), rng.random(C) + 0.5)
@@ -103,6 +106,29 @@ def test_batch_norm_forward(device, training, case):
     assert_forward(y, expected, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(to_numpy(rm32), new_mean, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(to_numpy(rv32), new_var, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_float32_with_a_mean_far_above_the_spread(device, training):
+    """mean 1000, std 1: E[x^2] - mean^2 would lose every digit of the variance in float32
+    (1e6 +- 1 at 7 digits). The forward must notice and centre x first; y, the running
+    statistics and the gradients then match a float64 computation."""
+    rng = np.random.default_rng(0)
+    x64 = rng.standard_normal((8, 3, 5, 5)) + 1000.0
+    w64, b64, gy64 = rng.standard_normal(3), rng.standard_normal(3), rng.standard_normal(x64.shape)
+    out = {}
+    for dtype in (np.float32, np.float64):
+        x, w, b = (mr.tensor(a, dtype=dtype, device=device, requires_grad=True)
+                   for a in (x64, w64, b64))
+        rm = mr.tensor(np.full(3, 1000.0), dtype=dtype, device=device).data
+        rv = mr.tensor(np.ones(3), dtype=dtype, device=device).data
+        y = F.batch_norm(x, rm, rv, w, b, training=training, momentum=0.5)
+        (y * mr.tensor(gy64, dtype=dtype, device=device)).sum().backward()
+        out[dtype] = [to_numpy(a).astype(np.float64) for a in (y.data, x.grad.data, w.grad.data,
+                                                               b.grad.data, rm, rv)]
+    for name, a, e in zip(("y", "dx", "dw", "db", "running_mean", "running_var"),
+                          out[np.float32], out[np.float64]):
+        np.testing.assert_allclose(a, e, rtol=2e-3, atol=2e-3, err_msg=name)
 
 
 @pytest.mark.parametrize("as_tensor", [False, True])
