@@ -28,7 +28,7 @@ from __future__ import annotations
 from . import functional as F
 from .nn import init
 from .nn.blocks import (BasicBlock, Bottleneck, PreActBlock, PreActBottleneck, ResNeXtBottleneck,
-                        SplitAttentionBlock, WideBasic)
+                        SplitAttentionBlock, WideBasic, is_residual_block)
 from .nn.layers import AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Linear, MaxPool2d, ReLU
 from .nn.module import Module, Sequential
 
@@ -45,8 +45,7 @@ def _init_weights(model, zero_init_residual):
             init.zeros_(m.bias)
     if zero_init_residual:
         for m in model.modules():
-            if hasattr(m, "zero_init_residual") and callable(m.zero_init_residual) \
-                    and hasattr(m, "fork"):
+            if is_residual_block(m):
                 m.zero_init_residual()
 
 

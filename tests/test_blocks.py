@@ -230,6 +230,17 @@ def test_forward_is_branch_plus_shortcut():
     np.testing.assert_allclose(plain(x).numpy(), F.relu(plain.branch(x)).numpy())
 
 
+def test_is_residual_block_names_the_blocks_of_a_model():
+    for block in (B.BasicBlock(4, 4), B.Bottleneck(16, 4), B.PreActBlock(4, 4),
+                  B.PreActBottleneck(16, 4), B.WideBasic(4, 4), B.SplitAttentionBlock(16, 4),
+                  B.PlainBlock(4, 4)):
+        assert nn.is_residual_block(block)
+    for module in (nn.Conv2d(4, 4, 3), nn.Sequential(nn.ReLU()), B.Fork(), B.ShortcutA(4, 8, 2),
+                   B.SqueezeExcitation(16), mr.models.resnet20()):
+        assert not nn.is_residual_block(module)
+    model = mr.models.resnet20()
+    assert sum(nn.is_residual_block(m) for m in model.modules()) == 9
+
 def test_shortcut_kinds():
     assert isinstance(B.BasicBlock(4, 4, 1, option="A").downsample, nn.Identity)
     assert isinstance(B.BasicBlock(4, 8, 2, option="A").downsample, B.ShortcutA)

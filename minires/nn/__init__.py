@@ -7,7 +7,7 @@
 from . import init, utils
 from .blocks import (BasicBlock, Bottleneck, Fork, PlainBlock, PreActBlock, PreActBottleneck,
                      ResidualBlock, ResNeXtBottleneck, ShortcutA, SplitAttentionBlock,
-                     SplitAttentionConv2d, SqueezeExcitation, WideBasic)
+                     SplitAttentionConv2d, SqueezeExcitation, WideBasic, is_residual_block)
 from .layers import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout,
                      Flatten, Identity, Linear, MaxPool2d, ReLU)
 from .loss import CrossEntropyLoss
@@ -19,5 +19,5 @@ __all__ = [
     "Identity", "Linear", "MaxPool2d", "ReLU",
     "BasicBlock", "Bottleneck", "Fork", "PlainBlock", "PreActBlock", "PreActBottleneck",
     "ResidualBlock", "ResNeXtBottleneck", "ShortcutA", "SplitAttentionBlock", "SplitAttentionConv2d",
-    "SqueezeExcitation", "WideBasic",
+    "SqueezeExcitation", "WideBasic", "is_residual_block",
 ]

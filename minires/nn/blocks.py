@@ -212,6 +212,22 @@ class ResidualBlock(Module):
         raise NotImplementedError  # pragma: no cover - each block defines it
 
 
+def is_residual_block(module) -> bool:
+    """Whether ``module`` is a residual block: one that splits its input into a branch and a shortcut.
+
+    A residual block computes ``out = F(x) + shortcut(x)``: its forward forks the input
+    (``module.fork``) into the residual branch F (``module.branch``) and the shortcut
+    (``module.downsample``), the contract described in this module's docstring. Every
+    ``ResidualBlock`` subclass is one. Returns True for those, False for any other
+    module (a layer, a container, a whole network).
+
+    A plain block (``shortcut=False``, e.g. ``PlainBlock``) keeps the same structure with
+    the shortcut switched off, so it counts too: its ``fork`` and ``branch`` are there and
+    its skip gradient is zero. ``module.shortcut`` tells whether the shortcut is added.
+    """
+    return isinstance(module, ResidualBlock)
+
+
 # --- post-activation blocks (He et al. 2015) ------------------------------------------
 class BasicBlock(ResidualBlock):
     """Two 3x3 convs: F(x) = bn2(conv2(relu(bn1(conv1(x))))); out = relu(F(x) + shortcut(x)).
@@ -507,6 +523,6 @@ class SplitAttentionBlock(ResidualBlock):
 
 
 __all__ = ["conv3x3", "conv1x1", "Fork", "ShortcutA", "make_shortcut", "SqueezeExcitation",
-           "ResidualBlock", "BasicBlock", "PlainBlock", "Bottleneck", "ResNeXtBottleneck",
+           "ResidualBlock", "is_residual_block", "BasicBlock", "PlainBlock", "Bottleneck", "ResNeXtBottleneck",
            "PreActBlock", "PreActBottleneck", "WideBasic", "SplitAttentionConv2d",
            "SplitAttentionBlock"]
