@@ -150,32 +150,35 @@ class SqueezeExcitation(Module):
 class ResidualBlock(Module):
     """What every block shares: the fork, the shortcut and the forward that joins them.
 
-    Subclasses build their branch layers, call ``_finish_init`` (which adds the SE gate,
-    the shortcut and the final ReLU) and define ``branch``, ending it with ``_se_gate``.
+    A subclass's constructor reads in state_dict order (torchvision's): ``super().__init__``
+    checks the stride and adds the fork; then come the branch layers, the SE gate
+    (``self.se``) when asked for, ``self._add_shortcut(option)`` and, for post-activation
+    blocks, the final ``self.relu``. The subclass defines ``branch``, ending it with
+    ``_se_gate``, and ``zero_init_residual``.
     """
 
     expansion = 1
     post_activation = True     # a ReLU after the addition (He et al. 2015); False for pre-activation
 
-    def _start_init(self, stride):
+    def __init__(self, in_planes, out_planes, stride, shortcut):
+        """Record the block's shape (``in_planes`` -> ``out_planes`` channels, ``stride``)
+        and whether it adds a shortcut, and add the fork, the block's first child."""
+        super().__init__()
         if not isinstance(stride, numbers.Integral) or stride < 1:
             raise ValueError(f"{type(self).__name__}: stride must be a positive int, got {stride!r}")
-        self.fork = Fork()
-
-    def _finish_init(self, in_planes, out_planes, stride, shortcut, option, se=False,
-                     se_reduction=16, batch_norm=True):
-        # Called after the branch layers, so the SE gate, the shortcut and the final ReLU
-        # come after them in state_dict order (torchvision's).
-        if se:
-            self.se = SqueezeExcitation(out_planes, se_reduction)
         self.in_planes, self.out_planes, self.stride = in_planes, out_planes, stride
         self.shortcut = bool(shortcut)
+        self.fork = Fork()
+
+    def _add_shortcut(self, option, batch_norm=True):
+        """Add the child ``downsample``: the shortcut's module (``make_shortcut``: identity,
+        option A or a projection, with a BN unless ``batch_norm=False``), or None for a
+        plain block. Called after the branch layers, so its keys follow theirs."""
         if self.shortcut:
-            self.downsample = make_shortcut(in_planes, out_planes, stride, option, batch_norm)
+            self.downsample = make_shortcut(self.in_planes, self.out_planes, self.stride, option,
+                                            batch_norm)
         else:
             self.add_module("downsample", None)
-        if self.post_activation:
-            self.relu = ReLU()
 
     def branch(self, x):  # pragma: no cover - abstract
         """The residual branch F applied to ``x_branch``; each block defines it.
@@ -241,14 +244,16 @@ class BasicBlock(ResidualBlock):
 
     def __init__(self, inplanes, planes, stride=1, option="B", shortcut=True, se=False,
                  se_reduction=16):
-        super().__init__()
-        self._start_init(stride)
+        super().__init__(inplanes, planes, stride, shortcut)
         self.conv1 = conv3x3(inplanes, planes, stride)
         self.bn1 = BatchNorm2d(planes)
         self.relu1 = ReLU()
         self.conv2 = conv3x3(planes, planes)
         self.bn2 = BatchNorm2d(planes)
-        self._finish_init(inplanes, planes, stride, shortcut, option, se, se_reduction)
+        if se:
+            self.se = SqueezeExcitation(planes, se_reduction)
+        self._add_shortcut(option)
+        self.relu = ReLU()
 
     def branch(self, x):
         """F(x) = bn2(conv2(relu(bn1(conv1(x))))), then the SE gate if present."""
@@ -283,10 +288,9 @@ class Bottleneck(ResidualBlock):
 
     def __init__(self, inplanes, planes, stride=1, groups=1, base_width=64, option="B",
                  shortcut=True, se=False, se_reduction=16):
-        super().__init__()
-        self._start_init(stride)
-        width = int(planes * (base_width / 64.0)) * groups
         out_planes = planes * self.expansion
+        super().__init__(inplanes, out_planes, stride, shortcut)
+        width = int(planes * (base_width / 64.0)) * groups
         self.conv1 = conv1x1(inplanes, width)
         self.bn1 = BatchNorm2d(width)
         self.relu1 = ReLU()
@@ -295,7 +299,10 @@ class Bottleneck(ResidualBlock):
         self.relu2 = ReLU()
         self.conv3 = conv1x1(width, out_planes)
         self.bn3 = BatchNorm2d(out_planes)
-        self._finish_init(inplanes, out_planes, stride, shortcut, option, se, se_reduction)
+        if se:
+            self.se = SqueezeExcitation(out_planes, se_reduction)
+        self._add_shortcut(option)
+        self.relu = ReLU()
 
     def branch(self, x):
         """F(x) = bn3(conv3(relu(bn2(conv2(relu(bn1(conv1(x)))))))), then the SE gate if present."""
@@ -335,8 +342,7 @@ class PreActBlock(ResidualBlock):
 
     def __init__(self, inplanes, planes, stride=1, option="B", shortcut=True, se=False,
                  se_reduction=16, dropout=0.0):
-        super().__init__()
-        self._start_init(stride)
+        super().__init__(inplanes, planes, stride, shortcut)
         self.bn1 = BatchNorm2d(inplanes)
         self.relu1 = ReLU()
         self.conv1 = conv3x3(inplanes, planes, stride)
@@ -345,8 +351,9 @@ class PreActBlock(ResidualBlock):
         self.bn2 = BatchNorm2d(planes)
         self.relu2 = ReLU()
         self.conv2 = conv3x3(planes, planes)
-        self._finish_init(inplanes, planes, stride, shortcut, option, se, se_reduction,
-                          batch_norm=False)
+        if se:
+            self.se = SqueezeExcitation(planes, se_reduction)
+        self._add_shortcut(option, batch_norm=False)    # no final ReLU: pre-activation
 
     def branch(self, x):
         """F(x) = conv2(relu(bn2(conv1(relu(bn1(x)))))).
@@ -374,9 +381,8 @@ class PreActBottleneck(ResidualBlock):
 
     def __init__(self, inplanes, planes, stride=1, option="B", shortcut=True, se=False,
                  se_reduction=16):
-        super().__init__()
-        self._start_init(stride)
         out_planes = planes * self.expansion
+        super().__init__(inplanes, out_planes, stride, shortcut)
         self.bn1 = BatchNorm2d(inplanes)
         self.relu1 = ReLU()
         self.conv1 = conv1x1(inplanes, planes)
@@ -386,8 +392,9 @@ class PreActBottleneck(ResidualBlock):
         self.bn3 = BatchNorm2d(planes)
         self.relu3 = ReLU()
         self.conv3 = conv1x1(planes, out_planes)
-        self._finish_init(inplanes, out_planes, stride, shortcut, option, se, se_reduction,
-                          batch_norm=False)
+        if se:
+            self.se = SqueezeExcitation(out_planes, se_reduction)
+        self._add_shortcut(option, batch_norm=False)    # no final ReLU: pre-activation
 
     def branch(self, x):
         """F(x) = conv3(relu(bn3(conv2(relu(bn2(conv1(relu(bn1(x))))))))).
@@ -494,10 +501,9 @@ class SplitAttentionBlock(ResidualBlock):
 
     def __init__(self, inplanes, planes, stride=1, radix=2, cardinality=1, base_width=64,
                  option="B", shortcut=True, se=False, se_reduction=16):
-        super().__init__()
-        self._start_init(stride)
-        width = int(planes * (base_width / 64.0)) * cardinality
         out_planes = planes * self.expansion
+        super().__init__(inplanes, out_planes, stride, shortcut)
+        width = int(planes * (base_width / 64.0)) * cardinality
         self.conv1 = conv1x1(inplanes, width)
         self.bn1 = BatchNorm2d(width)
         self.relu1 = ReLU()
@@ -505,7 +511,10 @@ class SplitAttentionBlock(ResidualBlock):
                                           cardinality=cardinality)
         self.conv3 = conv1x1(width, out_planes)
         self.bn3 = BatchNorm2d(out_planes)
-        self._finish_init(inplanes, out_planes, stride, shortcut, option, se, se_reduction)
+        if se:
+            self.se = SqueezeExcitation(out_planes, se_reduction)
+        self._add_shortcut(option)
+        self.relu = ReLU()
 
     def branch(self, x):
         """F(x) = bn3(conv3(conv2(relu(bn1(conv1(x)))))), conv2 being the split-attention conv.
