@@ -21,6 +21,11 @@ settings.register_profile("thorough", max_examples=300, deadline=None,
                           suppress_health_check=_QUIET, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
+# The command lines measure which OpenBLAS kernel is fastest and re-run themselves under it
+# (minires/blas_kernel.py); the commands the tests start keep OpenBLAS' pick instead, so no
+# test writes to the user's cache or depends on the machine's answer.
+os.environ.setdefault("MINIRES_BLAS_KERNEL", "default")
+
 
 @pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
 def device(request):
