@@ -153,12 +153,14 @@ class Tensor:
             out._version_counter = view_of._version_counter
         return out
 
-    def _lift(self, value):
-        """A constant tensor for ``value`` on this tensor's device.
+    def _constant_like(self, value):
+        """``value`` (a number, list or array) as a constant Tensor to combine with this one.
 
-        Python numbers and lists follow PyTorch's promotion: they take this tensor's
-        dtype unless they are of a higher kind (bool < int < float): a float with an
-        integer tensor gives float32, an int with a bool tensor int64.
+        The result is on this tensor's device (an array on another device is refused) and
+        outside the graph. Python numbers and lists follow PyTorch's promotion: they take
+        this tensor's dtype unless they are of a higher kind (bool < int < float): a float
+        with an integer tensor gives float32, an int with a bool tensor int64. Arrays keep
+        their dtype. Out-of-place ops call it through ``functional.basic._as_tensors``.
         """
         xp = get_array_module(self.data)
         if isinstance(value, (numbers.Number, list, tuple)):
@@ -444,8 +446,10 @@ class Tensor:
                 f"minires does not record in-place operations; write it out of place "
                 f"(x = x + 1 makes a new tensor)")
 
-    def _raw(self, op, other):
-        """``other`` (tensor, array, list or number) as a number or an array on this device."""
+    def _array_or_number(self, op, other):
+        """``other`` (tensor, array, list or number) unwrapped to a bare number or an array on
+        this tensor's device (another device is refused): what comparisons and in-place
+        updates hand to NumPy/CuPy."""
         if isinstance(other, Tensor):
             other = other.data
         elif isinstance(other, (list, tuple)):
@@ -457,14 +461,17 @@ class Tensor:
                                f"tensor on {self.device}; move one of them first")
         return other
 
-    def _operand(self, op, other):
-        """``other`` as a raw array or number on this tensor's device, for an in-place op."""
+    def _inplace_operand(self, op, other):
+        """``other`` as a bare array or number for updating this tensor in place.
+
+        Refuses a tensor that requires grad (the update cannot carry its gradient) and an
+        operand whose broadcast with this tensor would change its shape."""
         if isinstance(other, Tensor):
             if other.requires_grad and autograd.is_grad_enabled():
                 raise RuntimeError(f"Tensor {op}: the other operand requires grad, and an in-place "
                                    f"result cannot carry its gradient; write it out of place "
                                    f"(x = x + y), or use y.detach()")
-        other = self._raw(op, other)
+        other = self._array_or_number(op, other)
         shape = tuple(np.shape(other))
         out = basic._broadcast_shapes(f"Tensor {op}", self.shape, shape)
         if out != tuple(self.shape):
@@ -475,7 +482,7 @@ class Tensor:
 
     def _inplace(self, op, other, update):
         self._check_inplace(op)
-        other = self._operand(op, other)
+        other = self._inplace_operand(op, other)
         try:
             update(self.data, other)
         except TypeError:   # NumPy's UFuncTypeError: the result's dtype does not fit in ours
@@ -532,7 +539,7 @@ class Tensor:
                                    "carry its gradient; use src.detach()")
             src = src.data
         src = to_device(src, self.device) if device_of(src) != self.device else src
-        self.data[...] = self._operand("copy_()", src)
+        self.data[...] = self._inplace_operand("copy_()", src)
         self._bump_version()
         return self
 
@@ -544,7 +551,7 @@ class Tensor:
         if not (isinstance(other, (Tensor, numbers.Number, np.generic, list, tuple))
                 or is_array(other)):
             return NotImplemented
-        other = self._raw(symbol, other)
+        other = self._array_or_number(symbol, other)
         basic._broadcast_shapes(f"Tensor {symbol}", self.shape, np.shape(other))
         return Tensor(get_array_module(self.data).asarray(op(self.data, other)))
 

@@ -27,7 +27,7 @@ def _as_tensors(*args, op="op"):
     - integer and bool operands meeting a floating one take its dtype, as in PyTorch
       (``labels * 0.5`` and ``uint8_images / 255.0`` are float32; NumPy alone would give
       float64);
-    - a Python number or NumPy scalar takes the tensor's dtype (``_lift``), so
+    - a Python number or NumPy scalar takes the tensor's dtype (``Tensor._constant_like``), so
       ``x * 0.5`` and ``x * np.float64(0.5)`` stay float32;
     - two floating tensors (or a tensor and an array) of different precision are a
       TypeError naming ``op`` and both dtypes. PyTorch and NumPy would promote
@@ -38,7 +38,7 @@ def _as_tensors(*args, op="op"):
     like = next((a for a in args if is_tensor(a)), None)
     if like is None:
         raise TypeError(f"expected at least one Tensor argument, got {[type(a).__name__ for a in args]}")
-    tensors = tuple(a if is_tensor(a) else like._lift(a) for a in args)
+    tensors = tuple(a if is_tensor(a) else like._constant_like(a) for a in args)
     floats = [t.dtype for t in tensors if t.dtype.kind == "f"]
     if len(set(floats)) > 1:
         _refuse_mixed_precision(op, args, tensors)
