@@ -21,8 +21,7 @@ import weakref
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
-# device_of is not used here: it is re-exported (in __all__) for code that imports it from here.
-from .backend import device_of, get_array_module
+from .backend import get_array_module
 
 # --- grad mode ----------------------------------------------------------------
 # Whether ops record the graph. Per thread (like PyTorch), so a background data
@@ -423,4 +422,4 @@ def _module_of(fn: Function):
 
 
 __all__ = ["Function", "TensorLike", "VersionCounter", "no_grad", "enable_grad",
-           "is_grad_enabled", "run_backward", "sum_to_shape", "is_tensor", "device_of"]
+           "is_grad_enabled", "run_backward", "sum_to_shape", "is_tensor"]

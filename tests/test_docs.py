@@ -11,18 +11,10 @@ import dataclasses
 import importlib
 import inspect
 
-MODULES = ["minires", "minires.export", "minires.functional", "minires.nn", "minires.models", "minires.optim",
-           "minires.data", "minires.inspect", "minires.checkpoint", "minires.train",
-           "minires.gradcheck", "minires.backend", "minires.speed", "minires.experiments"]
-
-# Classes whose files (minires/tensor.py, minires/autograd.py) are being documented in a
-# separate change: skipped here until that lands, then this set is emptied. Keep it to
-# these two classes.
-OWNED_ELSEWHERE = set()
-
-# Public names defined in files the docstring change did not edit (autograd.py, as above,
-# and train/cli.py): document each in its file, then delete it here. Do not add to this.
-SKIPPED = OWNED_ELSEWHERE
+MODULES = ["minires", "minires.export", "minires.functional", "minires.nn", "minires.models",
+           "minires.optim", "minires.data", "minires.inspect", "minires.checkpoint",
+           "minires.train", "minires.gradcheck", "minires.backend", "minires.speed",
+           "minires.experiments"]
 
 
 def _ours(obj):
@@ -85,9 +77,7 @@ def undocumented():
     label_of = {id(obj): label for label, obj in api}
     missing, checked_members = set(), set()
     for label, obj in api:
-        if label in OWNED_ELSEWHERE:
-            continue
-        if not _has_doc(obj) and label not in SKIPPED:
+        if not _has_doc(obj):
             missing.add(label)
         if not inspect.isclass(obj):
             continue
@@ -95,8 +85,6 @@ def undocumented():
             if not _ours(base):
                 continue                            # object, Exception, ...: not ours
             base_label = label_of.get(id(base), f"{base.__module__}.{base.__qualname__}")
-            if base_label in OWNED_ELSEWHERE:
-                continue
             for name, member in vars(base).items():
                 if name.startswith("_") and name != "__call__":
                     continue
@@ -104,7 +92,7 @@ def undocumented():
                 if fn is None or (base, name) in checked_members:
                     continue
                 checked_members.add((base, name))
-                if not _has_doc(fn) and f"{base_label}.{name}" not in SKIPPED:
+                if not _has_doc(fn):
                     missing.add(f"{base_label}.{name}")
     return sorted(missing)
 
