@@ -473,7 +473,7 @@ class Tensor:
                                    f"(x = x + y), or use y.detach()")
         other = self._array_or_number(op, other)
         shape = tuple(np.shape(other))
-        out = basic._broadcast_shapes(f"Tensor {op}", self.shape, shape)
+        out = basic.broadcast_shape(f"Tensor {op}", self.shape, shape)
         if out != tuple(self.shape):
             raise ValueError(f"Tensor {op}: cannot update a tensor of shape {tuple(self.shape)} in "
                              f"place with an operand of shape {shape}: the result would have "
@@ -552,7 +552,7 @@ class Tensor:
                 or is_array(other)):
             return NotImplemented
         other = self._array_or_number(symbol, other)
-        basic._broadcast_shapes(f"Tensor {symbol}", self.shape, np.shape(other))
+        basic.broadcast_shape(f"Tensor {symbol}", self.shape, np.shape(other))
         return Tensor(get_array_module(self.data).asarray(op(self.data, other)))
 
     def __eq__(self, other):
@@ -613,17 +613,7 @@ class Tensor:
     def argmax(self, axis=None, keepdims=None, *, dim=None, keepdim=None):
         """Indices of the maxima over ``axis`` (None: of the flattened tensor), an int64
         tensor outside the graph; ``dim``/``keepdim`` accepted, as in ``sum``."""
-        axis, keepdims, _ = basic._axis_args("argmax", axis, keepdims, dim, keepdim)
-        if axis is not None and not isinstance(axis, numbers.Integral):
-            raise TypeError(f"argmax: axis must be one int or None, got {axis!r}")
-        if axis is not None and not -self.ndim <= axis < self.ndim:
-            raise ValueError(f"argmax: axis {axis} is out of range for a tensor of shape "
-                             f"{tuple(self.shape)}")
-        xp = get_array_module(self.data)
-        idx = xp.asarray(self.data.argmax(axis=axis)).astype(np.int64)
-        if keepdims:
-            idx = idx.reshape((1,) * self.ndim) if axis is None else xp.expand_dims(idx, axis)
-        return Tensor(idx)
+        return basic.argmax(self, axis, keepdims, dim=dim, keepdim=keepdim)
 
     # -- shape ops ------------------------------------------------------------------------------
     def reshape(self, *shape):

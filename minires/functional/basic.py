@@ -78,10 +78,12 @@ def _normalize_axes(axis, ndim, op):
     return tuple(sorted(out))
 
 
-def _broadcast_shapes(op, *shapes, what="shapes"):
-    """The shape NumPy broadcasting gives ``shapes``, or an error naming the op and the shapes.
+def broadcast_shape(op, *shapes, what="shapes"):
+    """The shape NumPy broadcasting gives ``shapes``, or a ValueError naming ``op`` and the shapes.
 
     Two dimensions, aligned from the right, broadcast when they are equal or one is 1.
+    Every binary op here checks its operands with it before computing; so do the
+    tensor's comparisons and in-place updates (``tensor.py``).
     """
     ndim = builtins.max((len(s) for s in shapes), default=0)
     out = []
@@ -95,7 +97,7 @@ def _broadcast_shapes(op, *shapes, what="shapes"):
     return tuple(out)
 
 
-def _expand_reduced(g, x_shape, axes, keepdims):
+def _expand_reduced(g, axes, keepdims):
     """Put reduced axes back (size 1) so ``g`` broadcasts against the input."""
     if not keepdims:
         for a in axes:
@@ -108,7 +110,7 @@ class Add(Function):
     """a + b. keeps: nothing."""
 
     def forward(self, a, b):
-        _broadcast_shapes("add", a.shape, b.shape)
+        broadcast_shape("add", a.shape, b.shape)
         return a + b
 
     def backward(self, gy):
@@ -119,7 +121,7 @@ class Sub(Function):
     """a - b. keeps: nothing."""
 
     def forward(self, a, b):
-        _broadcast_shapes("sub", a.shape, b.shape)
+        broadcast_shape("sub", a.shape, b.shape)
         return a - b
 
     def backward(self, gy):
@@ -130,7 +132,7 @@ class Mul(Function):
     """a * b. keeps: a and b."""
 
     def forward(self, a, b):
-        _broadcast_shapes("mul", a.shape, b.shape)
+        broadcast_shape("mul", a.shape, b.shape)
         self.save_for_backward(a, b)
         return a * b
 
@@ -143,7 +145,7 @@ class Div(Function):
     """a / b. keeps: a and b."""
 
     def forward(self, a, b):
-        _broadcast_shapes("div", a.shape, b.shape)
+        broadcast_shape("div", a.shape, b.shape)
         self.save_for_backward(a, b)
         return a / b
 
@@ -283,7 +285,7 @@ class Maximum(Function):
     """Elementwise max(a, b); a tie sends half the gradient each way. keeps: the two masks."""
 
     def forward(self, a, b):
-        _broadcast_shapes("maximum", a.shape, b.shape)
+        broadcast_shape("maximum", a.shape, b.shape)
         xp = get_array_module(a, b)
         a_wins = (a > b) + 0.5 * (a == b)
         self.save_for_backward(a_wins.astype(xp.result_type(a, b)))
@@ -304,7 +306,7 @@ class Where(Function):
     def forward(self, a, b):
         xp = get_array_module(a, b)
         cond = xp.asarray(self.condition, dtype=bool)
-        _broadcast_shapes("where", cond.shape, a.shape, b.shape, what="condition, a and b shapes")
+        broadcast_shape("where", cond.shape, a.shape, b.shape, what="condition, a and b shapes")
         self.save_for_backward(cond)
         return xp.where(cond, a, b)
 
@@ -353,7 +355,7 @@ class MatMul(Function):
         if k_a != k_b:
             raise ValueError(f"matmul: inner dimensions differ: a has shape {a.shape}, "
                              f"b has shape {b.shape} ({k_a} != {k_b})")
-        _broadcast_shapes("matmul", a.shape[:-2], b.shape[:-2],
+        broadcast_shape("matmul", a.shape[:-2], b.shape[:-2],
                           what=f"batch dimensions of a {a.shape} and b {b.shape}:")
         self.save_for_backward(a, b)
         return get_array_module(a, b).matmul(a, b)
@@ -421,7 +423,7 @@ class Sum(Function):
         return x.sum(axis=self.axes, keepdims=self.keepdims)
 
     def backward(self, gy):
-        g = _expand_reduced(gy, self.x_shape, self.axes, self.keepdims)
+        g = _expand_reduced(gy, self.axes, self.keepdims)
         return (get_array_module(gy).broadcast_to(g, self.x_shape),)
 
 
@@ -443,7 +445,7 @@ class Mean(Function):
         return x.mean(axis=self.axes, keepdims=self.keepdims)
 
     def backward(self, gy):
-        g = _expand_reduced(gy, self.x_shape, self.axes, self.keepdims) / self.count
+        g = _expand_reduced(gy, self.axes, self.keepdims) / self.count
         return (get_array_module(gy).broadcast_to(g, self.x_shape),)
 
 
@@ -468,7 +470,7 @@ class _Extreme(Function):
 
     def backward(self, gy):
         (mask,) = self.saved
-        return (_expand_reduced(gy, mask.shape, self.axes, self.keepdims) * mask,)
+        return (_expand_reduced(gy, self.axes, self.keepdims) * mask,)
 
 
 class Max(_Extreme):
@@ -872,6 +874,22 @@ def min(x, axis=None, keepdims=None, *, dim=None, keepdim=None):  # noqa: A001 -
     axis, keepdims, torch_spelling = _axis_args("min", axis, keepdims, dim, keepdim)
     values = Min(axis, keepdims)(x)
     return _with_indices("min", x, values, axis, keepdims) if torch_spelling else values
+
+
+def argmax(x, axis=None, keepdims=None, *, dim=None, keepdim=None):
+    """Indices of the maxima of x over ``axis`` (one int; None: of the flattened tensor), an
+    int64 tensor outside the graph; ``dim``/``keepdim`` accepted, as in ``sum``."""
+    axis, keepdims, _ = _axis_args("argmax", axis, keepdims, dim, keepdim)
+    if axis is not None and not isinstance(axis, numbers.Integral):
+        raise TypeError(f"argmax: axis must be one int or None, got {axis!r}")
+    if axis is not None and not -x.ndim <= axis < x.ndim:
+        raise ValueError(f"argmax: axis {axis} is out of range for a tensor of shape "
+                         f"{tuple(x.shape)}")
+    xp = get_array_module(x.data)
+    idx = xp.asarray(x.data.argmax(axis=axis)).astype(np.int64)
+    if keepdims:
+        idx = idx.reshape((1,) * x.ndim) if axis is None else xp.expand_dims(idx, axis)
+    return x._wrap_output(idx, None)
 
 
 def reshape(x, *shape):

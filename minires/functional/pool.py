@@ -14,13 +14,13 @@ import numpy as np
 
 from ..autograd import Function
 from ..backend import get_array_module
-from .windows import _check_4d, _pair, conv_output_size, offset_slices, pad2d
+from .windows import _check_4d, as_int_pair, conv_output_size, offset_slices, pad2d
 
 
 def _pool_settings(op, kernel_size, stride, padding):
-    kernel = _pair(kernel_size, "kernel_size", op, 1)
-    stride = kernel if stride is None else _pair(stride, "stride", op, 1)
-    padding = _pair(padding, "padding", op, 0)
+    kernel = as_int_pair(kernel_size, "kernel_size", op, 1)
+    stride = kernel if stride is None else as_int_pair(stride, "stride", op, 1)
+    padding = as_int_pair(padding, "padding", op, 0)
     if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
         # as in PyTorch: more padding would create windows that hold only padding
         raise ValueError(f"{op}: padding {padding} must be at most half the kernel size {kernel}")

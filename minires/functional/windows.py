@@ -1,7 +1,7 @@
 """Sliding windows: the bookkeeping convolution and pooling share.
 
-Argument checking (``_pair``: an int or a pair, used by the functional ops, the CUDA
-kernels' wrappers and the nn layers; ``_check_4d``; ``conv_settings`` and
+Argument checking (``as_int_pair``: an int or a pair, used by the functional ops, the
+CUDA kernels' wrappers and the nn layers; ``_check_4d``; ``conv_settings`` and
 ``check_conv_inputs``, which both conv2d implementations call), the output size of a
 window of size KH x KW sliding with stride and dilation over a padded input
 (``conv_output_size``, checked; ``output_length``, the formula itself), the width of
@@ -21,7 +21,7 @@ from ..backend import get_array_module
 
 
 # --- argument handling --------------------------------------------------------------
-def _pair(value, name, op, minimum):
+def as_int_pair(value, name, op, minimum):
     """An int or a pair of ints, each >= minimum, as a pair (h, w); a clear error otherwise."""
     if type(value) is tuple and len(value) == 2 and type(value[0]) is int \
             and type(value[1]) is int and min(value) >= minimum:
@@ -39,10 +39,13 @@ def _pair(value, name, op, minimum):
     return int(pair[0]), int(pair[1])
 
 
+_pair = as_int_pair     # the old private name, still imported by winograd.py; remove with it
+
+
 def window_settings(op, kernel_size, stride, padding, dilation):
     """kernel_size, stride, padding, dilation checked and as pairs (h, w), in that order."""
-    return (_pair(kernel_size, "kernel_size", op, 1), _pair(stride, "stride", op, 1),
-            _pair(padding, "padding", op, 0), _pair(dilation, "dilation", op, 1))
+    return (as_int_pair(kernel_size, "kernel_size", op, 1), as_int_pair(stride, "stride", op, 1),
+            as_int_pair(padding, "padding", op, 0), as_int_pair(dilation, "dilation", op, 1))
 
 
 def _check_4d(x, op, what="input"):
@@ -101,8 +104,9 @@ class ConvSettings(NamedTuple):
 
 def conv_settings(stride=1, padding=0, dilation=1, groups=1, op="conv2d"):
     """The ConvSettings of a conv2d call, or a clear error naming ``op``."""
-    stride, padding = _pair(stride, "stride", op, 1), _pair(padding, "padding", op, 0)
-    dilation = _pair(dilation, "dilation", op, 1)
+    stride = as_int_pair(stride, "stride", op, 1)
+    padding = as_int_pair(padding, "padding", op, 0)
+    dilation = as_int_pair(dilation, "dilation", op, 1)
     if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups < 1:
         raise ValueError(f"{op}: groups must be a positive int, got {groups!r}")
     return ConvSettings(stride, padding, dilation, int(groups))
@@ -184,6 +188,6 @@ def window_view(x_pad, kernel_size, out_hw, stride, dilation):
                         (sN, sC, dh * sH, dw * sW, sh * sH, sw * sW))
 
 
-__all__ = ["ConvSettings", "batch_grid_width", "check_conv_inputs", "conv_output_size",
-           "conv_settings", "is_pointwise", "offset_slices", "output_length", "pad2d",
-           "strided_view", "window_settings", "window_view"]
+__all__ = ["ConvSettings", "as_int_pair", "batch_grid_width", "check_conv_inputs",
+           "conv_output_size", "conv_settings", "is_pointwise", "offset_slices", "output_length",
+           "pad2d", "strided_view", "window_settings", "window_view"]

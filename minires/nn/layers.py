@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import functional as F
 from ..backend import DEFAULT_DTYPE
-from ..functional.windows import _pair
+from ..functional.windows import as_int_pair
 from ..tensor import Tensor
 from . import init
 from .module import Module, Parameter
@@ -88,10 +88,10 @@ class Conv2d(Module):
         if padding_mode != "zeros":
             raise ValueError(f"{name}: only padding_mode='zeros' is supported, got {padding_mode!r}")
         self.in_channels, self.out_channels, self.groups = int(in_channels), int(out_channels), groups
-        self.kernel_size = _pair(kernel_size, "kernel_size", name, 1)
-        self.stride = _pair(stride, "stride", name, 1)
-        self.padding = _pair(padding, "padding", name, 0)
-        self.dilation = _pair(dilation, "dilation", name, 1)
+        self.kernel_size = as_int_pair(kernel_size, "kernel_size", name, 1)
+        self.stride = as_int_pair(stride, "stride", name, 1)
+        self.padding = as_int_pair(padding, "padding", name, 0)
+        self.dilation = as_int_pair(dilation, "dilation", name, 1)
         self.padding_mode = padding_mode
         KH, KW = self.kernel_size
         _add_weight_and_bias(self, (out_channels, in_channels // groups, KH, KW), bias)
@@ -347,7 +347,7 @@ class AdaptiveAvgPool2d(Module):
 
     def __init__(self, output_size):
         super().__init__()
-        self.output_size = _pair(output_size, "output_size", "AdaptiveAvgPool2d", 1)
+        self.output_size = as_int_pair(output_size, "output_size", "AdaptiveAvgPool2d", 1)
 
     def extra_repr(self):
         """The settings shown in the repr: output_size."""
