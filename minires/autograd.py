@@ -267,8 +267,9 @@ class Function:
                             f"wrap arrays with minires.tensor(...)")
         devices = sorted({t.device for t in tensors})
         if len(devices) > 1:
-            raise RuntimeError(f"{self.name}: inputs are on different devices ({' and '.join(devices)});"
-                               f" move them to one device with .to(device) first")
+            raise RuntimeError(f"{self.name}: inputs are on different devices "
+                               f"({' and '.join(devices)}); move them to one device with "
+                               f".to(device) first")
         self.needs_input_grad = tuple(x is not None and x.requires_grad for x in inputs)
         record = is_grad_enabled() and any(self.needs_input_grad)
 

@@ -42,8 +42,9 @@ def gradcheck(fn, *inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0):
         raise ValueError("gradcheck: no input has requires_grad=True, so there is nothing to check")
     for i in checked:
         if inputs[i].dtype != np.float64:
-            raise ValueError(f"gradcheck: input {i} has dtype {inputs[i].dtype}; finite differences "
-                             f"are only exact enough in float64 (make it with dtype=numpy.float64)")
+            raise ValueError(f"gradcheck: input {i} has dtype {inputs[i].dtype}; finite "
+                             f"differences are only exact enough in float64 (make it with "
+                             f"dtype=numpy.float64)")
         inputs[i].grad = None
 
     outs = _outputs(fn(*inputs))
@@ -82,8 +83,8 @@ def gradcheck(fn, *inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0):
             bad = int((excess > 0).sum())
             a, n = analytic[worst], numeric[worst]
             raise GradcheckError(
-                f"gradcheck failed for input {i} (shape {x.shape}): {bad} of {x.data.size} elements "
-                f"disagree.\n  worst element at index {tuple(int(j) for j in worst)}: "
+                f"gradcheck failed for input {i} (shape {x.shape}): {bad} of {x.data.size} "
+                f"elements disagree.\n  worst element at index {tuple(int(j) for j in worst)}: "
                 f"analytic {a:.6g}, numeric {n:.6g}, |difference| {abs(a - n):.3g} > tolerance "
                 f"{tol[worst]:.3g} (atol {atol:g} + rtol {rtol:g} * |numeric|)")
     return True

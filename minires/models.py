@@ -27,8 +27,16 @@ from __future__ import annotations
 
 from . import functional as F
 from .nn import init
-from .nn.blocks import (BasicBlock, Bottleneck, PreActBlock, PreActBottleneck, ResNeXtBottleneck,
-                        SplitAttentionBlock, WideBasic, is_residual_block)
+from .nn.blocks import (
+    BasicBlock,
+    Bottleneck,
+    PreActBlock,
+    PreActBottleneck,
+    ResNeXtBottleneck,
+    SplitAttentionBlock,
+    WideBasic,
+    is_residual_block,
+)
 from .nn.layers import AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Linear, MaxPool2d, ReLU
 from .nn.module import Module, Sequential
 
@@ -391,11 +399,13 @@ MODELS = {f.__name__: f for f in (
 
 
 def get_model(name, **kwargs):
-    """Build the model registered as ``name`` (see ``MODELS``), passing ``kwargs`` (num_classes ...)."""
+    """Build the model registered as ``name`` (see ``MODELS``), passing ``kwargs``
+    (num_classes ...)."""
     try:
         builder = MODELS[name]
     except KeyError:
-        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(sorted(MODELS))}") from None
+        raise ValueError(f"unknown model {name!r}; valid names: "
+                         f"{', '.join(sorted(MODELS))}") from None
     model = builder(**kwargs)
     model.builder_name = name          # what minires.inspect's reports call it
     return model

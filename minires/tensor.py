@@ -188,12 +188,13 @@ class Tensor:
         xp = get_array_module(self.data)
         if grad is None:
             if self.data.size != 1:
-                raise RuntimeError(f"backward(): grad can be implicit only for a scalar output, but "
-                                   f"this tensor has shape {self.shape}; call backward(grad) with "
-                                   f"a gradient of shape {self.shape}")
+                raise RuntimeError(f"backward(): grad can be implicit only for a scalar output, "
+                                   f"but this tensor has shape {self.shape}; call backward(grad) "
+                                   f"with a gradient of shape {self.shape}")
             grad = xp.ones_like(self.data)
         else:
-            grad = grad.data if isinstance(grad, Tensor) else xp.asarray(grad, dtype=self.data.dtype)
+            grad = (grad.data if isinstance(grad, Tensor)
+                    else xp.asarray(grad, dtype=self.data.dtype))
             if grad.shape != self.shape:
                 raise ValueError(f"backward(grad): grad has shape {grad.shape} but the tensor has "
                                  f"shape {self.shape}")
@@ -223,7 +224,8 @@ class Tensor:
             self._retains_grad = True
 
     def detach(self):
-        """The same data, cut from the graph (no copy; shares the version counter, as in PyTorch)."""
+        """The same data, cut from the graph (no copy; shares the version counter, as in
+        PyTorch)."""
         out = Tensor(self.data)
         out._version_counter = self._version_counter
         return out
@@ -315,7 +317,8 @@ class Tensor:
     def item(self):
         """The one element of a one-element tensor as a Python number."""
         if self.data.size != 1:
-            raise ValueError(f"item(): only a one-element tensor has an item; shape is {self.shape}")
+            raise ValueError(f"item(): only a one-element tensor has an item; "
+                             f"shape is {self.shape}")
         return self.data.reshape(()).item()
 
     def to(self, device=None, dtype=None):
@@ -688,7 +691,8 @@ def tensor(data, requires_grad=False, dtype=None, device="cpu"):
         _check_kind("tensor()", array.dtype)
     else:
         array = array.astype(_python_dtype("tensor()", array), copy=False)
-    return Tensor(to_device(array, "cpu" if device is None else device), requires_grad=requires_grad)
+    return Tensor(to_device(array, "cpu" if device is None else device),
+                  requires_grad=requires_grad)
 
 
 def from_numpy(array):
@@ -731,7 +735,8 @@ def zeros(*size, dtype=None, requires_grad=False, device=None):
 
 
 def ones(*size, dtype=None, requires_grad=False, device=None):
-    """A tensor of ones of shape ``size``; float32 unless ``dtype=`` says otherwise (``torch.ones``)."""
+    """A tensor of ones of shape ``size``; float32 unless ``dtype=`` says otherwise
+    (``torch.ones``)."""
     return _filled("ones", size, 1, dtype, requires_grad, device)
 
 

@@ -63,8 +63,9 @@ def basic_cfg(draw):
 @st.composite
 def bottleneck_cfg(draw):
     groups = draw(st.sampled_from([1, 2]))
-    return dict(inplanes=draw(st.sampled_from([2, 4, 6])), planes=1, stride=draw(st.sampled_from([1, 2])),
-                groups=groups, base_width=64, shortcut=draw(st.booleans()), se=draw(st.booleans()))
+    return dict(inplanes=draw(st.sampled_from([2, 4, 6])), planes=1,
+                stride=draw(st.sampled_from([1, 2])), groups=groups, base_width=64,
+                shortcut=draw(st.booleans()), se=draw(st.booleans()))
 
 
 @st.composite
@@ -300,7 +301,8 @@ def test_block_state_dict_keys_follow_torchvision():
                     + [f"downsample.1.{k}" for k in bn])
     keys = list(B.Bottleneck(64, 64, 2).state_dict())
     assert [k for k in keys if k.endswith("weight") and "bn" not in k] == [
-        "conv1.weight", "conv2.weight", "conv3.weight", "downsample.0.weight", "downsample.1.weight"]
+        "conv1.weight", "conv2.weight", "conv3.weight", "downsample.0.weight",
+        "downsample.1.weight"]
     assert list(B.BasicBlock(4, 8, 2, option="A").state_dict())[-1] == "bn2.num_batches_tracked"
 
 
@@ -311,14 +313,16 @@ def test_resnext_and_split_attention_widths():
     assert sa.conv2.conv.weight.shape == (16, 4, 3, 3)      # 8 channels x radix 2, groups 2
     with pytest.raises(ValueError, match="radix must be >= 1"):
         B.SplitAttentionConv2d(4, 4, radix=0)
-    with pytest.raises(ValueError, match="in_channels=3 must be divisible by radix \\* cardinality = 2"):
+    with pytest.raises(ValueError,
+                       match="in_channels=3 must be divisible by radix \\* cardinality = 2"):
         B.SplitAttentionConv2d(3, 4, radix=2)
 
 
 def test_block_errors_name_the_layer():
     block = B.BasicBlock(4, 4)
-    with pytest.raises(ValueError, match=r"Conv2d\(4, 4, kernel_size=\(3, 3\).*expected an input "
-                                         r"of shape \(N, 4, H, W\), got shape \(2, 3, 4, 4\)") as err:
+    expected = (r"Conv2d\(4, 4, kernel_size=\(3, 3\).*expected an input "
+                r"of shape \(N, 4, H, W\), got shape \(2, 3, 4, 4\)")
+    with pytest.raises(ValueError, match=expected) as err:
         block(mr.tensor(np.zeros((2, 3, 4, 4), dtype=np.float32)))
     assert "raised in module 'conv1' (Conv2d) of BasicBlock" in "\n".join(err.value.__notes__)
 
@@ -339,8 +343,8 @@ def torch_blocks():
             self.bn2 = tnn.BatchNorm2d(planes)
             self.downsample = None
             if stride != 1 or inplanes != planes:
-                self.downsample = tnn.Sequential(tnn.Conv2d(inplanes, planes, 1, stride, bias=False),
-                                                 tnn.BatchNorm2d(planes))
+                self.downsample = tnn.Sequential(
+                    tnn.Conv2d(inplanes, planes, 1, stride, bias=False), tnn.BatchNorm2d(planes))
 
         def forward(self, x):
             out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
@@ -361,7 +365,8 @@ def torch_blocks():
             self.downsample = None
             if stride != 1 or inplanes != planes * 4:
                 self.downsample = tnn.Sequential(
-                    tnn.Conv2d(inplanes, planes * 4, 1, stride, bias=False), tnn.BatchNorm2d(planes * 4))
+                    tnn.Conv2d(inplanes, planes * 4, 1, stride, bias=False),
+                    tnn.BatchNorm2d(planes * 4))
 
         def forward(self, x):
             out = self.relu(self.bn1(self.conv1(x)))
@@ -387,7 +392,8 @@ def test_blocks_match_pytorch(kind):
     # Our keys load into torch's module with strict=True: names and shapes agree.
     theirs.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in ours.state_dict().items()})
     x = rng.standard_normal((4, ours.in_planes, 8, 8)).astype(np.float32)
-    r = rng.standard_normal((4, ours.out_planes, 8 // ours.stride, 8 // ours.stride)).astype(np.float32)
+    out_side = 8 // ours.stride
+    r = rng.standard_normal((4, ours.out_planes, out_side, out_side)).astype(np.float32)
     for train in (True, False):
         ours.train(train), theirs.train(train)
         xm = mr.tensor(x, requires_grad=True)

@@ -37,7 +37,8 @@ def _as_tensors(*args, op="op"):
     """
     like = next((a for a in args if is_tensor(a)), None)
     if like is None:
-        raise TypeError(f"expected at least one Tensor argument, got {[type(a).__name__ for a in args]}")
+        raise TypeError(f"expected at least one Tensor argument, "
+                        f"got {[type(a).__name__ for a in args]}")
     tensors = tuple(a if is_tensor(a) else like._constant_like(a) for a in args)
     floats = [t.dtype for t in tensors if t.dtype.kind == "f"]
     if len(set(floats)) > 1:
@@ -188,7 +189,8 @@ class Pow(Function):
     def __init__(self, exponent):
         super().__init__()
         if not isinstance(exponent, numbers.Real):
-            raise TypeError(f"Pow: the exponent must be a Python number, got {type(exponent).__name__}")
+            raise TypeError(f"Pow: the exponent must be a Python number, "
+                            f"got {type(exponent).__name__}")
         # A NumPy scalar exponent would upcast float32 to float64; a Python number does not.
         self.exponent = int(exponent) if isinstance(exponent, numbers.Integral) else float(exponent)
 
@@ -441,7 +443,8 @@ class Mean(Function):
         for a in self.axes:
             self.count *= x.shape[a]
         if self.count == 0:
-            raise ValueError(f"mean: cannot average over an empty axis of a tensor of shape {x.shape}")
+            raise ValueError(f"mean: cannot average over an empty axis of a tensor of shape "
+                             f"{x.shape}")
         return x.mean(axis=self.axes, keepdims=self.keepdims)
 
     def backward(self, gy):
@@ -525,7 +528,8 @@ class Transpose(Function):
 
 def _is_basic_index(index):
     parts = index if isinstance(index, tuple) else (index,)
-    return all(isinstance(p, (numbers.Integral, slice)) or p is None or p is Ellipsis for p in parts)
+    return all(isinstance(p, (numbers.Integral, slice)) or p is None or p is Ellipsis
+               for p in parts)
 
 
 class GetItem(Function):
@@ -569,11 +573,11 @@ class Concatenate(Function):
         xp = get_array_module(*xs)
         ndim = xs[0].ndim
         if not -ndim <= self.axis < ndim:
-            raise ValueError(f"concatenate: axis {self.axis} is out of range for tensors with {ndim} "
-                             f"dimensions (shapes {[x.shape for x in xs]})")
+            raise ValueError(f"concatenate: axis {self.axis} is out of range for tensors with "
+                             f"{ndim} dimensions (shapes {[x.shape for x in xs]})")
         if builtins.any(x.ndim != ndim for x in xs):
-            raise ValueError(f"concatenate: shapes {[x.shape for x in xs]} do not all have the same "
-                             f"number of dimensions")
+            raise ValueError(f"concatenate: shapes {[x.shape for x in xs]} do not all have the "
+                             f"same number of dimensions")
         self.sizes = [x.shape[self.axis] for x in xs]
         try:
             return xp.concatenate(xs, axis=self.axis)
@@ -597,11 +601,12 @@ class Stack(Function):
     def forward(self, *xs):
         shapes = {x.shape for x in xs}
         if len(shapes) > 1:
-            raise ValueError(f"stack: all tensors must have the same shape, got {[x.shape for x in xs]}")
+            raise ValueError(f"stack: all tensors must have the same shape, "
+                             f"got {[x.shape for x in xs]}")
         ndim = xs[0].ndim + 1
         if not -ndim <= self.axis < ndim:
-            raise ValueError(f"stack: axis {self.axis} is out of range for stacking tensors of shape "
-                             f"{xs[0].shape} (the result has {ndim} dimensions)")
+            raise ValueError(f"stack: axis {self.axis} is out of range for stacking tensors of "
+                             f"shape {xs[0].shape} (the result has {ndim} dimensions)")
         return get_array_module(*xs).stack(xs, axis=self.axis)
 
     def backward(self, gy):
@@ -635,9 +640,10 @@ class Pad(Function):
         xp = get_array_module(x)
         width = _pad_pairs(self.pad_width, x.ndim)
         if width is None:
-            raise ValueError(f"pad: pad_width {self.pad_width} does not give a non-negative integer "
-                             f"(before, after) pair for each of the {x.ndim} axes of shape {x.shape} "
-                             f"(give an int, one (before, after) pair, or one pair per axis)")
+            raise ValueError(f"pad: pad_width {self.pad_width} does not give a non-negative "
+                             f"integer (before, after) pair for each of the {x.ndim} axes of "
+                             f"shape {x.shape} (give an int, one (before, after) pair, or one "
+                             f"pair per axis)")
         self.crop = tuple(slice(b, b + n) for (b, _), n in zip(width, x.shape))
         return xp.pad(x, width, mode="constant", constant_values=self.value)
 

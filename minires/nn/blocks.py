@@ -122,7 +122,8 @@ def make_shortcut(in_planes, out_planes, stride, option="B", batch_norm=True):
         if batch_norm:
             layers.append(BatchNorm2d(out_planes))
         return Sequential(*layers)
-    raise ValueError(f"shortcut option must be 'A' (zero-padding) or 'B' (projection), got {option!r}")
+    raise ValueError(f"shortcut option must be 'A' (zero-padding) or 'B' (projection), "
+                     f"got {option!r}")
 
 
 class SqueezeExcitation(Module):
@@ -158,14 +159,15 @@ class ResidualBlock(Module):
     """
 
     expansion = 1
-    post_activation = True     # a ReLU after the addition (He et al. 2015); False for pre-activation
+    post_activation = True     # a ReLU after the addition (He et al. 2015); False: pre-activation
 
     def __init__(self, in_planes, out_planes, stride, shortcut):
         """Record the block's shape (``in_planes`` -> ``out_planes`` channels, ``stride``)
         and whether it adds a shortcut, and add the fork, the block's first child."""
         super().__init__()
         if not isinstance(stride, numbers.Integral) or stride < 1:
-            raise ValueError(f"{type(self).__name__}: stride must be a positive int, got {stride!r}")
+            raise ValueError(f"{type(self).__name__}: stride must be a positive int, "
+                             f"got {stride!r}")
         self.in_planes, self.out_planes, self.stride = in_planes, out_planes, stride
         self.shortcut = bool(shortcut)
         self.fork = Fork()
@@ -216,7 +218,7 @@ class ResidualBlock(Module):
 
 
 def is_residual_block(module) -> bool:
-    """Whether ``module`` is a residual block: one that splits its input into a branch and a shortcut.
+    """Whether ``module`` is a residual block (a branch plus a shortcut): True or False.
 
     A residual block computes ``out = F(x) + shortcut(x)``: its forward forks the input
     (``module.fork``) into the residual branch F (``module.branch``) and the shortcut
@@ -374,7 +376,8 @@ class PreActBlock(ResidualBlock):
 
 class PreActBottleneck(ResidualBlock):
     """Pre-activation bottleneck (He et al. 2016, ResNet-164):
-    F(x) = conv3(relu(bn3(conv2(relu(bn2(conv1(relu(bn1(x))))))))), 1x1 / 3x3 (stride) / 1x1 (x4)."""
+    F(x) = conv3(relu(bn3(conv2(relu(bn2(conv1(relu(bn1(x))))))))),
+    1x1 / 3x3 (stride) / 1x1 (x4)."""
 
     expansion = 4
     post_activation = False
@@ -532,6 +535,6 @@ class SplitAttentionBlock(ResidualBlock):
 
 
 __all__ = ["conv3x3", "conv1x1", "Fork", "ShortcutA", "make_shortcut", "SqueezeExcitation",
-           "ResidualBlock", "is_residual_block", "BasicBlock", "PlainBlock", "Bottleneck", "ResNeXtBottleneck",
-           "PreActBlock", "PreActBottleneck", "WideBasic", "SplitAttentionConv2d",
-           "SplitAttentionBlock"]
+           "ResidualBlock", "is_residual_block", "BasicBlock", "PlainBlock", "Bottleneck",
+           "ResNeXtBottleneck", "PreActBlock", "PreActBottleneck", "WideBasic",
+           "SplitAttentionConv2d", "SplitAttentionBlock"]

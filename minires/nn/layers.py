@@ -86,8 +86,10 @@ class Conv2d(Module):
             raise ValueError(f"{name}: groups={groups} must divide both in_channels={in_channels} "
                              f"and out_channels={out_channels}")
         if padding_mode != "zeros":
-            raise ValueError(f"{name}: only padding_mode='zeros' is supported, got {padding_mode!r}")
-        self.in_channels, self.out_channels, self.groups = int(in_channels), int(out_channels), groups
+            raise ValueError(f"{name}: only padding_mode='zeros' is supported, "
+                             f"got {padding_mode!r}")
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.groups = groups
         self.kernel_size = as_int_pair(kernel_size, "kernel_size", name, 1)
         self.stride = as_int_pair(stride, "stride", name, 1)
         self.padding = as_int_pair(padding, "padding", name, 0)
@@ -383,7 +385,8 @@ class Flatten(Module):
 
 
 class Identity(Module):
-    """Returns its input unchanged (a placeholder: e.g. the shortcut of a block whose shapes match)."""
+    """Returns its input unchanged (a placeholder: e.g. the shortcut of a block whose shapes
+    match)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__()
@@ -394,7 +397,8 @@ class Identity(Module):
 
 
 class Dropout(Module):
-    """Inverted dropout in training mode (zero with probability p, scale by 1/(1-p)); identity in eval."""
+    """Inverted dropout in training mode (zero with probability p, scale by 1/(1-p)); identity
+    in eval."""
 
     def __init__(self, p=0.5, inplace=False):
         super().__init__()
