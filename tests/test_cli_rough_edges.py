@@ -107,7 +107,7 @@ def test_an_abort_before_the_first_checkpoint_leaves_no_folder(tmp_path, data_di
     import minires.train.cli as train_cli
 
     class Abort(mr.train.Callback):
-        def on_step_end(self, trainer, loss):
+        def on_step_end(self, trainer, stats):
             raise KeyboardInterrupt
 
     monkeypatch.setattr(train_cli, "callbacks_from_args", lambda args, out: [Abort()])
@@ -332,12 +332,15 @@ def test_a_damaged_checkpoint_exits_2_from_train_and_export(tmp_path, data_dir, 
 # --- 13. curves.png without matplotlib says why ---------------------------------------------------
 def test_a_run_without_matplotlib_says_why_curves_png_is_missing(tmp_path, data_dir, capsys,
                                                                  monkeypatch):
+    """The note of minires.files.draw_optional, as the experiments print it, once per figure."""
+    from minires.files import INSTALL_MATPLOTLIB
     for name in ("matplotlib", "matplotlib.figure"):
         monkeypatch.setitem(sys.modules, name, None)             # import raises ImportError
     out = tmp_path / "run"
     train_one_epoch(data_dir, out)
-    err = capsys.readouterr().err
-    assert "matplotlib is not installed: curves.png not drawn (pip install matplotlib)" in err
+    printed = capsys.readouterr()
+    notes = [line for line in (printed.out + printed.err).splitlines() if "not drawn" in line]
+    assert notes == [f"matplotlib is not installed: curves.png not drawn ({INSTALL_MATPLOTLIB})"]
     assert not (out / "curves.png").exists() and (out / "summary.json").is_file()
 
 

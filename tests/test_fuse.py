@@ -129,7 +129,7 @@ def test_evaluate_folds_and_gives_the_same_figures():
     assert folded[0] == pytest.approx(unfolded[0], rel=1e-5)
     assert model.training                            # the mode is restored
     # what evaluate runs: the folded copy (the model itself only where folding fails)
-    from minires.train.loop import inference_copy
+    from minires.train.evaluation import inference_copy
     x = mr.tensor(np.zeros((2, 3, 8, 8), dtype=np.float32))
     assert any(isinstance(m, FoldedBatchNorm) for m in inference_copy(model, x).modules())
     twice = _ConvUsedTwice().eval()

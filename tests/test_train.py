@@ -19,8 +19,17 @@ import minires as mr
 from minires import checkpoint
 from minires.data import CIFAR10, Split
 from minires.data.transforms import normalize
-from minires.train import (RECIPES, Callback, NonFiniteLossError, TrainConfig, evaluate,
-                           evaluate_views, fit, main, recipe_config)
+from minires.train import (
+    RECIPES,
+    Callback,
+    NonFiniteLossError,
+    TrainConfig,
+    evaluate,
+    evaluate_views,
+    fit,
+    main,
+    recipe_config,
+)
 from tests.test_data import fake_cifar, write_binary
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,8 +97,8 @@ class At(Callback):
     def __init__(self, action, step=None, epoch=None):
         self.action, self.step, self.epoch = action, step, epoch
 
-    def on_step_end(self, trainer, loss):
-        if trainer.global_step == self.step:
+    def on_step_end(self, trainer, stats):
+        if stats.step == self.step:
             self.action(trainer)
 
     def on_epoch_end(self, trainer, metrics):
@@ -129,6 +138,48 @@ def test_fit_writes_the_run_folder(reference):
         assert not (out / "curves.png").exists()
 
 
+class Steps(Callback):
+    """Every step's StepStats, and what the trainer says at that moment."""
+
+    def __init__(self):
+        self.stats, self.positions = [], []
+
+    def on_step_end(self, trainer, stats):
+        self.stats.append(stats)
+        self.positions.append((trainer.global_step, trainer.epoch, trainer.batch))
+
+
+def test_callbacks_get_each_steps_numbers_and_they_add_up_to_the_epochs_row():
+    steps = Steps()
+    result = run(callbacks=[steps], epochs=2, limit_train=88)          # 6 steps, the last of 8
+    stats = steps.stats
+    assert [(s.step, s.epoch, s.batch) for s in stats] == \
+        [(e * 6 + b, e + 1, b) for e in range(2) for b in range(1, 7)]
+    assert steps.positions == [(s.step, s.epoch - 1, s.batch) for s in stats]
+    assert [s.examples for s in stats[:6]] == [16] * 5 + [8]
+    for epoch, row in enumerate(result.history, 1):
+        mine = [s for s in stats if s.epoch == epoch]
+        seen = sum(s.examples for s in mine)
+        assert row["train_loss"] == pytest.approx(sum(s.loss * s.examples for s in mine) / seen)
+        assert row["train_acc"] == sum(s.correct for s in mine) / seen
+        assert row["lr"] == mine[-1].lr
+    assert stats[0].lr == pytest.approx(0.1 * 0.05)                 # the warm-up's first step
+    assert stats[0].accuracy == stats[0].correct / 16
+    with pytest.raises(AttributeError):
+        stats[0].loss = 0.0                                           # frozen: a record
+
+
+def test_a_resumed_epoch_reports_the_sums_of_the_steps_before_the_stop(reference, tmp_path):
+    """The epoch's running sums travel in the checkpoint: after a stop mid-epoch the resumed
+    run's row for that epoch equals the uninterrupted run's (checked above for the weights)."""
+    _, ref = reference
+    steps = Steps()
+    run(tmp_path, callbacks=[At(lambda t: t.request_stop(), step=9)])
+    resumed = run(tmp_path, resume=tmp_path / "last.npz", callbacks=[steps])
+    assert steps.stats[0].step == 10 and steps.stats[0].batch == 4
+    assert without_times(resumed.history) == without_times(ref.history)
+
+
 def test_training_lowers_the_loss_on_data_it_can_fit():
     data = tiny_data(n_train=32, n_test=32)
     data.test = data.train                                            # memorise 32 images
@@ -164,7 +215,7 @@ def test_signal_mid_epoch_saves_and_resume_is_bit_identical(reference, tmp_path,
     assert not any(t.name == "minires-prefetch" for t in threading.enumerate())
     meta = checkpoint.load(tmp_path / "last.npz").meta
     assert (meta["epoch"], meta["batch"], meta["global_step"]) == (1, 4, 10)
-    assert meta["partial"]["seen"] == 64
+    assert meta["epoch_totals"]["seen"] == 64
     resumed = run(tmp_path, resume=tmp_path / "last.npz", prefetch=2)
     assert resumed.status == "completed"
     assert_same_weights(final_weights(tmp_path), final_weights(ref_out))
@@ -233,12 +284,38 @@ def test_an_existing_run_is_not_overwritten(reference):
     assert (ref_out / "last.npz").read_bytes() == before
 
 
+def test_a_diverged_run_folder_is_refused_without_a_resume_that_cannot_work(tmp_path):
+    """A run that diverged in epoch 1 from Python leaves config.json and no checkpoint: a new
+    run there is refused, and the message says what is there and that nothing can be resumed,
+    instead of suggesting --resume .../last.npz, which does not exist."""
+    def poison(trainer):
+        trainer.model[1].weight.data[...] = np.nan
+
+    with pytest.raises(NonFiniteLossError, match="no checkpoint was written"):
+        run(tmp_path, callbacks=[At(poison, step=2)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
+    with pytest.raises(FileExistsError) as refused:
+        run(tmp_path)
+    message = str(refused.value)
+    assert "holds files of an earlier run (config.json) but no checkpoint (last.npz), so there " \
+           "is nothing to resume: remove it, or choose another run folder (--out)" in message
+    assert "--resume" not in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
+
+
+def test_an_earlier_run_with_a_checkpoint_is_refused_with_the_resume_to_use(reference):
+    ref_out, _ = reference
+    with pytest.raises(FileExistsError) as refused:
+        run(ref_out)
+    assert f"or continue it (--resume {ref_out / 'last.npz'})" in str(refused.value)
+
+
 def test_a_folder_with_any_earlier_run_file_is_refused(tmp_path):
     """last.npz deleted, best.npz and metrics.jsonl still there: a new run must not overwrite
     best.npz or append to the metrics."""
     (tmp_path / "best.npz").write_bytes(b"earlier")
     (tmp_path / "metrics.jsonl").write_text('{"epoch": 1}\n')
-    with pytest.raises(FileExistsError, match="best.npz, metrics.jsonl"):
+    with pytest.raises(FileExistsError, match="best.npz, metrics.jsonl.*nothing to resume"):
         run(tmp_path)
     assert (tmp_path / "best.npz").read_bytes() == b"earlier"
     assert (tmp_path / "metrics.jsonl").read_text() == '{"epoch": 1}\n'

@@ -145,8 +145,8 @@ class StepLog(Callback):
     def on_after_backward(self, trainer):          # gradients are there, the step not yet taken
         self.lr.append(trainer.optimizer.param_groups[0]["lr"])
 
-    def on_step_end(self, trainer, loss):
-        self.loss.append(loss)
+    def on_step_end(self, trainer, stats):          # the step's numbers: a StepStats
+        self.loss.append(stats.loss)
 
 
 api_run = OUT / "api_run"

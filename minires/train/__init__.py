@@ -1,6 +1,6 @@
 """Train a ResNet on CIFAR-10: ``python -m minires.train cifar``, and ``fit()``, the loop it wraps.
 
-    python -m minires.train cifar                     # the `fast` recipe: resnet20, ~1 h, 2 cores
+    python -m minires.train cifar                     # the `fast` recipe: resnet20, 47 min, 2 cores
     python -m minires.train cifar --recipe paper --model resnet56 --device cuda
     python -m minires.train cifar --resume runs/<run>/last.npz
     python -m minires.train cifar --eval-only runs/<run>/best.npz
@@ -28,18 +28,30 @@ buffers, optimizer and schedule state, minires' default generator (dropout) and 
 generator a module keeps -- so on the CPU a run stopped anywhere and resumed ends with
 the same weights, bit for bit, as one never stopped.
 
-The package reads in three files: ``recipes.py`` (the ``fast`` and ``paper`` recipes,
+The package reads in five files: ``recipes.py`` (the ``fast`` and ``paper`` recipes,
 ``TrainConfig``, and the model, optimiser and schedule a config builds), ``loop.py`` (``fit``,
-the ``Trainer``, ``evaluate``, callbacks, the run folder) and ``cli.py`` (the command line, a
-thin layer over ``fit``).
+the ``Trainer``, the callback contract: ``Callback`` and ``StepStats``), ``evaluation.py``
+(``evaluate``, ``evaluate_views``), ``run_folder.py`` (the checks before a run, config.json,
+metrics.jsonl, summary.json, curves.png) and ``cli.py`` (the command line, a thin layer over
+``fit``).
 """
 from .cli import build_parser, main
-from .loop import (Callback, FitResult, NonFiniteLossError, Trainer, check_writable, evaluate,
-                   evaluate_views, fit, plot_curves)
-from .recipes import (FAST_EPOCHS, OPTIMIZERS, RECIPES, SCHEDULES, TrainConfig, build_model,
-                      build_optimizer, build_schedule, recipe_config)
+from .evaluation import evaluate, evaluate_views
+from .loop import Callback, FitResult, NonFiniteLossError, StepStats, Trainer, fit
+from .recipes import (
+    FAST_EPOCHS,
+    OPTIMIZERS,
+    RECIPES,
+    SCHEDULES,
+    TrainConfig,
+    build_model,
+    build_optimizer,
+    build_schedule,
+    recipe_config,
+)
+from .run_folder import check_writable, plot_curves
 
 __all__ = ["FAST_EPOCHS", "OPTIMIZERS", "RECIPES", "SCHEDULES", "Callback", "FitResult",
-           "NonFiniteLossError", "TrainConfig", "Trainer", "build_model", "build_optimizer",
-           "build_parser", "build_schedule", "check_writable", "evaluate", "evaluate_views",
-           "fit", "main", "plot_curves", "recipe_config"]
+           "NonFiniteLossError", "StepStats", "TrainConfig", "Trainer", "build_model",
+           "build_optimizer", "build_parser", "build_schedule", "check_writable", "evaluate",
+           "evaluate_views", "fit", "main", "plot_curves", "recipe_config"]

@@ -11,12 +11,19 @@ import time
 from pathlib import Path
 
 from .. import __version__, backend, checkpoint
-from ..speed import use_speed_settings
 from ..data import load_cifar10
 from ..data.cifar import DataError
-from .loop import (RUN_FILES, NonFiniteLossError, _missing_folders, _remove_empty_folders,
-                   check_writable, evaluate_views, fit, refuse_earlier_run)
+from ..speed import use_speed_settings
+from .evaluation import evaluate_views
+from .loop import NonFiniteLossError, fit, planned_length
 from .recipes import OPTIMIZERS, RECIPES, SCHEDULES, TrainConfig, build_model, recipe_config
+from .run_folder import (
+    check_writable,
+    earlier_run_files,
+    missing_folders,
+    refuse_earlier_run,
+    undo_run_without_checkpoint,
+)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -242,7 +249,7 @@ def checkpoint_in(flag, path, names) -> Path:
     for name in names:
         if (path / name).is_file():
             return path / name
-    held = [name for name in RUN_FILES if (path / name).exists()]
+    held = earlier_run_files(path)
     why = (f"it holds {', '.join(held)} of a run that ended before its first checkpoint, so "
            f"there is nothing to {flag[2:].replace('-only', '')}" if held else
            "it is not a run folder")
@@ -278,15 +285,7 @@ def planned_end(config, steps_per_epoch, epoch=0, batch=0, global_step=0):
     iterations; from a checkpoint that closed ``epoch`` epochs (one may have closed early,
     at an earlier --max-steps) and is ``batch`` steps into the next, at ``global_step``.
     """
-    if config.max_steps is not None:
-        epochs = math.ceil(config.max_steps / steps_per_epoch)
-        if config.epochs is not None:
-            epochs = min(epochs, config.epochs)
-    else:
-        epochs = config.epochs
-    total = epochs * steps_per_epoch
-    if config.max_steps is not None:
-        total = min(total, config.max_steps)
+    epochs, total = planned_length(config, steps_per_epoch)
     if epoch >= epochs or global_step >= total:
         return epochs, global_step
     return epochs, min(total, global_step - batch + (epochs - epoch) * steps_per_epoch)
@@ -348,48 +347,6 @@ def _check_device(device):
             backend.get_cupy()
         except RuntimeError as err:
             raise ValueError(str(err)) from err
-
-
-def _refuse_earlier_run(out):
-    """``refuse_earlier_run``, whose advice (--resume OUT/last.npz) is a dead end when the
-    earlier run wrote no checkpoint (a run of an older minires, one killed with SIGKILL)."""
-    try:
-        refuse_earlier_run(out)
-    except FileExistsError:
-        if (Path(out) / "last.npz").exists():
-            raise
-        held = [name for name in RUN_FILES if (Path(out) / name).exists()]
-        raise FileExistsError(f"{out} holds files of an earlier run ({', '.join(held)}) but no "
-                              f"checkpoint (last.npz), so there is nothing to resume: remove "
-                              f"{'it' if len(held) == 1 else 'them'}, or choose another run "
-                              f"folder (--out); nothing was overwritten") from None
-
-
-def _undo_run_without_checkpoint(out, before, new_folders) -> str:
-    """After a run that ended with an exception: when its folder holds no checkpoint, remove
-    the files this run wrote there (config.json ...) and the folders it made, so that the
-    same command can run again; returns a sentence saying so ("" when nothing was removed).
-
-    ``before``: the names the folder held before the run; ``new_folders``: the folders the
-    run had to create, deepest first (``_missing_folders``).
-    """
-    out = Path(out)
-    if not out.is_dir() or (out / "last.npz").exists():
-        return ""
-    removed = []
-    for name in sorted(os.listdir(out)):
-        path = out / name
-        if name not in before and (path.is_file() or path.is_symlink()):
-            path.unlink()
-            removed.append(name)
-    _remove_empty_folders(new_folders)
-    if not out.exists():
-        return (f"The run folder {out} was removed: it held no checkpoint, so there was nothing "
-                f"to resume.")
-    if removed:
-        return (f"Removed what this run wrote in {out} ({', '.join(removed)}): no checkpoint, "
-                f"nothing to resume.")
-    return ""
 
 
 def _eval_only(args) -> int:
@@ -456,7 +413,7 @@ def main(argv=None) -> int:
             out = Path("runs") / f"cifar-{name}-{config.recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
         check_writable(out, keep=False)                              # fail before any work
         if not args.resume:
-            _refuse_earlier_run(out)
+            refuse_earlier_run(out)
         data = load_cifar10(config.data_dir, download=args.download, val_split=config.val_split)
         n_train = len(data.train.take(config.limit_train))
         per_epoch = (n_train // config.batch_size if config.drop_last
@@ -468,14 +425,14 @@ def main(argv=None) -> int:
         print(f"{config.model} ({sum(p.data.size for p in model.parameters()):,} parameters) on "
               f"{config.device}; {n_train} training images; run folder {out}", file=sys.stderr)
         before = set(os.listdir(out)) if out.is_dir() else set()
-        new_folders = _missing_folders(out)
+        new_folders = missing_folders(out)
         try:
             result = fit(model, data, config, out=out, resume=args.resume,
                          callbacks=callbacks_from_args(args, out), progress=args.progress)
         except BaseException:
             # a run that ends before its first checkpoint leaves the folder as it found it: a
             # config.json alone would block the same command, with nothing to resume
-            undone = _undo_run_without_checkpoint(out, before, new_folders)
+            undone = undo_run_without_checkpoint(out, before, new_folders)
             raise
     except NonFiniteLossError as err:
         print(f"error: {err}{' ' + undone if undone else ''}", file=sys.stderr)
@@ -492,10 +449,6 @@ def main(argv=None) -> int:
         print("aborted without saving " + (f"before the first checkpoint. {undone}" if undone else
                                            "(the last checkpoint is intact)"), file=sys.stderr)
         return 130
-    if result.status == "completed" and out is not None and "curves" not in result.summary:
-        drawn = "curves.png" + (" and gradflow.png" if args.inspect_every else "")
-        print(f"matplotlib is not installed: {drawn} not drawn (pip install matplotlib)",
-              file=sys.stderr)
     if result.status == "interrupted":
         return 128 + int(result.signal) if result.signal else 1
     return 0

@@ -1,13 +1,11 @@
-"""The training loop: ``fit()``, the ``Trainer`` behind it, evaluation, callbacks and the run
-folder (metrics, checkpoints, curves)."""
+"""The training loop: ``fit()``, the ``Trainer`` behind it, and the callback contract
+(``Callback``, ``StepStats``). Evaluation is in ``evaluation.py``, the run folder's files and
+checks in ``run_folder.py``."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
 import signal
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -15,171 +13,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import backend, checkpoint, files, speed
+from .. import backend, checkpoint, speed
 from .. import functional as F
-from ..autograd import no_grad
 from ..backend import to_device
-from ..data import DataLoader, Split
-from ..nn.utils import fuse_conv_bn
+from ..data import DataLoader
 from ..tensor import Tensor
+from . import run_folder
+from .evaluation import evaluate_views
 from .recipes import TrainConfig, build_optimizer, build_schedule
-
-
-# --- evaluation and the run folder ----------------------------------------------------------------
-def evaluate(model, split: Split, batch_size=256, device="cpu",
-             flip=False, fuse=True, *, speed_settings=True) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``model`` (in eval mode) on ``split``.
-
-    ``flip=True`` is test-time augmentation: the logits are the mean of the image's and its
-    mirror image's (the same left-right flip the training augmentation uses), at twice the cost.
-    ``fuse=True`` evaluates a copy with batch norm folded into the convolutions
-    (``minires.nn.utils.fuse_conv_bn``): the same function, computed faster.
-    ``speed_settings=True`` runs it inside ``minires.speed_settings()`` (the command lines'
-    thread settings, the host's put back afterwards); False leaves the process as it is.
-    """
-    return evaluate_views(model, split, batch_size, device, flip=flip, fuse=fuse,
-                          speed_settings=speed_settings)[flip]
-
-
-def inference_copy(model, example):
-    """``fuse_conv_bn(model, example)``, or the model itself when folding does not apply
-    (no convolution, or a convolution whose output feeds more than its batch norm):
-    folding is for speed only, so evaluation never depends on it."""
-    try:
-        return fuse_conv_bn(model, example)
-    except (RuntimeError, ValueError):
-        return model
-
-
-def evaluate_views(model, split: Split, batch_size=256, device="cpu",
-                   flip=True, fuse=True, *, speed_settings=True) -> dict[bool, tuple[float, float]]:
-    """``{False: (loss, acc)}`` and, with ``flip``, ``{True: flip-averaged (loss, acc)}`` too,
-    in one pass: the plain forward pass serves both."""
-    loader = DataLoader(split.images, split.labels, batch_size=batch_size)
-    views = (False, True) if flip else (False,)
-    loss_sum, correct = dict.fromkeys(views, 0.0), dict.fromkeys(views, 0)
-    was_training = model.training
-    model.eval()
-    net = None                  # what runs: the fused copy, made from the first batch
-    try:
-        with no_grad(), speed.scoped(speed_settings):
-            for x, y in loader.epoch(0):
-                y_dev = to_device(y, device)
-                x_dev = to_device(x, device)                         # (N, C, H, W)
-                if net is None:
-                    net = inference_copy(model, Tensor(x_dev[:2])) if fuse else model
-                logits = {False: net(Tensor(x_dev))}
-                if flip:
-                    xp = backend.get_array_module(x_dev)
-                    mirrored = xp.ascontiguousarray(x_dev[..., ::-1])    # (N, C, H, W), W reversed
-                    logits[True] = (logits[False] + net(Tensor(mirrored))) * 0.5
-                for view in views:
-                    loss = F.cross_entropy(logits[view], y_dev, reduction="sum")
-                    loss_sum[view] += float(loss.item())
-                    correct[view] += int((logits[view].data.argmax(axis=1) == y_dev).sum())
-    finally:
-        model.train(was_training)
-    n = max(len(split), 1)
-    return {view: (loss_sum[view] / n, correct[view] / n) for view in views}
-
-
-def check_writable(out, keep=True) -> Path:
-    """Create the run folder and prove we can write there -- before any training starts.
-
-    With ``keep=False`` the folders this call had to create are removed again after the
-    probe (a check that leaves nothing behind: the command line makes it before it loads
-    the data, and the folder itself appears only when training starts).
-    """
-    out = Path(out)
-    created = _missing_folders(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=out)
-        os.write(fd, b"ok")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as err:
-        _remove_empty_folders(created)
-        raise OSError(err.errno, f"cannot write to the run folder {out} (--out): "
-                                 f"{err.strerror or err}") from err
-    if not keep:
-        _remove_empty_folders(created)
-    return out
-
-
-def _missing_folders(out) -> list:
-    """The folders that creating ``out`` would make, deepest first (empty when it exists)."""
-    def absent(path):
-        try:
-            return not (path.exists() or path.is_symlink())
-        except OSError:              # cannot even look (permissions): not ours to remove
-            return False
-
-    missing, path = [], Path(out)
-    while absent(path) and path != path.parent:
-        missing.append(path)
-        path = path.parent
-    return missing
-
-
-def _remove_empty_folders(folders):
-    """Remove ``folders`` (deepest first) while each is empty; stop at the first that is not."""
-    for folder in folders:
-        try:
-            folder.rmdir()
-        except OSError:
-            return
-
-
-# the files a run leaves in its folder: any of them means the folder is taken
-RUN_FILES = ("last.npz", "best.npz", "metrics.jsonl", "config.json", "summary.json", "curves.png")
-
-
-def refuse_earlier_run(out):
-    """Raise FileExistsError when ``out`` holds any file of an earlier run (a new run would
-    overwrite its checkpoints or append to its metrics); nothing is touched."""
-    earlier = [name for name in RUN_FILES if (Path(out) / name).exists()]
-    if earlier:
-        raise FileExistsError(f"{out} holds an earlier run ({', '.join(earlier)}): choose another "
-                              f"run folder (--out), or continue it (--resume "
-                              f"{Path(out) / 'last.npz'}); nothing was overwritten")
-
-
-def _write_json_atomic(path: Path, value):
-    text = json.dumps(value, indent=2) + "\n"
-    files.write_atomically(path, lambda f: f.write(text.encode("utf-8")), what="run file")
-
-
-def _write_metrics(path: Path, history):
-    text = "".join(json.dumps(row) + "\n" for row in history)
-    files.write_atomically(path, lambda f: f.write(text.encode("utf-8")), what="metrics")
-
-
-def plot_curves(history, path) -> bool:
-    """Loss and accuracy per epoch to ``path`` (PNG); False when matplotlib is not installed.
-
-    Draws on a ``matplotlib.figure.Figure`` (the Agg canvas behind ``savefig``), never through
-    pyplot: the host's backend and pyplot's figures (a notebook's inline plots) are untouched.
-    """
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
-        return False
-    epochs = [row["epoch"] for row in history]
-    fig = Figure(figsize=(10, 4), layout="tight")
-    ax_loss, ax_acc = fig.subplots(1, 2)
-    for split in ("train", "val", "test"):
-        if history and f"{split}_loss" in history[0]:
-            ax_loss.plot(epochs, [r[f"{split}_loss"] for r in history], label=split)
-            ax_acc.plot(epochs, [100 * r[f"{split}_acc"] for r in history], label=split)
-    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
-    for ax in (ax_loss, ax_acc):
-        ax.grid(alpha=0.3)
-        ax.legend()
-    files.write_atomically(path, lambda f: fig.savefig(f, format="png", dpi=100),
-                                what="curves")
-    return True
+from .run_folder import plot_curves
 
 
 def _module_generators(model):
@@ -212,9 +54,83 @@ class NonFiniteLossError(RuntimeError):
     """
 
 
+@dataclass(frozen=True)
+class StepStats:
+    """The numbers of one training step, as ``Callback.on_step_end`` receives them.
+
+    ``loss`` and ``correct`` are measured on the batch before the step changed the weights
+    (the forward pass the gradient came from), as He et al.'s training curves are.
+    """
+
+    step: int        # the run's iteration count, this step included (1 after the first step)
+    epoch: int       # the epoch this step belongs to, counting from 1 (as metrics.jsonl's rows)
+    batch: int       # this step's place in its epoch, counting from 1
+    loss: float      # the batch's mean training loss (with the config's label smoothing)
+    correct: int     # examples of the batch classified right
+    examples: int    # examples in the batch (the last batch of an epoch may be smaller)
+    lr: float        # the learning rate this step used
+
+    @property
+    def accuracy(self) -> float:
+        """``correct / examples``: the batch's training accuracy."""
+        return self.correct / self.examples
+
+
+@dataclass
+class EpochTotals:
+    """The running sums of the epoch in progress: what its row of metrics.jsonl will report
+    (and what a checkpoint taken mid-epoch carries, so a resumed epoch reports the same)."""
+
+    loss_sum: float = 0.0    # the training loss summed over the examples seen
+    correct: int = 0         # examples classified right
+    seen: int = 0            # examples trained on
+    time: float = 0.0        # seconds spent training (evaluation excluded)
+
+    def add(self, stats: StepStats):
+        """Count one step in."""
+        self.loss_sum += stats.loss * stats.examples
+        self.correct += stats.correct
+        self.seen += stats.examples
+
+    @property
+    def mean_loss(self) -> float:
+        """The mean training loss over the examples seen (0 before any)."""
+        return self.loss_sum / max(self.seen, 1)
+
+    @property
+    def accuracy(self) -> float:
+        """The training accuracy over the examples seen (0 before any)."""
+        return self.correct / max(self.seen, 1)
+
+    @property
+    def images_per_second(self) -> float:
+        """Training throughput so far this epoch."""
+        return self.seen / max(self.time, 1e-9)
+
+
 class Callback:
-    """Hooks into the loop; override what you need. ``trainer`` exposes model, optimizer,
-    scheduler, config, epoch (0-based), batch (steps done in this epoch), global_step, out."""
+    """Hooks into the training loop; subclass it and override what you need.
+
+    The contract. ``Trainer.run()`` calls, in this order:
+
+    * ``on_train_begin(trainer)`` once, before the first step (also when resuming);
+    * for every step, ``on_after_backward(trainer)`` -- every ``.grad`` holds this step's
+      gradient and the weights are not yet changed -- then, after the optimizer and the
+      schedule stepped, ``on_step_end(trainer, stats)`` with the step's numbers in a
+      ``StepStats`` (step, epoch, batch, loss, correct, examples, lr);
+    * ``on_epoch_end(trainer, metrics)`` after each epoch is evaluated and saved, with its
+      row of ``metrics.jsonl``;
+    * ``on_train_end(trainer, result)`` once, with the ``FitResult``.
+
+    What a callback needs over several steps (a moving average, the error of the last N
+    iterations) it sums itself from each step's ``stats``. ``trainer`` gives the run's
+    objects to look at: ``model``, ``optimizer``, ``scheduler``, ``config``, ``out``,
+    ``epochs``, ``steps_per_epoch``, ``total_steps``, ``history``, ``best``, and where the
+    run is: ``epoch`` (epochs finished), ``batch`` (steps done in this epoch),
+    ``global_step``. ``trainer.request_stop()`` ends the run after the current step, saving
+    ``last.npz``. Anything else on the trainer (the epoch's running sums, its progress bar)
+    is its own business and may change.
+    """
 
     def on_train_begin(self, trainer):
         """Called once by ``Trainer.run()`` before the first step (also when resuming)."""
@@ -222,8 +138,8 @@ class Callback:
     def on_after_backward(self, trainer):
         """After ``loss.backward()``, before the optimizer step: every ``.grad`` is this step's."""
 
-    def on_step_end(self, trainer, loss: float):
-        """Called after each optimizer and schedule step with that step's mean training loss."""
+    def on_step_end(self, trainer, stats: StepStats):
+        """Called after each optimizer and schedule step with that step's ``StepStats``."""
 
     def on_epoch_end(self, trainer, metrics: dict):
         """Called after each epoch is evaluated (and saved), with its row of ``metrics.jsonl``.
@@ -257,6 +173,21 @@ class FitResult:
     summary: dict = field(default_factory=dict)
 
 
+def planned_length(config: TrainConfig, steps_per_epoch: int) -> tuple[int, int]:
+    """(epochs, total steps) of a run: ``config.epochs`` or ``config.max_steps``, whichever
+    comes first, in epochs of ``steps_per_epoch`` iterations."""
+    if config.max_steps is None:
+        epochs = config.epochs
+    else:
+        epochs = math.ceil(config.max_steps / steps_per_epoch)
+        if config.epochs is not None:
+            epochs = min(epochs, config.epochs)
+    total = epochs * steps_per_epoch
+    if config.max_steps is not None:
+        total = min(total, config.max_steps)
+    return epochs, total
+
+
 class Trainer:
     """The state of one run and the loop over it; ``fit()`` builds one and calls ``run()``."""
 
@@ -278,20 +209,12 @@ class Trainer:
                                  seed=config.seed, prefetch=config.prefetch,
                                  drop_last=config.drop_last, padding=config.crop_padding)
         self.steps_per_epoch = len(self.loader)
-        if config.max_steps is not None:
-            self.epochs = math.ceil(config.max_steps / self.steps_per_epoch)
-            if config.epochs is not None:
-                self.epochs = min(self.epochs, config.epochs)
-        else:
-            self.epochs = config.epochs
-        self.total_steps = self.epochs * self.steps_per_epoch
-        if config.max_steps is not None:
-            self.total_steps = min(self.total_steps, config.max_steps)
+        self.epochs, self.total_steps = planned_length(config, self.steps_per_epoch)
         self.optimizer = build_optimizer(config, self.model)
         self.scheduler = build_schedule(config, self.optimizer, self.steps_per_epoch,
                                         self.total_steps)
         self.epoch = self.batch = self.global_step = 0
-        self.partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "time": 0.0}
+        self.epoch_totals = EpochTotals()
         self.history = []
         self.best_split = "val" if "val" in self.eval_splits else "test"
         self.best = {"acc": None, "epoch": None, "split": self.best_split}
@@ -303,7 +226,7 @@ class Trainer:
         backend.manual_seed(int(np.random.SeedSequence([config.seed, 2]).generate_state(1)[0]))
         self.last_lr = self.optimizer.param_groups[0]["lr"]
         # last, after every check above: a run that cannot start leaves no new folder
-        self.out = None if out is None else check_writable(out)
+        self.out = None if out is None else run_folder.check_writable(out)
 
     # -- stopping ----------------------------------------------------------------------------------
     def request_stop(self, signum=None):
@@ -326,7 +249,8 @@ class Trainer:
         return {
             "config": dataclasses.asdict(self.config),
             "epoch": self.epoch, "batch": self.batch, "global_step": self.global_step,
-            "steps_per_epoch": self.steps_per_epoch, "partial": dict(self.partial),
+            "steps_per_epoch": self.steps_per_epoch,
+            "epoch_totals": dataclasses.asdict(self.epoch_totals),
             "history": self.history, "best": self.best,
             "rng": {
                 # the data pipeline draws from default_rng([seed, 0, epoch]) (order) and
@@ -395,7 +319,8 @@ class Trainer:
         checkpoint.restore(ckpt, self.model, self.optimizer, self.scheduler)
         self.epoch, self.batch = int(meta["epoch"]), int(meta["batch"])
         self.global_step = int(meta["global_step"])
-        self.partial = dict(meta["partial"])
+        # "partial": the key of checkpoints written before minires named it epoch_totals
+        self.epoch_totals = EpochTotals(**meta.get("epoch_totals", meta.get("partial")))
         self.history, self.best = list(meta["history"]), dict(meta["best"])
         self.last_checkpoint = ckpt.path
         backend.set_rng_state(meta["rng"]["minires_default"])
@@ -410,7 +335,9 @@ class Trainer:
             from tqdm.auto import tqdm
             tqdm.write(message)
 
-    def _train_step(self, x, y):
+    def _train_step(self, x, y) -> StepStats:
+        """One step: forward, loss, backward, the optimizer and the schedule; the position
+        advances by one step."""
         device = self.config.device
         y = to_device(y, device)
         self.optimizer.zero_grad()
@@ -429,9 +356,14 @@ class Trainer:
         self.last_lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
         self.scheduler.step()
-        return value, int((logits.data.argmax(axis=1) == y).sum()), len(y)
+        self.batch += 1
+        self.global_step += 1
+        return StepStats(step=self.global_step, epoch=self.epoch + 1, batch=self.batch,
+                         loss=value, correct=int((logits.data.argmax(axis=1) == y).sum()),
+                         examples=len(y), lr=self.last_lr)
 
     def _train_epoch(self):
+        """Steps until the epoch ends, the run reaches its last step, or a stop is requested."""
         from tqdm.auto import tqdm
 
         self.model.train()
@@ -439,23 +371,17 @@ class Trainer:
         bar = tqdm(total=self.steps_per_epoch, initial=self.batch, leave=False, dynamic_ncols=True,
                    desc=f"epoch {self.epoch + 1}/{self.epochs}", unit="batch",
                    disable=None if self.progress is None else not self.progress)  # None: on a tty
-        start = time.perf_counter()
-        elapsed_before = self.partial["time"]
+        totals = self.epoch_totals
+        start, time_before = time.perf_counter(), totals.time
         try:
             for x, y in batches:
-                loss, correct, n = self._train_step(x, y)
-                self.batch += 1
-                self.global_step += 1
-                p = self.partial
-                p["loss_sum"] += loss * n
-                p["correct"] += correct
-                p["seen"] += n
-                p["time"] = elapsed_before + time.perf_counter() - start
+                stats = self._train_step(x, y)
+                totals.add(stats)
+                totals.time = time_before + time.perf_counter() - start
                 for cb in self.callbacks:
-                    cb.on_step_end(self, loss)
-                bar.set_postfix(loss=f"{p['loss_sum'] / p['seen']:.3f}",
-                                acc=f"{100 * p['correct'] / p['seen']:.1f}%",
-                                img_s=f"{p['seen'] / max(p['time'], 1e-9):.0f}", refresh=False)
+                    cb.on_step_end(self, stats)
+                bar.set_postfix(loss=f"{totals.mean_loss:.3f}", acc=f"{100 * totals.accuracy:.1f}%",
+                                img_s=f"{totals.images_per_second:.0f}", refresh=False)
                 bar.update(1)
                 if self.stop_requested or self.global_step >= self.total_steps:
                     break
@@ -465,25 +391,50 @@ class Trainer:
             bar.close()
 
     def _end_epoch(self) -> dict:
-        p = self.partial
+        """Close the epoch: evaluate, check for divergence, record (history, best, files), report,
+        then ``on_epoch_end``. Returns the epoch's row of metrics.jsonl."""
+        totals = self.epoch_totals
         row = {"epoch": self.epoch + 1, "step": self.global_step,
-               "train_loss": p["loss_sum"] / max(p["seen"], 1),
-               "train_acc": p["correct"] / max(p["seen"], 1)}
-        last_epoch = self.epoch + 1 >= self.epochs or self.global_step >= self.total_steps
-        self._refuse_divergence(row, "the weights are not finite", self.non_finite_state())
+               "train_loss": totals.mean_loss, "train_acc": totals.accuracy}
+        self._check_finite(row, "the weights are not finite", self.non_finite_state())
         start = time.perf_counter()
+        row.update(self._evaluate())
+        self._check_finite(row, "the loss is not finite",
+                           [f"{k} {v}" for k, v in row.items()
+                            if k.endswith("_loss") and not math.isfinite(v)])
+        row.update(lr=self.last_lr, epoch_time=totals.time,
+                   eval_time=time.perf_counter() - start, img_per_s=totals.images_per_second)
+        self._record(row)
+        self._report(row)
+        for cb in self.callbacks:
+            cb.on_epoch_end(self, row)
+        return row
+
+    def _evaluate(self) -> dict:
+        """Loss and accuracy on each evaluation split (``test_loss``, ``val_acc`` ...); after the
+        last epoch with ``config.flip_eval`` also flip-averaged (``test_flip_acc`` ...)."""
+        last_epoch = self.epoch + 1 >= self.epochs or self.global_step >= self.total_steps
+        scores = {}
         for split_name, split in self.eval_splits.items():
             views = evaluate_views(self.model, split, max(self.config.batch_size, 256),
                                    self.config.device, flip=self.config.flip_eval and last_epoch)
-            row[f"{split_name}_loss"], row[f"{split_name}_acc"] = views[False]
+            scores[f"{split_name}_loss"], scores[f"{split_name}_acc"] = views[False]
             if True in views:
-                row[f"{split_name}_flip_loss"], row[f"{split_name}_flip_acc"] = views[True]
-        self._refuse_divergence(row, "the loss is not finite",
-                                [f"{k} {v}" for k, v in row.items()
-                                 if k.endswith("_loss") and not math.isfinite(v)])
-        row.update(lr=self.last_lr, epoch_time=p["time"],
-                   eval_time=time.perf_counter() - start,
-                   img_per_s=p["seen"] / max(p["time"], 1e-9))
+                scores[f"{split_name}_flip_loss"], scores[f"{split_name}_flip_acc"] = views[True]
+        return scores
+
+    def _check_finite(self, row, what, bad):
+        """Raise NonFiniteLossError (nothing of this epoch saved) when ``bad`` lists anything."""
+        if bad:
+            raise NonFiniteLossError(
+                f"{what} at the end of epoch {row['epoch']} (iteration {self.global_step}, "
+                f"train loss {row['train_loss']:.4g}): {_some(bad)}. Nothing of this epoch was "
+                f"saved; {self._intact()}. A lower --lr or a longer warm-up usually helps.")
+
+    def _record(self, row):
+        """The epoch is done: its row joins the history (and the best, if it improved), the
+        position moves to the next epoch, and with a run folder the row is appended to
+        metrics.jsonl and the checkpoints written (``best.npz`` when it improved)."""
         self.history.append(row)
         score = row.get(f"{self.best_split}_acc")
         improved = score is not None and (self.best["acc"] is None or score > self.best["acc"])
@@ -491,13 +442,15 @@ class Trainer:
             self.best.update(acc=score, epoch=self.epoch + 1)
         self.epoch += 1
         self.batch = 0
-        self.partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "time": 0.0}
+        self.epoch_totals = EpochTotals()
         if self.out is not None:
-            with open(self.out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
+            run_folder.append_metrics(self.out, row)
             self.save("last.npz")
             if improved:
                 self.save("best.npz")
+
+    def _report(self, row):
+        """The epoch's line on the terminal."""
         evals = "  ".join(f"{s} loss {row[f'{s}_loss']:.3f} acc {100 * row[f'{s}_acc']:.2f}%"
                           + (f" (flip-averaged {100 * row[f'{s}_flip_acc']:.2f}%)"
                              if f"{s}_flip_acc" in row else "")
@@ -505,17 +458,6 @@ class Trainer:
         self._say(f"epoch {row['epoch']:3d}/{self.epochs}  train loss {row['train_loss']:.3f} "
                   f"acc {100 * row['train_acc']:.2f}%  {evals}  lr {row['lr']:.4g}  "
                   f"{row['img_per_s']:.0f} img/s  {_format_time(row['epoch_time'])}")
-        for cb in self.callbacks:
-            cb.on_epoch_end(self, row)
-        return row
-
-    def _refuse_divergence(self, row, what, bad):
-        """Raise NonFiniteLossError (nothing of this epoch saved) when ``bad`` lists anything."""
-        if bad:
-            raise NonFiniteLossError(
-                f"{what} at the end of epoch {row['epoch']} (iteration {self.global_step}, "
-                f"train loss {row['train_loss']:.4g}): {_some(bad)}. Nothing of this epoch was "
-                f"saved; {self._intact()}. A lower --lr or a longer warm-up usually helps.")
 
     def _finished(self):
         return self.epoch >= self.epochs or self.global_step >= self.total_steps
@@ -555,7 +497,7 @@ class Trainer:
                            checkpoint=self.last_checkpoint, signal=self.stop_signal,
                            elapsed=time.perf_counter() - started)
         if status == "completed":
-            result.summary = self._summarize(result)
+            result.summary = self._summarize()
         elif self.out is not None:
             where = (f"after epoch {self.epoch}" if self.batch == 0 else
                      f"in epoch {self.epoch + 1} after step {self.batch}/{self.steps_per_epoch}")
@@ -565,7 +507,9 @@ class Trainer:
             cb.on_train_end(self, result)
         return result
 
-    def _summarize(self, result) -> dict:
+    def _summarize(self) -> dict:
+        """What summary.json holds (written, with curves.png, when the run has a folder); the
+        run's last line on the terminal."""
         final = self.history[-1] if self.history else {}
         summary = {
             "model": self.config.model, "recipe": self.config.recipe, "epochs": self.epoch,
@@ -575,9 +519,10 @@ class Trainer:
             "num_parameters": int(sum(p.data.size for p in self.model.parameters())),
         }
         if self.out is not None:
-            _write_json_atomic(self.out / "summary.json", summary)
-            if plot_curves(self.history, self.out / "curves.png"):
-                summary["curves"] = str(self.out / "curves.png")
+            run_folder.write_summary(self.out, summary)
+            curves = plot_curves(self.history, self.out / "curves.png")
+            if curves is not None:
+                summary["curves"] = str(curves)
         if final and "test_acc" in final:
             best = (f"best {self.best_split} acc {100 * self.best['acc']:.2f}% at epoch "
                     f"{self.best['epoch']}")
@@ -601,7 +546,7 @@ def fit(model, data, config: TrainConfig | None = None, *, out=None, resume=None
                e.g. ``fit(model, data, epochs=3, lr=0.05)``.
     out:       run folder for metrics, checkpoints and plots (None: write nothing).
     resume:    a checkpoint path: continue exactly where it stopped (same config).
-    callbacks: ``Callback`` objects (see its methods).
+    callbacks: ``Callback`` objects (its docstring states what they are called with, and when).
     progress:  True/False/None (None: a tqdm bar when the terminal is interactive).
     handle_signals: Ctrl-C / SIGTERM finish the step, save ``out/last.npz`` and return with
                ``status="interrupted"`` (a second Ctrl-C aborts at once).
@@ -623,28 +568,19 @@ def fit(model, data, config: TrainConfig | None = None, *, out=None, resume=None
     """
     config = dataclasses.replace(config or TrainConfig(), **overrides)
     if out is not None and resume is None:
-        refuse_earlier_run(out)
-    new_folders = [] if out is None else _missing_folders(out)
+        run_folder.refuse_earlier_run(out)
+    new_folders = [] if out is None else run_folder.missing_folders(out)
     try:
         trainer = Trainer(model, data, config, out=out, callbacks=callbacks, progress=progress,
                           verbose=verbose)
         if resume is not None:
             trainer.load(checkpoint.load(resume))
     except BaseException:
-        _remove_empty_folders(new_folders)       # a run that cannot start leaves no empty folder
+        run_folder.remove_empty_folders(new_folders)   # a run that cannot start leaves no folder
         raise
     if resume is not None and trainer.out is not None:
-        _write_metrics(trainer.out / "metrics.jsonl", trainer.history)
+        run_folder.write_metrics(trainer.out, trainer.history)
     if trainer.out is not None:
-        _write_json_atomic(trainer.out / "config.json", {
-            **dataclasses.asdict(config), "minires_version": _version(),
-            "resumed_from": None if resume is None else str(resume)})
+        run_folder.write_config(trainer.out, config, resumed_from=resume)
     with speed.scoped(speed_settings, config.threads):
         return trainer.run(handle_signals=handle_signals)
-
-
-def _version():
-    from .. import __version__
-    return __version__
-
-
