@@ -69,7 +69,7 @@ def test_non_finite_float_options_are_refused_by_name(tmp_path, data_dir, capsys
 
 def test_non_finite_values_set_from_python_are_caught_too():
     assert invalid_number(Namespace(lr=float("nan"))) == "--lr: must be a finite number, got nan"
-    assert invalid_number(Namespace(weight_decay=float("inf"))).startswith("--weight-decay: must")
+    assert invalid_number(Namespace(weight_decay=float("inf"))).startswith("--wd: must")
 
 
 # --- 2. a run that diverges before its first checkpoint leaves no folder behind -----------------

@@ -5,6 +5,7 @@ well under a second; the CLI test writes a tiny archive in the official binary f
 """
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -388,6 +389,48 @@ def test_recipes():
         recipe_config("slow")
     with pytest.raises(ValueError, match="unknown schedule 'linear'; valid: cosine, onecycle"):
         TrainConfig(schedule="linear")
+
+
+@pytest.mark.parametrize("setting, value, message", [
+    ("lr", 0.0, "lr must be > 0, got 0.0"),
+    ("lr", float("nan"), "lr must be a finite number, got nan"),
+    ("warmup_factor", float("inf"), "warmup_factor must be a finite number, got inf"),
+    ("momentum", 1.5, "momentum must be >= 0 and <= 1, got 1.5"),
+    ("batch_size", 0, "batch_size must be >= 1, got 0"),
+    ("limit_train", 0, "limit_train must be >= 1, got 0"),
+    ("crop_padding", -1, "crop_padding must be >= 0, got -1"),
+    ("warmup_mode", "cubic", "unknown warmup_mode 'cubic'; valid: linear, constant"),
+])
+def test_train_config_checks_each_setting_against_its_declaration(setting, value, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        TrainConfig(**{setting: value})
+
+
+def test_a_new_setting_is_one_declaration(monkeypatch):
+    """The command line's options and ranges come from TrainConfig's fields: a field declared
+    with a help text is an option, with its bounds checked, and goes into the config."""
+    import dataclasses
+
+    from minires.train import cli, recipes
+
+    flags = {f.name: recipes.flag_of(f) for f in recipes.command_line_settings()}
+    assert flags["weight_decay"] == "--wd" and flags["augment"] == "--no-augment"
+    assert "warmup_mode" not in flags and "recipe" not in flags
+
+    @dataclasses.dataclass
+    class Config(TrainConfig):
+        dropout_rate: float = recipes.setting(0.0, "a new option", bounds=recipes.Range(0, 1))
+
+    monkeypatch.setattr(recipes, "TrainConfig", Config)
+    monkeypatch.setattr(cli, "TrainConfig", Config)
+    monkeypatch.setattr(cli, "recipe_config", lambda recipe, **given: Config(**given))
+    args = cli.build_parser().parse_args(["cifar", "--dropout-rate", "2"])
+    assert cli.invalid_number(args) == "--dropout-rate: must be >= 0 and <= 1, got 2.0"
+    args = cli.build_parser().parse_args(["cifar", "--dropout-rate", "0.5", "--lr", "0.2"])
+    assert cli.invalid_number(args) is None
+    assert cli.config_from_args(args).dropout_rate == 0.5
+    with pytest.raises(ValueError, match="dropout_rate must be >= 0 and <= 1, got 2"):
+        Config(dropout_rate=2)
 
 
 # --- the command line -----------------------------------------------------------------------------

@@ -86,7 +86,7 @@ def test_cli_out_in_an_existing_folder_is_left_as_it_was(tmp_path, data_dir, cap
 
 def test_fit_that_cannot_start_leaves_no_new_folder(tmp_path):
     with pytest.raises(ValueError, match="no training examples"):
-        fit(new_model(), tiny_data(), config(limit_train=0), out=tmp_path / "a" / "b",
+        fit(new_model(), tiny_data(n_train=0), config(), out=tmp_path / "a" / "b",
             progress=False, verbose=False)
     assert not (tmp_path / "a").exists()
     with pytest.raises(ValueError, match="unknown optimizer"):

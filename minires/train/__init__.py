@@ -29,11 +29,12 @@ generator a module keeps -- so on the CPU a run stopped anywhere and resumed end
 the same weights, bit for bit, as one never stopped.
 
 The package reads in five files: ``recipes.py`` (the ``fast`` and ``paper`` recipes,
-``TrainConfig``, and the model, optimiser and schedule a config builds), ``loop.py`` (``fit``,
-the ``Trainer``, the callback contract: ``Callback`` and ``StepStats``), ``evaluation.py``
-(``evaluate``, ``evaluate_views``), ``run_folder.py`` (the checks before a run, config.json,
-metrics.jsonl, summary.json, curves.png) and ``cli.py`` (the command line, a thin layer over
-``fit``).
+``TrainConfig`` -- each setting declared once, with its help text and range -- and the model,
+optimiser and schedule a config builds), ``loop.py`` (``fit``, the ``Trainer``, the callback
+contract: ``Callback`` and ``StepStats``), ``evaluation.py`` (``evaluate``, ``evaluate_views``),
+``run_folder.py`` (the checks before a run, config.json, metrics.jsonl, summary.json,
+curves.png) and ``cli.py`` (the command line, built from ``TrainConfig``'s declarations, a thin
+layer over ``fit``).
 """
 from .cli import build_parser, main
 from .evaluation import evaluate, evaluate_views

@@ -16,7 +16,20 @@ from ..data.cifar import DataError
 from ..speed import use_speed_settings
 from .evaluation import evaluate_views
 from .loop import NonFiniteLossError, fit, planned_length
-from .recipes import OPTIMIZERS, RECIPES, SCHEDULES, TrainConfig, build_model, recipe_config
+from .recipes import (
+    GROUP_DATA,
+    GROUP_MODEL,
+    GROUP_OPTIMISATION,
+    GROUP_RUN,
+    RECIPES,
+    Range,
+    TrainConfig,
+    build_model,
+    command_line_settings,
+    flag_of,
+    recipe_config,
+    value_problem,
+)
 from .run_folder import (
     check_writable,
     earlier_run_files,
@@ -56,8 +69,55 @@ def milestone_list(text) -> list:
             f"--schedule step, epochs for multistep), got {text!r}") from None
 
 
+def _add_setting(group, f):
+    """The option of the ``TrainConfig`` field ``f``, from its declaration (``setting()``):
+    its flag, help text and choices; the value's type from the field's annotation. Its
+    default is None (not given: the recipe's value, or with --resume the checkpoint's)."""
+    # the annotation, as text under ``from __future__ import annotations`` ("int | None")
+    annotation = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    meta, kind = f.metadata, annotation.split("|")[0].strip()
+    flag, options = flag_of(f), dict(dest=f.name, default=None, help=meta["help"])
+    if kind == "bool":
+        options["action"] = ("store_false" if flag.startswith("--no-")
+                             else argparse.BooleanOptionalAction)
+    else:
+        options["type"] = {"int": int, "float": finite_float, "list": milestone_list}.get(kind, str)
+        if meta.get("choices"):
+            options["choices"] = meta["choices"]
+        if meta.get("metavar"):
+            options["metavar"] = meta["metavar"]
+    group.add_argument(flag, **options)
+
+
+# what the command line has beside the TrainConfig settings, and its ranges
+_INSPECT_EVERY = Range(1)
+
+
+def _add_run_options(g):
+    """The options of the command itself: where the run goes, resuming, evaluating, output."""
+    g.add_argument("--out", help="run folder (default runs/cifar-MODEL-RECIPE-TIME; with --resume, "
+                                 "the checkpoint's folder)")
+    g.add_argument("--resume", metavar="CHECKPOINT",
+                   help="continue a run exactly where its checkpoint stopped (its config is used; "
+                        "options given here override it, e.g. more --epochs); a run folder "
+                        "means its last.npz")
+    g.add_argument("--eval-only", metavar="CHECKPOINT",
+                   help="evaluate a checkpoint on the test set and exit; a run folder means "
+                        "its best.npz (else its last.npz)")
+    g.add_argument("--no-progress", dest="progress", action="store_false", default=None,
+                   help="no progress bar (one line per epoch is still printed)")
+    g.add_argument("--inspect-every", type=int, metavar="N",
+                   help="every N steps, append each layer's weight-gradient norm to gradflow.jsonl "
+                        "in the run folder (minires.inspect); gradflow.png heat map at the end")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The ``python -m minires.train`` argument parser (command ``cifar`` and its options)."""
+    """The ``python -m minires.train`` argument parser (command ``cifar`` and its options).
+
+    Every ``TrainConfig`` field declared with a help text is an option here, in its group;
+    the options below that are not settings of a run (the recipe, the folders, --eval-only,
+    the progress bar, --inspect-every) are added by hand.
+    """
     parser = OneLineParser(
         prog="python -m minires.train",
         description="Train a network from minires.models with minires. Command: cifar.")
@@ -80,105 +140,33 @@ def build_parser() -> argparse.ArgumentParser:
                     "written);\n2 a mistake in the command (an option, the data, a "
                     "checkpoint, a folder that holds a run);\n128+N stopped by signal N, "
                     "after saving last.npz (130: Ctrl-C).")
-    g = p.add_argument_group("model and recipe")
-    g.add_argument("--recipe", choices=sorted(RECIPES), default="fast",
-                   help="fast (default): 22 epochs, 47 minutes on a 2-core AVX-512 CPU; paper: "
-                        "He et al. 2015 (64000 iterations)")
-    g.add_argument("--model", help="a builder in minires.models (default: the recipe's, resnet20) "
-                                   "or package.module:callable")
-    g = p.add_argument_group("optimisation (default: the recipe's value)")
-    g.add_argument("--epochs", type=int, help="number of epochs")
-    g.add_argument("--max-steps", type=int, help="stop after this many iterations (paper: 64000)")
-    g.add_argument("--batch-size", type=int, help="examples per step (128)")
-    g.add_argument("--optimizer", choices=OPTIMIZERS, help="sgd (default), adam or adamw")
-    g.add_argument("--lr", type=finite_float,
-                   help="peak learning rate (fast: 0.1 x batch-size / 128)")
-    g.add_argument("--momentum", type=finite_float, help="SGD momentum, Adam beta1 (0.9)")
-    g.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=None,
-                   help="Nesterov momentum (fast: on, paper: off)")
-    g.add_argument("--wd", type=finite_float, dest="weight_decay",
-                   help="weight decay (fast: 5e-4, paper: 1e-4)")
-    g.add_argument("--decay-bn-bias", action=argparse.BooleanOptionalAction, default=None,
-                   help="also decay batch-norm and bias parameters (fast: no, paper: yes)")
-    g.add_argument("--schedule", choices=SCHEDULES,
-                   help="learning-rate schedule, stepped per iteration: cosine (fast), onecycle, "
-                        "step (milestones in iterations; paper), multistep (milestones in epochs), "
-                        "constant")
-    g.add_argument("--milestones", type=milestone_list, metavar="N,N,...",
-                   help="comma-separated milestones for step/multistep, lr x 0.1 at each "
-                        "(paper: 32000,48000)")
-    g.add_argument("--warmup-epochs", type=finite_float,
-                   help="linear warm-up from 0.1 x lr over this many epochs (fast: 1)")
-    g.add_argument("--label-smoothing", type=finite_float,
-                   help="label smoothing (fast: 0.1, paper: 0)")
-    g.add_argument("--flip-eval", action=argparse.BooleanOptionalAction, default=None,
-                   help="after the last epoch (and with --eval-only) also report test accuracy "
-                        "averaged over each image and its mirror image (fast: on, paper: off)")
-    g.add_argument("--no-augment", dest="augment", action="store_false", default=None,
-                   help="switch off random crop + flip")
-    g = p.add_argument_group("data")
-    g.add_argument("--data-dir",
-                   help="folder with cifar-10-batches-bin/ (or -py/, or the .tar.gz); default "
-                        "$MINIRES_DATA, else ~/.cache/minires; downloaded if absent")
-    g.add_argument("--no-download", dest="download", action="store_false",
-                   help="never download; fail with instructions if the data is missing")
-    g.add_argument("--val-split", type=int,
-                   help="hold out the last N training images for validation; best.npz then "
-                        "follows validation accuracy (paper: 5000, fast: 0)")
-    g.add_argument("--limit-train", type=int, help="use only the first N training examples")
-    g.add_argument("--limit-test", type=int,
-                   help="use only the first N test (and validation) examples")
-    g.add_argument("--prefetch", type=int, default=2,
-                   help="batches prepared ahead by a background thread (0: off; default 2)")
-    g = p.add_argument_group("run")
-    g.add_argument("--seed", type=int, help="seed for initialisation, data order, augmentation (0)")
-    g.add_argument("--device", choices=backend.DEVICES, help="cpu (default) or cuda (needs CuPy)")
-    g.add_argument("--threads", type=int,
-                   help="CPU threads: minires' convolution workers, with OpenBLAS on one thread "
-                        "each (default: $MINIRES_NUM_THREADS, else every core this process may "
-                        "use; see minires.use_speed_settings)")
-    g.add_argument("--out", help="run folder (default runs/cifar-MODEL-RECIPE-TIME; with --resume, "
-                                 "the checkpoint's folder)")
-    g.add_argument("--resume", metavar="CHECKPOINT",
-                   help="continue a run exactly where its checkpoint stopped (its config is used; "
-                        "options given here override it, e.g. more --epochs); a run folder "
-                        "means its last.npz")
-    g.add_argument("--eval-only", metavar="CHECKPOINT",
-                   help="evaluate a checkpoint on the test set and exit; a run folder means "
-                        "its best.npz (else its last.npz)")
-    g.add_argument("--no-progress", dest="progress", action="store_false", default=None,
-                   help="no progress bar (one line per epoch is still printed)")
-    g.add_argument("--inspect-every", type=int, metavar="N",
-                   help="every N steps, append each layer's weight-gradient norm to gradflow.jsonl "
-                        "in the run folder (minires.inspect); gradflow.png heat map at the end")
+    settings = command_line_settings()
+    for name in (GROUP_MODEL, GROUP_OPTIMISATION, GROUP_DATA, GROUP_RUN):
+        g = p.add_argument_group(name)
+        if name == GROUP_MODEL:
+            g.add_argument("--recipe", choices=sorted(RECIPES), default="fast",
+                           help="fast (default): 22 epochs, 47 minutes on a 2-core AVX-512 CPU; "
+                                "paper: He et al. 2015 (64000 iterations)")
+        for f in settings:
+            if f.metadata["group"] == name:
+                _add_setting(g, f)
+        if name == GROUP_DATA:
+            g.add_argument("--no-download", dest="download", action="store_false",
+                           help="never download; fail with instructions if the data is missing")
+        if name == GROUP_RUN:
+            _add_run_options(g)
     return parser
-
-
-# option -> (lowest allowed, highest allowed or None, whether the lowest is allowed itself)
-_BOUNDS = {"threads": (1, None, True), "epochs": (1, None, True), "max_steps": (1, None, True),
-           "batch_size": (1, None, True), "lr": (0, None, False), "momentum": (0, 1, True),
-           "weight_decay": (0, None, True), "warmup_epochs": (0, None, True),
-           "label_smoothing": (0, 1, True), "val_split": (0, None, True),
-           "limit_train": (1, None, True), "limit_test": (1, None, True),
-           "prefetch": (0, None, True), "seed": (0, None, True), "inspect_every": (1, None, True)}
 
 
 def invalid_number(args):
     """A one-line message for the first numeric option out of its range (or not finite),
-    else None."""
-    for name, (low, high, inclusive) in _BOUNDS.items():
-        value = getattr(args, name, None)
-        if value is None:
-            continue
-        flag = f"--{name.replace('_', '-')}"
-        if isinstance(value, float) and not math.isfinite(value):
-            return f"{flag}: must be a finite number, got {value}"
-        too_low = value < low if inclusive else value <= low
-        if too_low or (high is not None and value > high):
-            wanted = (f">= {low}" if inclusive else f"> {low}") + (f" and <= {high}" if high
-                                                                   is not None else "")
-            return f"{flag}: must be {wanted}, got {value}"
-    return None
+    else None: the ranges ``TrainConfig`` declares, checked by ``value_problem``."""
+    for f in command_line_settings():
+        problem = value_problem(getattr(args, f.name, None), f.metadata.get("bounds"))
+        if problem:
+            return f"{flag_of(f)}: {problem}"
+    problem = value_problem(getattr(args, "inspect_every", None), _INSPECT_EVERY)
+    return f"--inspect-every: {problem}" if problem else None
 
 
 def _describe(recipe):
@@ -193,12 +181,6 @@ def _describe(recipe):
             f"{', label smoothing ' + str(r['label_smoothing']) if r['label_smoothing'] else ''}"
             f"{', val split ' + str(r['val_split']) if r['val_split'] else ''}"
             f"{', flip-averaged final eval' if r['flip_eval'] else ''}")
-
-
-_CONFIG_FLAGS = ("model", "epochs", "max_steps", "batch_size", "optimizer", "lr", "momentum",
-                 "nesterov", "weight_decay", "decay_bn_bias", "schedule", "milestones",
-                 "warmup_epochs", "label_smoothing", "flip_eval", "augment", "seed", "device",
-                 "val_split", "limit_train", "limit_test", "prefetch", "data_dir", "threads")
 
 
 def recorded_model(meta) -> str | None:
@@ -264,14 +246,15 @@ def config_from_args(args) -> TrainConfig:
     Raises ValueError (a one-line message) for a checkpoint without a config, or one of
     another model than ``--model`` asks for.
     """
-    given = {k: getattr(args, k) for k in _CONFIG_FLAGS if getattr(args, k, None) is not None}
+    given = {f.name: getattr(args, f.name) for f in command_line_settings()
+             if getattr(args, f.name, None) is not None}
     if args.resume:
         meta = checkpoint.load(args.resume).meta
         saved = meta.get("config")
         if not saved:
             raise ValueError(f"{args.resume}: holds no training config; cannot resume it")
         given["model"] = _model_of_checkpoint("--resume", args.resume, meta, args.model)
-        changed = {k: v for k, v in given.items() if saved.get(k) != v and k != "prefetch"}
+        changed = {k: v for k, v in given.items() if saved.get(k) != v}
         if changed:
             print(f"resuming with changed settings: {changed}", file=sys.stderr)
         known = {f.name for f in dataclasses.fields(TrainConfig)}
