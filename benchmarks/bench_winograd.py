@@ -59,7 +59,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from conv_layers import machine_description  # noqa: E402
 
 import minires as mr  # noqa: E402
-from minires.functional import conv_fast, winograd  # noqa: E402
+from minires.functional import conv_fast, conv_select, winograd  # noqa: E402
 from minires.functional.windows import conv_settings  # noqa: E402
 
 # (name, C = C_in = C_out, H = W, how many such convs in ResNet-20): the 3x3 stride-1 ones
@@ -144,7 +144,7 @@ def main():
     print(f"machine: {machine_description()}; threads: {settings['threads']}; "
           f"load average {os.getloadavg()[0]:.2f}")
     print(f"conv2d 3x3 stride 1 padding 1, C_in = C_out, batch {args.batch}, float32, "
-          f"median of {args.repeats} (ms); chunk bytes = {conv_fast.get_chunk_bytes()}")
+          f"median of {args.repeats} (ms); chunk bytes = {conv_select.get_chunk_bytes()}")
     s = conv_settings(1, 1)
     cols = ["fwd", "dx", "dxdW"]
     print(f"{'shape':<22}" + "".join(f"{c + ' default':>15}{c + ' winograd':>16}{'ratio':>7}"

@@ -37,12 +37,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import minires as mr  # noqa: E402  (after the sys.path line)
 from minires.autograd import Function  # noqa: E402
-from minires.functional import conv_fast  # noqa: E402
+from minires.functional import conv_fast, conv_select  # noqa: E402
 from minires.functional.conv import Conv2d  # noqa: E402
 from minires.functional.conv_fast import FastConv2d  # noqa: E402
 from minires.functional.conv_layouts import col2im_batch, im2col_batch  # noqa: E402
-from minires.functional.windows import (batch_grid_width, conv_output_size,  # noqa: E402
-                                       conv_settings)
+from minires.functional.windows import batch_grid_width, conv_output_size, conv_settings  # noqa: E402
 
 # (name, C_in, C_out, H=W of the input, stride, how many convs of this shape in ResNet-20)
 RESNET20_CONVS = [
@@ -161,11 +160,11 @@ def main():
                         help="BLAS / torch threads for both libraries (default: their own)")
     parser.add_argument("--chunk-bytes", type=int, default=None,
                         help="bytes of columns per chunk of the fast conv2d "
-                             "(conv_fast.set_chunk_bytes)")
+                             "(conv_select.set_chunk_bytes)")
     args = parser.parse_args()
     mr.use_speed_settings()              # threads and memory, as the command lines set them
     if args.chunk_bytes:
-        conv_fast.set_chunk_bytes(args.chunk_bytes)
+        conv_select.set_chunk_bytes(args.chunk_bytes)
 
     torch = optional_torch(args.no_torch)
     if torch and args.threads:
@@ -180,7 +179,7 @@ def main():
         versions += f", torch {torch.__version__} ({torch.get_num_threads()} threads)"
     print(f"machine: {machine_description()}; {versions}")
     print(f"conv2d 3x3 padding 1, forward + backward, batch {args.batch}, float32, median of "
-          f"{args.repeats} (ms); conv_fast chunk bytes = {conv_fast.get_chunk_bytes()}")
+          f"{args.repeats} (ms); conv chunk bytes = {conv_select.get_chunk_bytes()}")
     header = f"{'layer':<16}{'C_in->C_out @HxW /stride':<26}{'count':>5}"
     header += "".join(f"{name:>16}" for name, _ in variants)
     if torch:

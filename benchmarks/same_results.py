@@ -11,7 +11,7 @@ The table gives, over all parameters, the median and worst relative difference o
 gradients (max |a - b| / max |a| per parameter). Speed-ups that only reorder sums
 agree to ~1e-15 in float64, which is the test; in float32 they differ by rounding,
 whose size ``--self-check`` shows: this tree against itself with another conv chunk
-size (``conv_fast.set_chunk_bytes``: a reordering of the GEMM sums and nothing else).
+size (``conv_select.set_chunk_bytes``: a reordering of the GEMM sums and nothing else).
 ``--reference`` runs this tree's default (fast) conv2d against its reference conv2d
 (``F.use_conv("reference")``: im2col, one matmul, col2im). The other tree may be older
 than either setting: the child falls back to what that tree has.
@@ -34,11 +34,16 @@ sys.path.insert(0, root)
 import minires as mr, minires.functional as F
 if chunk:
     try:
-        from minires.functional.conv_fast import set_chunk_bytes
+        from minires.functional.conv_select import set_chunk_bytes
+    except ImportError:                  # a tree from before conv_select.py
+        try:
+            from minires.functional.conv_fast import set_chunk_bytes
+        except ImportError:              # a tree from before conv_fast.py: a class attribute
+            set_chunk_bytes = None
+            from minires.functional.conv import Conv2d
+            Conv2d.CPU_CHUNK_BYTES = chunk
+    if set_chunk_bytes is not None:
         set_chunk_bytes(chunk)
-    except ImportError:                  # a tree from before conv_fast.py: a class attribute
-        from minires.functional.conv import Conv2d
-        Conv2d.CPU_CHUNK_BYTES = chunk
 if conv != "default":
     F.use_conv(conv)
 mr.manual_seed(0)

@@ -11,10 +11,14 @@ default, conv_fast.py); tests/test_fast_paths.py compares the two with each othe
 - im2col against its definition, and col2im as its adjoint: <col2im(c), x> == <c, im2col(x)>;
 - the batch layout (im2col_batch / col2im_batch) against im2col / col2im;
 - float32 stays float32; only the gradients asked for are computed;
-- the selection: use_conv / conv_implementation switch and restore, bad names refused;
+- the selection (conv_select.py): use_conv / conv_implementation switch and restore, bad
+  names refused; conv.py imports nothing of the fast paths;
 - bad input raises errors that name conv2d and say what was expected;
 - against PyTorch when it is installed (skipped otherwise).
 """
+
+import ast
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +27,7 @@ from hypothesis import given
 import minires as mr
 import minires.functional as F
 from minires.backend import to_numpy
+from minires.functional import conv, conv_select
 from minires.functional.conv import col2im, conv2d_naive, im2col
 from minires.functional.conv_layouts import col2im_batch, im2col_batch
 from minires.functional.windows import batch_grid_width
@@ -256,6 +261,24 @@ def test_nn_conv2d_runs_the_chosen_implementation():
         assert layer(x).grad_fn.name == "Conv2d"
     assert layer(x).grad_fn.name == "FastConv2d"
 
+
+
+def test_the_reference_imports_nothing_of_the_fast_paths():
+    """conv.py, the code lesson 03 teaches, stands on its own: the choice between it and
+    the fast path lives above both (conv_select.py), and nothing fast is imported here."""
+    tree = ast.parse(Path(conv.__file__).read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            names.update((node.module or "").split("."))
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.Import):
+            names.update(part for alias in node.names for part in alias.name.split("."))
+    fast = {"conv_fast", "conv_layouts", "conv_select", "cuda_kernels", "parallel", "winograd"}
+    assert not names & fast, sorted(names & fast)
+    assert F.conv2d is conv_select.conv2d and F.use_conv is conv_select.use_conv
+    for knob in ("use_winograd", "set_chunk_bytes", "get_chunk_bytes"):
+        assert callable(getattr(conv_select, knob)), knob
 
 # --- bad input --------------------------------------------------------------------------
 def _x(shape=(2, 4, 6, 6)):

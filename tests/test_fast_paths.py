@@ -25,7 +25,7 @@ import minires as mr
 import minires.functional as F
 from minires.backend import to_numpy
 from minires.functional import conv_fast as cf
-from minires.functional import parallel
+from minires.functional import conv_select, parallel
 from minires.functional.conv import im2col
 from minires.functional.conv_layouts import SideBySide
 from minires.functional.windows import batch_grid_width, conv_settings, is_pointwise
@@ -35,13 +35,13 @@ from tests.strategies import conv_cases, pair
 
 @contextlib.contextmanager
 def chunk_bytes(n):
-    """Run the block with conv_fast's chunk size set to ``n`` bytes (None: unchanged)."""
-    previous = cf.set_chunk_bytes(n) if n is not None else None
+    """Run the block with the fast path's chunk size set to ``n`` bytes (None: unchanged)."""
+    previous = conv_select.set_chunk_bytes(n) if n is not None else None
     try:
         yield
     finally:
         if previous is not None:
-            cf.set_chunk_bytes(previous)
+            conv_select.set_chunk_bytes(previous)
 
 
 # --- the fast implementation against the reference -------------------------------------
@@ -148,19 +148,19 @@ def test_paths_refuse_settings_they_do_not_handle():
 
 # --- chunks -------------------------------------------------------------------------------
 def test_set_chunk_bytes_returns_the_previous_value_and_rejects_bad_values():
-    default = cf.get_chunk_bytes()
-    assert cf.set_chunk_bytes(1000) == default
+    default = conv_select.get_chunk_bytes()
+    assert conv_select.set_chunk_bytes(1000) == default
     try:
-        assert cf.get_chunk_bytes() == 1000
-        assert cf.batch_chunks(5, 400, np) == [(0, 2), (2, 4), (4, 5)]
-        assert cf.batch_chunks(5, 400, np, chunk_bytes=10) == [(n, n + 1) for n in range(5)]
-        assert cf.batch_chunks(0, 400, np) == []
+        assert conv_select.get_chunk_bytes() == 1000
+        assert parallel.batch_chunks(5, 400, np) == [(0, 2), (2, 4), (4, 5)]
+        assert parallel.batch_chunks(5, 400, np, chunk_bytes=10) == [(n, n + 1) for n in range(5)]
+        assert parallel.batch_chunks(0, 400, np) == []
     finally:
-        assert cf.set_chunk_bytes(default) == 1000
+        assert conv_select.set_chunk_bytes(default) == 1000
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="set_chunk_bytes: n must be a positive int"):
-            cf.set_chunk_bytes(bad)
-    assert cf.get_chunk_bytes() == default
+            conv_select.set_chunk_bytes(bad)
+    assert conv_select.get_chunk_bytes() == default
 
 
 @pytest.mark.parametrize("stride", [1, 2])
@@ -176,8 +176,9 @@ def test_chunked_conv2d_equals_one_chunk(device, groups, stride):
     Wq = batch_grid_width(6, OH, (stride, stride), (1, 1))
     assert Wq == (8 if stride == 1 else 3)
     per_image = 4 * 9 * OH * Wq * 8  # C*KH*KW * OH*Wq * float64 bytes
-    assert cf.batch_chunks(5, per_image, np, chunk_bytes=1 << 40) == [(0, 5)]
-    assert cf.batch_chunks(5, per_image, np, chunk_bytes=2 * per_image) == [(0, 2), (2, 4), (4, 5)]
+    assert parallel.batch_chunks(5, per_image, np, chunk_bytes=1 << 40) == [(0, 5)]
+    assert parallel.batch_chunks(5, per_image, np, chunk_bytes=2 * per_image) == \
+        [(0, 2), (2, 4), (4, 5)]
 
     def run():
         x, w, b = t64(x_np, device), t64(w_np, device), t64(b_np, device)

@@ -1,4 +1,10 @@
-"""Convolution by hand: im2col / col2im, a naive reference, and ``conv2d`` with its backward.
+"""Convolution by hand: the definition as loops, im2col / col2im, and ``Conv2d`` with its backward.
+
+Read it top to bottom, as lesson 03 does: ``conv2d_naive`` (the definition, seven nested
+loops), ``im2col`` (every receptive field as one column), ``col2im`` (its adjoint, for
+the backward pass), then the ``Conv2d`` Function, forward and backward side by side.
+Everything here is plain ``xp`` code (NumPy, or CuPy on a GPU, through
+``get_array_module``); nothing of the fast paths is imported.
 
 The idea in one picture. A convolution slides a (C, KH, KW) kernel over the input
 and takes a dot product at every output pixel. Lay each receptive field out as
@@ -27,90 +33,33 @@ of the input. Because im2col orders rows channel-major (c, kh, kw), the rows of
 group g are one contiguous block, so the product is a batched matmul over G:
 (G, C_out/G, C/G*KH*KW) @ (G, C/G*KH*KW, OH*OW).
 
-Two implementations of ``conv2d``, one choice. ``Conv2d`` below is exactly the above
-(and lesson 03): im2col, one batched matmul, dW by a matmul, dx by col2im, on NumPy or
-CuPy. ``conv_fast.FastConv2d`` computes the same with the work arranged for speed
-(chunks that stay in the CPU cache, the images of a chunk in one matrix, threads, and
-a backward for stride 1 that needs no col2im); its docstring says how and why. Which
-one ``conv2d`` runs is chosen here, by ``use_conv("reference" | "fast")`` or
-``with conv_implementation(...)``; the default is "fast". Both share the argument
-checks (windows.py) and are compared with each other, forward and every gradient, in
-tests/test_fast_paths.py. The window bookkeeping shared with pooling (output size,
-padding, strided views) is in windows.py.
+This is the *reference* implementation of ``F.conv2d``. The default, *fast* one
+(``conv_fast.FastConv2d``) computes the same with the work arranged for speed; which
+one runs is chosen in conv_select.py (``F.use_conv("reference" | "fast")``, default
+"fast"). Both share the argument checks and the window bookkeeping shared with pooling
+(output size, padding, strided views: windows.py), and are compared with each other,
+forward and every gradient, in tests/test_fast_paths.py.
 """
 from __future__ import annotations
-
-import contextlib
 
 import numpy as np
 
 from ..autograd import Function
 from ..backend import get_array_module
-from . import cuda_kernels
-from .conv_fast import FastConv2d
-from .windows import (_check_4d, check_conv_inputs, conv_output_size, conv_settings,
-                      is_pointwise, offset_slices, pad2d, window_settings, window_view)
+from .windows import (
+    _check_4d,
+    check_conv_inputs,
+    conv_output_size,
+    conv_settings,
+    is_pointwise,
+    offset_slices,
+    pad2d,
+    window_settings,
+    window_view,
+)
 
 
-# --- im2col / col2im ------------------------------------------------------------------
-def im2col(x, kernel_size, stride=1, padding=0, dilation=1, out=None):
-    """The column matrices of x (N, C, H, W): (N, C*KH*KW, OH*OW), one column per output pixel.
-
-    cols[n, (c, kh, kw), (i, j)] = x_pad[n, c, i*sh + kh*dh, j*sw + kw*dw]. Built as a
-    strided view of the padded input (no copy) and then ONE copy into a contiguous,
-    GEMM-ready array (``out``, if given, is that array: shape (N, C*KH*KW, OH*OW)).
-    """
-    op = "im2col"
-    _check_4d(x, op)
-    xp = get_array_module(x)
-    N, C, H, W = x.shape
-    (KH, KW), stride, padding, dilation = window_settings(op, kernel_size, stride, padding,
-                                                          dilation)
-    OH, OW = conv_output_size(H, W, (KH, KW), stride, padding, dilation, op)
-    if out is None and is_pointwise((KH, KW), stride, padding) and x.flags.c_contiguous:
-        # 1x1 kernel, stride 1, no padding: every pixel is its own column -- a reshape, no copy.
-        return x.reshape(N, C, H * W)                                   # (N, C*1*1, OH*OW)
-    if xp is not np:    # CuPy: the same columns in one kernel (cuda_kernels.py)
-        return cuda_kernels.im2col(x, (KH, KW), stride, padding, dilation, out=out)
-    x_pad = pad2d(x, padding)                                           # (N, C, H+2ph, W+2pw)
-    win = window_view(x_pad, (KH, KW), (OH, OW), stride, dilation)     # (N, C, KH, KW, OH, OW)
-    if out is None:
-        out = xp.empty((N, C * KH * KW, OH * OW), dtype=x.dtype)
-    xp.copyto(out.reshape(N, C, KH, KW, OH, OW), win)                   # the one copy
-    return out                                                          # (N, C*KH*KW, OH*OW)
-
-
-def col2im(cols, x_shape, kernel_size, stride=1, padding=0, dilation=1):
-    """The adjoint of im2col: add every column entry back onto the pixel it was read from.
-
-    cols (N, C*KH*KW, OH*OW) -> (N, C, H, W). One slice-add per kernel offset (KH*KW
-    of them) into a padded buffer, then the padding is cut off. A pixel read by
-    several windows receives the sum of their entries.
-    """
-    op = "col2im"
-    xp = get_array_module(cols)
-    N, C, H, W = x_shape
-    (KH, KW), stride, padding, dilation = window_settings(op, kernel_size, stride, padding,
-                                                          dilation)
-    OH, OW = conv_output_size(H, W, (KH, KW), stride, padding, dilation, op)
-    if cols.shape != (N, C * KH * KW, OH * OW):
-        raise ValueError(f"{op}: cols must have shape {(N, C * KH * KW, OH * OW)} for input shape "
-                         f"{tuple(x_shape)} and a {KH}x{KW} kernel, got {tuple(cols.shape)}")
-    if is_pointwise((KH, KW), stride, padding):
-        return cols.reshape(N, C, H, W)                                 # 1x1: the reshape back
-    if xp is not np:    # CuPy: a gather kernel, one thread per pixel (cuda_kernels.py)
-        return cuda_kernels.col2im(cols, x_shape, (KH, KW), stride, padding, dilation)
-    ph, pw = padding
-    cols6 = cols.reshape(N, C, KH, KW, OH, OW)                          # (N, C, KH, KW, OH, OW)
-    gx_pad = xp.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=cols.dtype)
-    for kh in range(KH):
-        for kw in range(KW):
-            rows, columns = offset_slices(kh, kw, (OH, OW), stride, dilation)
-            gx_pad[:, :, rows, columns] += cols6[:, :, kh, kw]
-    return gx_pad[:, :, ph:ph + H, pw:pw + W]
-
-
-# --- the naive reference ----------------------------------------------------------------
+# --- 1. the definition, as loops -------------------------------------------------------
 def conv2d_naive(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """conv2d written as plain loops over every output element: slow, obviously right.
 
@@ -145,7 +94,62 @@ def conv2d_naive(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1
     return y
 
 
-# --- conv2d: the reference -------------------------------------------------------------
+# --- 2. im2col: every receptive field as one column -------------------------------------
+def im2col(x, kernel_size, stride=1, padding=0, dilation=1, out=None):
+    """The column matrices of x (N, C, H, W): (N, C*KH*KW, OH*OW), one column per output pixel.
+
+    cols[n, (c, kh, kw), (i, j)] = x_pad[n, c, i*sh + kh*dh, j*sw + kw*dw]. Built as a
+    strided view of the padded input (no copy) and then ONE copy into a contiguous,
+    GEMM-ready array (``out``, if given, is that array: shape (N, C*KH*KW, OH*OW)).
+    """
+    op = "im2col"
+    _check_4d(x, op)
+    xp = get_array_module(x)
+    N, C, H, W = x.shape
+    (KH, KW), stride, padding, dilation = window_settings(op, kernel_size, stride, padding,
+                                                          dilation)
+    OH, OW = conv_output_size(H, W, (KH, KW), stride, padding, dilation, op)
+    if out is None and is_pointwise((KH, KW), stride, padding) and x.flags.c_contiguous:
+        # 1x1 kernel, stride 1, no padding: every pixel is its own column -- a reshape, no copy.
+        return x.reshape(N, C, H * W)                                   # (N, C*1*1, OH*OW)
+    x_pad = pad2d(x, padding)                                           # (N, C, H+2ph, W+2pw)
+    win = window_view(x_pad, (KH, KW), (OH, OW), stride, dilation)     # (N, C, KH, KW, OH, OW)
+    if out is None:
+        out = xp.empty((N, C * KH * KW, OH * OW), dtype=x.dtype)
+    xp.copyto(out.reshape(N, C, KH, KW, OH, OW), win)                   # the one copy
+    return out                                                          # (N, C*KH*KW, OH*OW)
+
+
+# --- 3. col2im: the adjoint, for the backward pass ---------------------------------------
+def col2im(cols, x_shape, kernel_size, stride=1, padding=0, dilation=1):
+    """The adjoint of im2col: add every column entry back onto the pixel it was read from.
+
+    cols (N, C*KH*KW, OH*OW) -> (N, C, H, W). One slice-add per kernel offset (KH*KW
+    of them) into a padded buffer, then the padding is cut off. A pixel read by
+    several windows receives the sum of their entries.
+    """
+    op = "col2im"
+    xp = get_array_module(cols)
+    N, C, H, W = x_shape
+    (KH, KW), stride, padding, dilation = window_settings(op, kernel_size, stride, padding,
+                                                          dilation)
+    OH, OW = conv_output_size(H, W, (KH, KW), stride, padding, dilation, op)
+    if cols.shape != (N, C * KH * KW, OH * OW):
+        raise ValueError(f"{op}: cols must have shape {(N, C * KH * KW, OH * OW)} for input shape "
+                         f"{tuple(x_shape)} and a {KH}x{KW} kernel, got {tuple(cols.shape)}")
+    if is_pointwise((KH, KW), stride, padding):
+        return cols.reshape(N, C, H, W)                                 # 1x1: the reshape back
+    ph, pw = padding
+    cols6 = cols.reshape(N, C, KH, KW, OH, OW)                          # (N, C, KH, KW, OH, OW)
+    gx_pad = xp.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=cols.dtype)
+    for kh in range(KH):
+        for kw in range(KW):
+            rows, columns = offset_slices(kh, kw, (OH, OW), stride, dilation)
+            gx_pad[:, :, rows, columns] += cols6[:, :, kh, kw]
+    return gx_pad[:, :, ph:ph + H, pw:pw + W]
+
+
+# --- 4. Conv2d: forward and backward ------------------------------------------------------
 class Conv2d(Function):
     """2-D convolution on NCHW input with an OIHW weight, as lesson 03 derives it.
 
@@ -161,11 +165,11 @@ class Conv2d(Function):
 
     def forward(self, x, weight, bias):
         """y (N, C_out, OH, OW) of x (N, C_in, H, W), weight (C_out, C_in/G, KH, KW), bias."""
-        s = self.settings
-        OH, OW = check_conv_inputs(x, weight, bias, s)
+        OH, OW = check_conv_inputs(x, weight, bias, self.settings)
+        stride, padding, dilation, G = self.settings
         xp = get_array_module(x)
-        N, (O, Cg, KH, KW), G = x.shape[0], weight.shape, s.groups
-        cols = im2col(x, (KH, KW), s.stride, s.padding, s.dilation)   # (N, C*KH*KW, OH*OW)
+        N, (O, Cg, KH, KW) = x.shape[0], weight.shape
+        cols = im2col(x, (KH, KW), stride, padding, dilation)     # (N, C*KH*KW, OH*OW)
         cols = cols.reshape(N, G, Cg * KH * KW, OH * OW)          # (N, G, C/G*KH*KW, OH*OW)
         w = weight.reshape(G, O // G, Cg * KH * KW)               # (G, O/G, C/G*KH*KW)
         y = xp.matmul(w, cols).reshape(N, O, OH, OW)              # (N, G, O/G, OH*OW) -> NCHW
@@ -178,67 +182,23 @@ class Conv2d(Function):
         """(dx, dW, db), each None when not needed."""
         x, weight = self.saved
         need_x, need_w, need_b = self.needs_input_grad
-        s, xp = self.settings, get_array_module(gy)
-        (N, O, OH, OW), (_, Cg, KH, KW), G = gy.shape, weight.shape, s.groups
+        stride, padding, dilation, G = self.settings
+        xp = get_array_module(gy)
+        (N, O, OH, OW), (_, Cg, KH, KW) = gy.shape, weight.shape
         g = gy.reshape(N, G, O // G, OH * OW)                     # (N, G, O/G, OH*OW)
         gx = gw = gb = None
         if need_w:
-            cols = im2col(x, (KH, KW), s.stride, s.padding, s.dilation)    # rebuilt from x
+            cols = im2col(x, (KH, KW), stride, padding, dilation)  # rebuilt from x
             cols = cols.reshape(N, G, Cg * KH * KW, OH * OW)      # (N, G, C/G*KH*KW, OH*OW)
             gw = xp.matmul(g, cols.transpose(0, 1, 3, 2))         # (N, G, O/G, C/G*KH*KW)
             gw = gw.sum(axis=0).reshape(weight.shape)             # summed over the images
         if need_x:
             wT = weight.reshape(G, O // G, Cg * KH * KW).transpose(0, 2, 1)  # (G, C/G*KH*KW, O/G)
             dcols = xp.matmul(wT, g).reshape(N, G * Cg * KH * KW, OH * OW)   # (N, C*KH*KW, OH*OW)
-            gx = col2im(dcols, x.shape, (KH, KW), s.stride, s.padding, s.dilation)
+            gx = col2im(dcols, x.shape, (KH, KW), stride, padding, dilation)
         if need_b:
             gb = gy.sum(axis=(0, 2, 3))
         return gx, gw, gb
 
 
-# --- which conv2d runs ---------------------------------------------------------------------
-# One module-level choice (not per thread: a training run picks one for all its work).
-_IMPLEMENTATIONS = {"reference": Conv2d, "fast": FastConv2d}
-_implementation = "fast"
-
-
-def use_conv(name: str) -> str:
-    """Make ``conv2d`` (and so nn.Conv2d) run ``name``: "reference" (``Conv2d``: im2col, one
-    matmul, col2im, as lesson 03 teaches) or "fast" (``conv_fast.FastConv2d``, the default).
-    Returns the previous choice, so ``use_conv(previous)`` restores it."""
-    global _implementation
-    if name not in _IMPLEMENTATIONS:
-        raise ValueError(f"use_conv: expected one of {sorted(_IMPLEMENTATIONS)}, got {name!r}")
-    previous, _implementation = _implementation, name
-    return previous
-
-
-def conv_in_use() -> str:
-    """The name of the conv2d implementation in use: "reference" or "fast"."""
-    return _implementation
-
-
-@contextlib.contextmanager
-def conv_implementation(name: str):
-    """``with conv_implementation("reference"): ...`` runs the block with that conv2d,
-    then restores the previous choice (also when the block raises)."""
-    previous = use_conv(name)
-    try:
-        yield name
-    finally:
-        use_conv(previous)
-
-
-def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    """2-D convolution, like ``torch.nn.functional.conv2d``.
-
-    x: (N, C_in, H, W); weight: (C_out, C_in/groups, KH, KW); bias: (C_out,) or None.
-    stride, padding, dilation: an int or a pair (h, w). groups divides C_in and C_out
-    (groups == C_in is a depthwise convolution). Returns (N, C_out, OH, OW).
-    Runs the implementation chosen by ``use_conv`` (default "fast").
-    """
-    return _IMPLEMENTATIONS[_implementation](stride, padding, dilation, groups)(x, weight, bias)
-
-
-__all__ = ["Conv2d", "col2im", "conv2d", "conv2d_naive", "conv_implementation", "conv_in_use",
-           "im2col", "use_conv"]
+__all__ = ["Conv2d", "col2im", "conv2d_naive", "im2col"]

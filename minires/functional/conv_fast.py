@@ -1,15 +1,16 @@
 """The fast conv2d: the reference's arithmetic (conv.py), with the work arranged for speed.
 
 ``FastConv2d`` computes what the reference ``conv.Conv2d`` computes -- im2col, one GEMM
-per group; dW by a GEMM, dx by col2im -- and is the default (``conv.use_conv``). Every
-path below is compared with the reference, forward and all gradients, on drawn cases
-(tests/test_fast_paths.py). What changes, and why:
+per group; dW by a GEMM, dx by col2im -- and is the default; conv_select.py chooses
+between the two and gathers the knobs (``use_winograd`` below, the chunk size, threads).
+Every path below is compared with the reference, forward and all gradients, on drawn
+cases (tests/test_fast_paths.py). What changes, and why:
 
 * Chunks. NumPy convolutions are limited by memory traffic more than by arithmetic: the
   column matrix of a 3x3 convolution is 9 times the size of its input. So the CPU paths
-  build the columns of a few images at a time (about ``get_chunk_bytes()`` bytes), which
-  stay in the CPU cache between being written and being read by BLAS. On the GPU the
-  whole batch is one chunk.
+  build the columns of a few images at a time (about ``parallel.get_chunk_bytes()``
+  bytes), which stay in the CPU cache between being written and being read by BLAS. On
+  the GPU the whole batch is one chunk.
 * One GEMM per chunk. The columns of all the images of a chunk sit side by side in one
   matrix (conv_layouts.py): one large GEMM instead of one small one per image.
 * Threads. The chunks run on parallel.py's thread pool, BLAS single-threaded, so the
@@ -62,8 +63,7 @@ from ..autograd import Function
 from ..backend import get_array_module
 from . import winograd
 from .conv_layouts import SideBySide, col2im_batch, im2col_batch
-from .parallel import (batch_chunks, get_chunk_bytes, run_chunks, set_chunk_bytes,
-                       sum_in_chunk_order)
+from .parallel import batch_chunks, run_chunks, sum_in_chunk_order
 from .windows import (batch_grid_width, check_conv_inputs, conv_output_size, conv_settings,
                       is_pointwise)
 
@@ -406,8 +406,8 @@ class FastConv2d(Function):
         return gx, gw, gb
 
 
-__all__ = ["FastConv2d", "backward_columns", "backward_winograd", "backward_path", "backward_pointwise",
-           "backward_transposed_grid", "backward_transposed_side_by_side", "batch_chunks",
-           "forward_grid", "forward_path", "forward_pointwise", "forward_side_by_side",
-           "get_chunk_bytes", "set_chunk_bytes", "sum_in_chunk_order", "transposed_padding",
-           "use_winograd", "WINOGRAD_WINS", "WINOGRAD_WINS_WITH_DW", "winograd_wins"]
+__all__ = ["WINOGRAD_WINS", "WINOGRAD_WINS_WITH_DW", "FastConv2d", "backward_columns",
+           "backward_path", "backward_pointwise", "backward_transposed_grid",
+           "backward_transposed_side_by_side", "backward_winograd", "forward_grid",
+           "forward_path", "forward_pointwise", "forward_side_by_side", "transposed_padding",
+           "use_winograd", "winograd_wins"]
