@@ -64,8 +64,13 @@ from ..backend import get_array_module
 from . import winograd
 from .conv_layouts import SideBySide, col2im_batch, im2col_batch
 from .parallel import batch_chunks, run_chunks, sum_in_chunk_order
-from .windows import (batch_grid_width, check_conv_inputs, conv_output_size, conv_settings,
-                      is_pointwise)
+from .windows import (
+    batch_grid_width,
+    check_conv_inputs,
+    conv_output_size,
+    conv_settings,
+    is_pointwise,
+)
 
 # --- the one switch: whether the policy may pick Winograd (module docstring) -----------
 _use_winograd = True
@@ -81,17 +86,18 @@ def use_winograd(on: bool) -> bool:
     return previous
 
 
-def _column_chunks(x, kernel, s, out_hw, chunk_bytes):
+def _column_chunks(x, kernel, settings, out_hw, chunk_bytes):
     """The chunks of the paths that build the columns of x (per image C*KH*KW x OH*Wq)."""
     N, C, _, W = x.shape
     (KH, KW), (OH, OW) = kernel, out_hw
-    per_image = C * KH * KW * OH * batch_grid_width(W, OW, s.stride, s.padding) * x.itemsize
+    Wq = batch_grid_width(W, OW, settings.stride, settings.padding)
+    per_image = C * KH * KW * OH * Wq * x.itemsize
     return batch_chunks(N, per_image, get_array_module(x), chunk_bytes)
 
 
 # --- 1x1, stride 1, no padding: no im2col at all --------------------------------------
-def _check_pointwise(op, weight, s):
-    if not is_pointwise(weight.shape[2:], s.stride, s.padding):
+def _check_pointwise(op, weight, settings):
+    if not is_pointwise(weight.shape[2:], settings.stride, settings.padding):
         raise ValueError(f"{op}: needs a 1x1 kernel, stride 1 and no padding")
 
 
@@ -99,21 +105,21 @@ def _pointwise_forward_chunk(w, x4, y4, n0, n1):
     get_array_module(x4).matmul(w, x4[n0:n1], out=y4[n0:n1])      # (n, G, O/G, H*W)
 
 
-def _pointwise_views(op, x, weight, s):
+def _pointwise_views(op, x, weight, settings):
     """The 1x1 case checked, and its grouped views: w (G, O/G, C/G), x4 (N, G, C/G, H*W)."""
-    _check_pointwise(op, weight, s)
+    _check_pointwise(op, weight, settings)
     N, C, H, W = x.shape
-    G = s.groups
+    G = settings.groups
     w = weight.reshape(G, weight.shape[0] // G, -1)                     # (G, O/G, C/G)
     return w, x.reshape(N, G, C // G, H * W)                            # (N, G, C/G, H*W)
 
 
-def forward_pointwise(x, weight, s, chunk_bytes=None):
+def forward_pointwise(x, weight, settings, chunk_bytes=None):
     """y[n] = W @ x[n].reshape(C, H*W): the pixels are the columns, one batched matmul."""
-    w, x4 = _pointwise_views("forward_pointwise", x, weight, s)
+    w, x4 = _pointwise_views("forward_pointwise", x, weight, settings)
     xp = get_array_module(x)
     N, C, H, W = x.shape
-    O, G = weight.shape[0], s.groups
+    O, G = weight.shape[0], settings.groups
     y4 = xp.empty((N, G, O // G, H * W), dtype=x.dtype)
     chunks = batch_chunks(N, C * H * W * x.itemsize, xp, chunk_bytes)
     run_chunks(partial(_pointwise_forward_chunk, w, x4, y4), chunks)
@@ -129,12 +135,12 @@ def _pointwise_backward_chunk(gy4, x4, wT, gx4, need_w, n0, n1):
     return None
 
 
-def backward_pointwise(gy, x, weight, s, need_x=True, need_w=True, chunk_bytes=None):
+def backward_pointwise(gy, x, weight, settings, need_x=True, need_w=True, chunk_bytes=None):
     """dx[n] = W.T @ gy[n], dW = sum over n of gy[n] @ x[n].T, on the pixels directly."""
-    w, x4 = _pointwise_views("backward_pointwise", x, weight, s)
+    w, x4 = _pointwise_views("backward_pointwise", x, weight, settings)
     xp = get_array_module(gy)
     N, C, H, W = x.shape
-    O, G = weight.shape[0], s.groups
+    O, G = weight.shape[0], settings.groups
     gy4 = gy.reshape(N, G, O // G, H * W)                               # (N, G, O/G, H*W)
     gx4 = xp.empty((N, G, C // G, H * W), dtype=x.dtype) if need_x else None
     chunks = batch_chunks(N, C * H * W * x.itemsize, xp, chunk_bytes)
@@ -147,37 +153,38 @@ def backward_pointwise(gy, x, weight, s, need_x=True, need_w=True, chunk_bytes=N
 
 
 # --- the columns of x: im2col_batch's grid (any stride; the GPU) ----------------------
-def _grid_forward_chunk(x, w, kernel, s, y, n0, n1):
+def _grid_forward_chunk(x, w, kernel, settings, y, n0, n1):
     xp = get_array_module(x)
-    n, (O, OH, OW), G = n1 - n0, y.shape[1:], s.groups
-    cols = im2col_batch(x[n0:n1], kernel, s.stride, s.padding, s.dilation)  # (C*KH*KW, n*OH*Wq)
+    n, (O, OH, OW), G = n1 - n0, y.shape[1:], settings.groups
+    cols = im2col_batch(x[n0:n1], kernel, settings.stride, settings.padding,
+                        settings.dilation)                              # (C*KH*KW, n*OH*Wq)
     cols = cols.reshape(G, -1, cols.shape[1])                           # (G, C/G*KH*KW, n*OH*Wq)
     y_cm = xp.matmul(w, cols)                                           # (G, O/G, n*OH*Wq)
     y_cm = y_cm.reshape(O, n, OH, -1)[:, :, :, :OW]                     # (C_out, n, OH, OW)
     y[n0:n1] = y_cm.transpose(1, 0, 2, 3)                               # (n, C_out, OH, OW)
 
 
-def _forward_columns(chunk, x, weight, s, chunk_bytes):
+def _forward_columns(chunk, x, weight, settings, chunk_bytes):
     """What the two column forward paths share: y allocated, W grouped, the chunks run."""
     N, _, H, W = x.shape
-    O, G, kernel = weight.shape[0], s.groups, weight.shape[2:]
-    OH, OW = conv_output_size(H, W, kernel, s.stride, s.padding, s.dilation)
+    O, G, kernel = weight.shape[0], settings.groups, weight.shape[2:]
+    OH, OW = conv_output_size(H, W, kernel, settings.stride, settings.padding, settings.dilation)
     y = get_array_module(x).empty((N, O, OH, OW), dtype=x.dtype)
     w = weight.reshape(G, O // G, -1)                                   # (G, O/G, C/G*KH*KW)
-    chunks = _column_chunks(x, kernel, s, (OH, OW), chunk_bytes)
-    run_chunks(partial(chunk, x, w, kernel, s, y), chunks)
+    chunks = _column_chunks(x, kernel, settings, (OH, OW), chunk_bytes)
+    run_chunks(partial(chunk, x, w, kernel, settings, y), chunks)
     return y
 
 
-def forward_grid(x, weight, s, chunk_bytes=None):
+def forward_grid(x, weight, settings, chunk_bytes=None):
     """y = W @ im2col_batch(x chunk), one GEMM per group and chunk, cut to OW and transposed."""
-    return _forward_columns(_grid_forward_chunk, x, weight, s, chunk_bytes)
+    return _forward_columns(_grid_forward_chunk, x, weight, settings, chunk_bytes)
 
 
-def _columns_backward_chunk(gy, x, wT, kernel, s, gx, need_w, n0, n1):
+def _columns_backward_chunk(gy, x, wT, kernel, settings, gx, need_w, n0, n1):
     xp = get_array_module(gy)
-    n, (C, H, W), (O, OH, OW), G = n1 - n0, x.shape[1:], gy.shape[1:], s.groups
-    Wq = batch_grid_width(W, OW, s.stride, s.padding)
+    n, (C, H, W), (O, OH, OW), G = n1 - n0, x.shape[1:], gy.shape[1:], settings.groups
+    Wq = batch_grid_width(W, OW, settings.stride, settings.padding)
     K, L = C * kernel[0] * kernel[1], n * OH * Wq
     buffer = xp.empty(K * L, dtype=x.dtype)                             # the columns, then dcols
     g = xp.empty((O, n, OH, Wq), dtype=gy.dtype)        # gy channel-major on the grid,
@@ -186,46 +193,48 @@ def _columns_backward_chunk(gy, x, wT, kernel, s, gx, need_w, n0, n1):
     g = g.reshape(G, O // G, L)                                         # (G, O/G, n*OH*Wq)
     gw_part = None
     if need_w:                                          # the columns, recomputed from x
-        cols = im2col_batch(x[n0:n1], kernel, s.stride, s.padding, s.dilation, out=buffer)
+        cols = im2col_batch(x[n0:n1], kernel, settings.stride, settings.padding,
+                            settings.dilation, out=buffer)
         # dW = gy @ cols.T over the whole chunk; BLAS reads the transpose in place.
         gw_part = xp.matmul(g, cols.reshape(G, -1, L).transpose(0, 2, 1))  # (G, O/G, C/G*KH*KW)
     if gx is not None:
         dcols = buffer.reshape(G, -1, L)
         xp.matmul(wT, g, out=dcols)                                     # (G, C/G*KH*KW, n*OH*Wq)
-        gx[n0:n1] = col2im_batch(dcols.reshape(K, L), (n, C, H, W), kernel, s.stride,
-                                 s.padding, s.dilation)
+        gx[n0:n1] = col2im_batch(dcols.reshape(K, L), (n, C, H, W), kernel, settings.stride,
+                                 settings.padding, settings.dilation)
     return gw_part
 
 
-def backward_columns(gy, x, weight, s, need_x=True, need_w=True, chunk_bytes=None):
+def backward_columns(gy, x, weight, settings, need_x=True, need_w=True, chunk_bytes=None):
     """dW = gy @ cols.T and dx = col2im_batch(W.T @ gy), chunk by chunk. Any stride."""
     xp = get_array_module(gy)
-    O, G, kernel = weight.shape[0], s.groups, weight.shape[2:]
+    O, G, kernel = weight.shape[0], settings.groups, weight.shape[2:]
     w = weight.reshape(G, O // G, -1)                                   # (G, O/G, C/G*KH*KW)
     gx = xp.empty(x.shape, dtype=x.dtype) if need_x else None
-    chunks = _column_chunks(x, kernel, s, gy.shape[2:], chunk_bytes)
-    parts = run_chunks(partial(_columns_backward_chunk, gy, x, w.transpose(0, 2, 1), kernel, s,
-                               gx, need_w), chunks)
+    chunks = _column_chunks(x, kernel, settings, gy.shape[2:], chunk_bytes)
+    parts = run_chunks(partial(_columns_backward_chunk, gy, x, w.transpose(0, 2, 1), kernel,
+                               settings, gx, need_w), chunks)
     gw = sum_in_chunk_order(parts, w.shape, weight.dtype, xp).reshape(weight.shape) if need_w \
         else None
     return gx, gw
 
 
 # --- stride 1, CPU: the chunk's images side by side in one plane (conv_layouts.py) ----
-def _side_by_side_forward_chunk(x, w, kernel, s, y, n0, n1):
+def _side_by_side_forward_chunk(x, w, kernel, settings, y, n0, n1):
     H, W = x.shape[2:]
-    layout = SideBySide(n1 - n0, H, W, kernel, s.padding, s.dilation)
+    layout = SideBySide(n1 - n0, H, W, kernel, settings.padding, settings.dilation)
     cols = layout.columns(x[n0:n1])                                     # (C*KH*KW, OH*Wb)
-    cols = cols.reshape(s.groups, -1, layout.L)                         # (G, C/G*KH*KW, OH*Wb)
+    cols = cols.reshape(settings.groups, -1, layout.L)                  # (G, C/G*KH*KW, OH*Wb)
     y_grid = get_array_module(x).matmul(w, cols).reshape(y.shape[1], layout.L)  # (C_out, OH*Wb)
     y[n0:n1] = layout.images(y_grid)                                    # (n, C_out, OH, OW)
 
 
-def forward_side_by_side(x, weight, s, chunk_bytes=None):
+def forward_side_by_side(x, weight, settings, chunk_bytes=None):
     """Stride 1 on the CPU: y = W @ SideBySide.columns(x chunk), read back image by image."""
-    if s.stride != (1, 1) or not SideBySide.fits(weight.shape[2:], s.padding, s.dilation):
+    if settings.stride != (1, 1) or not SideBySide.fits(weight.shape[2:], settings.padding,
+                                                          settings.dilation):
         raise ValueError("forward_side_by_side: needs stride 1 and padding <= (KW-1)*dilation")
-    return _forward_columns(_side_by_side_forward_chunk, x, weight, s, chunk_bytes)
+    return _forward_columns(_side_by_side_forward_chunk, x, weight, settings, chunk_bytes)
 
 
 # --- stride 1: backward as a convolution of gy (no col2im) ----------------------------
@@ -250,10 +259,10 @@ def transposed_padding(kernel, padding, dilation):
     return pad if min(pad) >= 0 else None
 
 
-def _transposed_side_by_side_chunk(gy, x, w_flip, kernel, pad_t, s, gx, need_w, n0, n1):
+def _transposed_side_by_side_chunk(gy, x, w_flip, kernel, pad_t, settings, gx, need_w, n0, n1):
     xp = get_array_module(gy)
-    C, (OH, OW), G = x.shape[1], gy.shape[2:], s.groups
-    layout = SideBySide(n1 - n0, OH, OW, kernel, pad_t, s.dilation)     # output grid: H x W
+    C, (OH, OW), G = x.shape[1], gy.shape[2:], settings.groups
+    layout = SideBySide(n1 - n0, OH, OW, kernel, pad_t, settings.dilation)  # output grid: H x W
     gycols = layout.columns(gy[n0:n1])                                  # (C_out*KH*KW, H*Wb)
     gycols = gycols.reshape(G, -1, layout.L)                            # (G, O/G*KH*KW, H*Wb)
     gw_part = None
@@ -267,12 +276,12 @@ def _transposed_side_by_side_chunk(gy, x, w_flip, kernel, pad_t, s, gx, need_w, 
     return gw_part
 
 
-def _transposed_grid_chunk(gy, x, w_flip, kernel, pad_t, s, gx, need_w, n0, n1):
+def _transposed_grid_chunk(gy, x, w_flip, kernel, pad_t, settings, gx, need_w, n0, n1):
     xp = get_array_module(gy)
-    n, (C, H, W), G = n1 - n0, x.shape[1:], s.groups
+    n, (C, H, W), G = n1 - n0, x.shape[1:], settings.groups
     Wq = gy.shape[3] + 2 * pad_t[1]                                     # Wq' = OW + 2p'w
     L = n * H * Wq
-    gycols = im2col_batch(gy[n0:n1], kernel, 1, pad_t, s.dilation)     # (O*KH*KW, n*H*Wq')
+    gycols = im2col_batch(gy[n0:n1], kernel, 1, pad_t, settings.dilation)  # (O*KH*KW, n*H*Wq')
     gycols = gycols.reshape(G, -1, L)                                   # (G, O/G*KH*KW, n*H*Wq')
     grid = xp.empty((C, n, H, Wq), dtype=gy.dtype)                     # dx, or x, on the grid
     gw_part = None
@@ -286,19 +295,19 @@ def _transposed_grid_chunk(gy, x, w_flip, kernel, pad_t, s, gx, need_w, n0, n1):
     return gw_part
 
 
-def _backward_transposed(chunk, gy, x, weight, s, need_x, need_w, chunk_bytes):
+def _backward_transposed(chunk, gy, x, weight, settings, need_x, need_w, chunk_bytes):
     """What the two transposed paths share: the flipped kernel, chunks, dW un-flipped."""
     xp = get_array_module(gy)
-    (N, _, H, _), (O, Cg, KH, KW), G = x.shape, weight.shape, s.groups
-    pad_t = transposed_padding((KH, KW), s.padding, s.dilation)
-    if s.stride != (1, 1) or pad_t is None:
+    (N, _, H, _), (O, Cg, KH, KW), G = x.shape, weight.shape, settings.groups
+    pad_t = transposed_padding((KH, KW), settings.padding, settings.dilation)
+    if settings.stride != (1, 1) or pad_t is None:
         raise ValueError("backward_transposed: needs stride 1 and padding <= (K-1)*dilation")
     # W_flipped[g, c, (o, kh, kw)] = W[g*O/G + o, c, KH-1-kh, KW-1-kw]
     w_flip = weight.reshape(G, O // G, Cg, KH, KW)[:, :, :, ::-1, ::-1]
     w_flip = w_flip.transpose(0, 2, 1, 3, 4).reshape(G, Cg, O // G * KH * KW)
     per_image = O * KH * KW * H * (gy.shape[3] + 2 * pad_t[1]) * gy.itemsize
     gx = xp.empty(x.shape, dtype=x.dtype) if need_x else None
-    parts = run_chunks(partial(chunk, gy, x, w_flip, (KH, KW), pad_t, s, gx, need_w),
+    parts = run_chunks(partial(chunk, gy, x, w_flip, (KH, KW), pad_t, settings, gx, need_w),
                        batch_chunks(N, per_image, xp, chunk_bytes))
     if not need_w:
         return gx, None
@@ -307,26 +316,26 @@ def _backward_transposed(chunk, gy, x, weight, s, need_x, need_w, chunk_bytes):
     return gx, xp.ascontiguousarray(gw.transpose(0, 2, 1, 3, 4).reshape(weight.shape))
 
 
-def backward_transposed_side_by_side(gy, x, weight, s, need_x=True, need_w=True,
+def backward_transposed_side_by_side(gy, x, weight, settings, need_x=True, need_w=True,
                                      chunk_bytes=None):
     """Stride 1 on the CPU: the columns of gy laid out side by side (SideBySide)."""
-    return _backward_transposed(_transposed_side_by_side_chunk, gy, x, weight, s, need_x,
+    return _backward_transposed(_transposed_side_by_side_chunk, gy, x, weight, settings, need_x,
                                 need_w, chunk_bytes)
 
 
-def backward_transposed_grid(gy, x, weight, s, need_x=True, need_w=True, chunk_bytes=None):
+def backward_transposed_grid(gy, x, weight, settings, need_x=True, need_w=True, chunk_bytes=None):
     """Stride 1, the GPU's layout: the columns of gy on im2col_batch's wide grid."""
-    return _backward_transposed(_transposed_grid_chunk, gy, x, weight, s, need_x, need_w,
+    return _backward_transposed(_transposed_grid_chunk, gy, x, weight, settings, need_x, need_w,
                                 chunk_bytes)
 
 
 # --- Winograd for dx (winograd.py), the columns for dW --------------------------------
-def backward_winograd(gy, x, weight, s, need_x=True, need_w=True, chunk_bytes=None):
+def backward_winograd(gy, x, weight, settings, need_x=True, need_w=True, chunk_bytes=None):
     """(dx, dW): dx by Winograd as a 3x3 convolution of gy (winograd.input_gradient), dW by
     backward_columns (the columns of x); each None when not needed."""
-    winograd.check_winograd("backward_winograd", weight, s)
-    gx = winograd.input_gradient(gy, weight, s, chunk_bytes) if need_x else None
-    gw = backward_columns(gy, x, weight, s, need_x=False, need_w=True,
+    winograd.check_winograd("backward_winograd", weight, settings)
+    gx = winograd.input_gradient(gy, weight, settings, chunk_bytes) if need_x else None
+    gw = backward_columns(gy, x, weight, settings, need_x=False, need_w=True,
                           chunk_bytes=chunk_bytes)[1] if need_w else None
     return gx, gw
 
@@ -338,41 +347,42 @@ WINOGRAD_WINS = ((64, 16), (128, 8))              # forward; dx alone
 WINOGRAD_WINS_WITH_DW = ((64, 32), (128, 16))     # dx by Winograd, then dW alone
 
 
-def winograd_wins(x, weight, s, where=WINOGRAD_WINS):
+def winograd_wins(x, weight, settings, where=WINOGRAD_WINS):
     """Whether Winograd is the faster path for this 3x3 convolution on the CPU (the module
     docstring's rule); x (N, C_in, H, W), weight (C_out, C_in, 3, 3)."""
     if not (_use_winograd and get_array_module(x) is np
-            and winograd.fits_winograd(weight.shape[2:], s)):
+            and winograd.fits_winograd(weight.shape[2:], settings)):
         return False
-    (H, W), (ph, pw) = x.shape[2:], s.padding
+    (H, W), (ph, pw) = x.shape[2:], settings.padding
     channels, side = min(weight.shape[:2]), min(H + 2 * ph - 2, W + 2 * pw - 2)
     return any(channels >= c and side >= size for c, size in where)
 
 
-def forward_path(x, weight, s):
+def forward_path(x, weight, settings):
     """The forward path FastConv2d takes for these inputs and settings."""
     kernel = weight.shape[2:]
-    if is_pointwise(kernel, s.stride, s.padding):
+    if is_pointwise(kernel, settings.stride, settings.padding):
         return forward_pointwise
-    if winograd_wins(x, weight, s):
+    if winograd_wins(x, weight, settings):
         return winograd.forward_winograd
-    if (get_array_module(x) is np and s.stride == (1, 1)
-            and SideBySide.fits(kernel, s.padding, s.dilation)):
+    if (get_array_module(x) is np and settings.stride == (1, 1)
+            and SideBySide.fits(kernel, settings.padding, settings.dilation)):
         return forward_side_by_side
     return forward_grid
 
 
-def backward_path(x, weight, s, need_x, need_w=True):
+def backward_path(x, weight, settings, need_x, need_w=True):
     """The backward path FastConv2d takes (need_x, need_w: whether dx, dW are wanted)."""
     kernel = weight.shape[2:]
-    if is_pointwise(kernel, s.stride, s.padding):
+    if is_pointwise(kernel, settings.stride, settings.padding):
         return backward_pointwise
-    if need_x and winograd_wins(x, weight, s, WINOGRAD_WINS_WITH_DW if need_w else WINOGRAD_WINS):
+    where = WINOGRAD_WINS_WITH_DW if need_w else WINOGRAD_WINS
+    if need_x and winograd_wins(x, weight, settings, where):
         return backward_winograd                # dx as a 3x3 conv of gy (dW: columns)
-    pad_t = transposed_padding(kernel, s.padding, s.dilation)
-    if not (need_x and s.stride == (1, 1) and pad_t is not None):
+    pad_t = transposed_padding(kernel, settings.padding, settings.dilation)
+    if not (need_x and settings.stride == (1, 1) and pad_t is not None):
         return backward_columns
-    if get_array_module(x) is np and SideBySide.fits(kernel, pad_t, s.dilation):
+    if get_array_module(x) is np and SideBySide.fits(kernel, pad_t, settings.dilation):
         return backward_transposed_side_by_side
     return backward_transposed_grid
 

@@ -12,9 +12,16 @@ import numpy as np
 
 from ..backend import get_array_module
 from . import cuda_kernels
-from .windows import (_check_4d, batch_grid_width, conv_output_size, offset_slices,
-                      output_length, pad2d, strided_view, window_settings)
-
+from .windows import (
+    _check_4d,
+    batch_grid_width,
+    conv_output_size,
+    offset_slices,
+    output_length,
+    pad2d,
+    strided_view,
+    window_settings,
+)
 
 # --- the columns of a whole batch in ONE matrix -------------------------------------------
 # conv.im2col gives each image its own matrix, so a convolution would be N small GEMMs.
@@ -167,9 +174,9 @@ class SideBySide:
         plane = flat[:, :Hp * self.Wb].reshape(C, Hp, self.Wb)                # (C, Hp, Wb)
         inner = plane[:, self.ph:self.ph + self.H, self.pw:self.pw + self.n * self.S]
         inner.reshape(C, self.H, self.n, self.S)[..., :self.W] = x.transpose(1, 2, 0, 3)
-        s = flat.strides
+        sC, sF = flat.strides                           # bytes per channel, per flat position
         view = strided_view(flat, (C, self.KH, self.KW, self.L),           # (C, KH, KW, OH*Wb)
-                            (s[0], self.dh * self.Wb * s[1], self.dw * s[1], s[1]))
+                            (sC, self.dh * self.Wb * sF, self.dw * sF, sF))
         size = C * self.KH * self.KW * self.L
         cols = xp.empty(size, dtype=x.dtype) if out is None else out[:size]
         xp.copyto(cols.reshape(view.shape), view)                           # the one copy

@@ -95,19 +95,19 @@ def tile_counts(OH, OW):
     return (OH + 1) // 2, (OW + 1) // 2
 
 
-def fits_winograd(kernel, s):
+def fits_winograd(kernel, settings):
     """Whether F(2x2, 3x3) here computes this convolution: a 3x3 kernel, stride 1,
-    dilation 1, groups 1, padding 0..2 on each axis (``s`` a windows.ConvSettings)."""
-    return (tuple(kernel) == (3, 3) and s.stride == (1, 1) and s.dilation == (1, 1)
-            and s.groups == 1 and max(s.padding) <= 2)
+    dilation 1, groups 1, padding 0..2 on each axis (``settings`` a windows.ConvSettings)."""
+    return (tuple(kernel) == (3, 3) and settings.stride == (1, 1) and settings.dilation == (1, 1)
+            and settings.groups == 1 and max(settings.padding) <= 2)
 
 
-def check_winograd(op, weight, s):
-    if not fits_winograd(weight.shape[2:], s):
+def check_winograd(op, weight, settings):
+    if not fits_winograd(weight.shape[2:], settings):
         raise ValueError(f"{op}: needs a 3x3 kernel, stride 1, dilation 1, groups 1 and "
                          f"padding <= 2; got kernel {tuple(weight.shape[2:])}, stride "
-                         f"{s.stride}, dilation {s.dilation}, groups {s.groups}, padding "
-                         f"{s.padding}")
+                         f"{settings.stride}, dilation {settings.dilation}, groups "
+                         f"{settings.groups}, padding {settings.padding}")
 
 
 # --- the reference: one tile at a time, the matrices as written -----------------------
@@ -257,14 +257,14 @@ def winograd_chunks(N, C, K, tiles, itemsize, xp, chunk_bytes=None):
     return batch_chunks(N, per_image, xp, chunk_bytes)
 
 
-def forward_winograd(x, weight, s, chunk_bytes=None):
-    """y = conv2d(x, weight) (3x3, stride 1, settings ``s``) by F(2x2, 3x3), in chunks of
+def forward_winograd(x, weight, settings, chunk_bytes=None):
+    """y = conv2d(x, weight) (3x3, stride 1, ``settings``) by F(2x2, 3x3), in chunks of
     the batch on parallel.py's threads. x (N, C, H, W), weight (K, C, 3, 3) -> (N, K, OH, OW)."""
-    check_winograd("forward_winograd", weight, s)
+    check_winograd("forward_winograd", weight, settings)
     xp = get_array_module(x)
     N, C, H, W = x.shape
     K = weight.shape[0]
-    ph, pw = s.padding
+    ph, pw = settings.padding
     OH, OW = H + 2 * ph - 2, W + 2 * pw - 2
     if OH < 1 or OW < 1:
         raise ValueError(f"forward_winograd: kernel 3x3 is larger than the padded input "
@@ -272,7 +272,7 @@ def forward_winograd(x, weight, s, chunk_bytes=None):
     y = xp.empty((N, K, OH, OW), dtype=x.dtype)
     U = winograd_weights(weight)                                        # (16, K, C)
     chunks = winograd_chunks(N, C, K, tile_counts(OH, OW), x.itemsize, xp, chunk_bytes)
-    run_chunks(partial(_forward_chunk, x, U, s.padding, y), chunks)
+    run_chunks(partial(_forward_chunk, x, U, settings.padding, y), chunks)
     return y
 
 
@@ -283,15 +283,15 @@ def transposed_weight(weight):
     return xp.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
 
 
-def input_gradient(gy, weight, s, chunk_bytes=None):
+def input_gradient(gy, weight, settings, chunk_bytes=None):
     """dx of a 3x3, stride-1 convolution: forward_winograd of gy with the flipped, swapped
     kernel and padding 2 - p (conv_fast.backward_winograd adds dW by the columns of x)."""
-    check_winograd("input_gradient", weight, s)
-    ph, pw = s.padding
+    check_winograd("input_gradient", weight, settings)
+    ph, pw = settings.padding
     return forward_winograd(gy, transposed_weight(weight), conv_settings(1, (2 - ph, 2 - pw)),
                             chunk_bytes)
 
 
 __all__ = ["A_T", "B_T", "G", "check_winograd", "fits_winograd", "forward_winograd",
-           "input_gradient", "tile_counts", "transposed_weight", "winograd_chunks", "winograd_reference",
-           "winograd_weights"]
+           "input_gradient", "tile_counts", "transposed_weight", "winograd_chunks",
+           "winograd_reference", "winograd_weights"]
