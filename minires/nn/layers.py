@@ -73,7 +73,13 @@ def _reset_weight_and_bias(module):
 class Conv2d(Module):
     """2-D convolution over (N, C_in, H, W) with a weight of shape (C_out, C_in / groups, KH, KW).
 
-    ``F.conv2d`` does the work (im2col + one matrix product per group).
+    ``F.conv2d`` does the work, with one of two implementations of the same arithmetic
+    (im2col + one matrix product per group), chosen for the whole program in
+    minires/functional/conv_select.py. By default the "fast" one runs (conv_fast.py:
+    chunks, threads, Winograd for wide 3x3 layers, CUDA kernels on a GPU); the
+    "reference" one is lesson 03's ``Conv2d`` in conv.py. Switch with
+    ``F.use_conv("reference")`` (it returns the previous choice) or, for one block,
+    ``with F.conv_implementation("reference"): ...``; ``F.conv_in_use()`` says which runs.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
