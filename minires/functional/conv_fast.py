@@ -86,6 +86,20 @@ def use_winograd(on: bool) -> bool:
     return previous
 
 
+def weight_gradient_gemm(a, b):
+    """a @ b.T over the last two axes: a weight gradient, a sum over the pixels (the long,
+    contiguous axis of both). On NumPy it runs as (b @ a.T).T when b has more rows: OpenBLAS
+    multiplies these shapes faster with the taller operand on the left (e.g. 16x6368 @
+    6368x144: 45 GFLOP/s, as 144x6368 @ 6368x16: 75; ``python -m minires.blas_kernel`` and
+    benchmarks/RESULTS.md). The same products; BLAS may sum them in another order, although on
+    this machine the gradients came out bit-identical (benchmarks/same_results.py). The result
+    may be a transposed view."""
+    xp = get_array_module(a)
+    if xp is np and b.shape[-2] > a.shape[-2]:
+        return xp.matmul(b, a.swapaxes(-1, -2)).swapaxes(-1, -2)
+    return xp.matmul(a, b.swapaxes(-1, -2))
+
+
 def _column_chunks(x, kernel, settings, out_hw, chunk_bytes):
     """The chunks of the paths that build the columns of x (per image C*KH*KW x OH*Wq)."""
     N, C, _, W = x.shape
@@ -196,7 +210,7 @@ def _columns_backward_chunk(gy, x, wT, kernel, settings, gx, need_w, n0, n1):
         cols = im2col_batch(x[n0:n1], kernel, settings.stride, settings.padding,
                             settings.dilation, out=buffer)
         # dW = gy @ cols.T over the whole chunk; BLAS reads the transpose in place.
-        gw_part = xp.matmul(g, cols.reshape(G, -1, L).transpose(0, 2, 1))  # (G, O/G, C/G*KH*KW)
+        gw_part = weight_gradient_gemm(g, cols.reshape(G, -1, L))       # (G, O/G, C/G*KH*KW)
     if gx is not None:
         dcols = buffer.reshape(G, -1, L)
         xp.matmul(wT, g, out=dcols)                                     # (G, C/G*KH*KW, n*OH*Wq)
@@ -269,7 +283,7 @@ def _transposed_side_by_side_chunk(gy, x, w_flip, kernel, pad_t, settings, gx, n
     if need_w:                                                          # x on the same grid
         x_grid = layout.place(x[n0:n1], xp.empty(C * layout.L, dtype=x.dtype))
         x_grid = x_grid.reshape(G, C // G, layout.L)                    # (G, C/G, H*Wb)
-        gw_part = xp.matmul(x_grid, gycols.transpose(0, 2, 1))          # (G, C/G, O/G*KH*KW)
+        gw_part = weight_gradient_gemm(x_grid, gycols)                  # (G, C/G, O/G*KH*KW)
     if gx is not None:
         dx = xp.matmul(w_flip, gycols).reshape(C, layout.L)             # (C_in, H*Wb)
         gx[n0:n1] = layout.images(dx)                                   # (n, C_in, H, W)
@@ -288,7 +302,7 @@ def _transposed_grid_chunk(gy, x, w_flip, kernel, pad_t, settings, gx, need_w, n
     if need_w:
         grid[:, :, :, :W] = x[n0:n1].transpose(1, 0, 2, 3)              # x, channel-major
         grid[:, :, :, W:] = 0
-        gw_part = xp.matmul(grid.reshape(G, C // G, L), gycols.transpose(0, 2, 1))
+        gw_part = weight_gradient_gemm(grid.reshape(G, C // G, L), gycols)  # (G, C/G, O/G*KH*KW)
     if gx is not None:
         xp.matmul(w_flip, gycols, out=grid.reshape(G, C // G, L))       # (G, C/G, n*H*Wq')
         gx[n0:n1] = grid[:, :, :, :W].transpose(1, 0, 2, 3)             # (n, C_in, H, W)
