@@ -9,12 +9,21 @@
 
 ``gradient_flow`` and ``compare`` (flow.py) watch one pass through public hooks
 only; ``FlowReport`` and ``Comparison`` (report.py) hold the numbers and turn them
-into tables, CSV and figures; ``GradFlowLog`` (training.py) records per-layer
-gradient norms during training for ``python -m minires.train --inspect-every``.
+into tables (their columns and bars: tables.py), CSV and figures; ``GradFlowLog``
+(training.py) records per-layer gradient norms during training for
+``python -m minires.train --inspect-every``. Files are written and figures drawn through
+``minires.files``: ``plot()`` without matplotlib raises ``minires.files.MatplotlibMissing``.
 """
 from .flow import compare, cosine, default_loss, gradient_flow, model_name, norm, residual_blocks
-from .report import (BLOCK_FIELDS, BLOCK_LEGEND, COMPARE_LEGEND, LAYER_FIELDS, LAYER_LEGEND,
-                     Comparison, FlowReport)
+from .report import (
+    BLOCK_FIELDS,
+    BLOCK_LEGEND,
+    COMPARE_LEGEND,
+    LAYER_FIELDS,
+    LAYER_LEGEND,
+    Comparison,
+    FlowReport,
+)
 from .training import GradFlowLog, layer_grad_norms, plot_heatmap, read_gradflow
 
 __all__ = ["BLOCK_FIELDS", "BLOCK_LEGEND", "COMPARE_LEGEND", "LAYER_FIELDS", "LAYER_LEGEND",

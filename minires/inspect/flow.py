@@ -65,8 +65,9 @@ def residual_blocks(model):
             if "fork" in dict(m.named_children())]
 
 
-def _leaf_layers(model):
-    """(name, module) for every module without children (the layers that do the work)."""
+def leaf_layers(model):
+    """(name, module) for every module without children (the layers that do the work), in
+    registration order; the model itself is left out even when it has no children."""
     return [(name, m) for name, m in model.named_modules()
             if name and not any(True for _ in m.children())]
 
@@ -76,8 +77,9 @@ def _is_relu(module):
     return isinstance(module, ReLU)
 
 
-def _weight_of(module):
-    """The layer's ``weight`` parameter, else its first parameter, else None."""
+def leaf_weight(module):
+    """The parameter that stands for a leaf layer in the reports: its ``weight``, else its
+    first parameter, else None (a ReLU, a pooling layer)."""
     params = dict(module.named_parameters(recurse=False))
     if "weight" in params:
         return params["weight"]
@@ -162,7 +164,8 @@ class _LayerWatch:
                "act_std": float(xp.std(out, dtype=xp.float64)),
                "out_grad_norm": None, "dead_frac": None}
         if _is_relu(module) and out.ndim >= 1 and out.shape[0] > 0:
-            # A unit (a channel at one position) is dead on this batch if it is zero for every example.
+            # A unit (a channel at one position) is dead on this batch if it is zero for every
+            # example.
             alive = (out > 0).any(axis=0)
             row["dead_frac"] = 1.0 - float(xp.mean(alive, dtype=xp.float64))
         if output.requires_grad:
@@ -197,7 +200,7 @@ class _BlockWatch:
 
 def _layer_row(raw):
     """The public row of a layer: parameter statistics read after backward, plus output stats."""
-    weight = _weight_of(raw["module"])
+    weight = leaf_weight(raw["module"])
     row = {"name": raw["name"], "kind": raw["kind"], "shape": None, "params": 0,
            "weight_norm": None, "grad_norm": None, "grad_weight_ratio": None,
            "act_mean": raw["act_mean"], "act_std": raw["act_std"],
@@ -280,11 +283,12 @@ def gradient_flow(model, x, y, loss_fn=None, mode=None, name=None, *,
         raise TypeError(f"minires.inspect.gradient_flow: model must be a minires.nn.Module, got "
                         f"{type(model).__name__}")
     if mode not in MODES:
-        raise ValueError(f"minires.inspect.gradient_flow: mode must be one of {MODES}, got {mode!r}")
+        raise ValueError(f"minires.inspect.gradient_flow: mode must be one of {MODES}, got "
+                         f"{mode!r}")
     _check_name(name, "gradient_flow")
     if not any(True for _ in model.parameters()):
-        raise ValueError(f"minires.inspect.gradient_flow: {type(model).__name__} has no parameters, "
-                         f"so there is no gradient to inspect")
+        raise ValueError(f"minires.inspect.gradient_flow: {type(model).__name__} has no "
+                         f"parameters, so there is no gradient to inspect")
     loss_fn = default_loss if loss_fn is None else loss_fn
     device = _model_device(model)
     x_t = _as_input(x, device)
@@ -292,8 +296,8 @@ def gradient_flow(model, x, y, loss_fn=None, mode=None, name=None, *,
     layer_rows, block_rows, handles = [], [], []
     try:
         with _Preserved(model, mode), speed.scoped(speed_settings):
-            for layer_name, layer in _leaf_layers(model):
-                if _weight_of(layer) is not None or _is_relu(layer):
+            for layer_name, layer in leaf_layers(model):
+                if leaf_weight(layer) is not None or _is_relu(layer):
                     watch = _LayerWatch(layer_name, layer, layer_rows)
                     handles.append(layer.register_forward_hook(watch))
             for block_name, block in residual_blocks(model):

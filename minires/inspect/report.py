@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import csv
 import html
-import json
-import os
 import textwrap
 
-from . import _format as tf
+from ..files import new_figure, save_figure, to_json, write_text
+from . import tables
 
 LAYER_FIELDS = ("name", "kind", "shape", "params", "weight_norm", "grad_norm", "grad_weight_ratio",
                 "act_mean", "act_std", "out_grad_norm", "dead_frac")
@@ -87,7 +86,7 @@ def legend_text(legend, notes=()) -> str:
     pad = max(len(head) for head, _ in legend) + 2
     lines = []
     for head, text in legend:
-        lines += textwrap.wrap(text, tf.WIDTH, initial_indent=head.ljust(pad),
+        lines += textwrap.wrap(text, tables.WIDTH, initial_indent=head.ljust(pad),
                                subsequent_indent=" " * pad)
     return "\n".join(lines + list(notes))
 
@@ -119,29 +118,6 @@ def _html_table(columns, rows, legend, caption=None, notes=(), bar=True) -> str:
     return "\n".join(parts)
 
 
-def _atomic_write_text(path, text):
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace`` (never half-written)."""
-    from ..files import write_atomically
-    data = text.encode("utf-8")
-    write_atomically(os.path.abspath(os.fspath(path)), lambda f: f.write(data), what="report")
-
-
-def _new_figure(figsize):
-    """A matplotlib Figure without pyplot (no global state, no GUI), or a clear ImportError."""
-    try:
-        from matplotlib.figure import Figure
-    except ImportError as err:
-        raise ImportError("plot() needs matplotlib, which is not installed: "
-                          "pip install 'minires[plot]' (or pip install matplotlib)") from err
-    return Figure(figsize=figsize, layout="constrained")
-
-
-def _finish_figure(fig, path):
-    if path is not None:
-        fig.savefig(os.fspath(path), dpi=120)
-    return fig
-
-
 class FlowReport:
     """Per-layer and per-block gradient statistics of one forward/backward pass.
 
@@ -171,9 +147,9 @@ class FlowReport:
     def to_json(self, path=None, indent=1):
         """``to_dict()`` as a JSON string; also written (atomically) to ``path`` when one is
         given."""
-        text = json.dumps(self.to_dict(), indent=indent)
+        text = to_json(self.to_dict(), indent)
         if path is not None:
-            _atomic_write_text(path, text + "\n")
+            write_text(path, text + "\n", what="report")
         return text
 
     def to_csv(self, path):
@@ -191,14 +167,14 @@ class FlowReport:
             row = {k: ("x".join(map(str, v)) if isinstance(v, (list, tuple)) else v)
                    for k, v in row.items()}
             writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in fields})
-        _atomic_write_text(path, lines.text)
+        write_text(path, lines.text, what="report")
         return path
 
     # -- the text tables ---------------------------------------------------------------------
     def header(self) -> str:
         """One line naming the model, batch size, loss, train/eval mode and device."""
-        return (f"gradient flow of {self.model_name}: batch {self.batch_size}, loss {self.loss:.4g}, "
-                f"{self.mode} mode, {self.device}")
+        return (f"gradient flow of {self.model_name}: batch {self.batch_size}, "
+                f"loss {self.loss:.4g}, {self.mode} mode, {self.device}")
 
     _LAYER_HEAD = (f"{'layer':<22} {'|grad|':>8} {'grad/W':>8} {'act mean':>8} {'act std':>7} "
                    f"{'dead':>5} log10 |grad|")
@@ -207,22 +183,23 @@ class FlowReport:
 
     def _layer_cells(self):
         """The cells of the per-layer table, one list per layer (the bar last)."""
-        scale = tf.log_range([r["grad_norm"] for r in self.layers])
-        width = tf.WIDTH - len(self._LAYER_HEAD) + len("log10 |grad|")
-        rows = [[tf.clip_name(r["name"], 22), tf.fmt(r["grad_norm"]),
-                 tf.fmt(r["grad_weight_ratio"]), tf.fmt(r["act_mean"]), tf.fmt(r["act_std"], 7),
-                 tf.fmt_pct(r["dead_frac"]), tf.bar(r["grad_norm"], scale, width)]
+        scale = tables.log_range([r["grad_norm"] for r in self.layers])
+        width = tables.WIDTH - len(self._LAYER_HEAD) + len("log10 |grad|")
+        rows = [[tables.clip_name(r["name"], 22), tables.fmt(r["grad_norm"]),
+                 tables.fmt(r["grad_weight_ratio"]), tables.fmt(r["act_mean"]),
+                 tables.fmt(r["act_std"], 7),
+                 tables.fmt_pct(r["dead_frac"]), tables.bar(r["grad_norm"], scale, width)]
                 for r in self.layers]
         return rows, _bar_note("|grad|", scale, width)
 
     def _block_cells(self):
         """The cells of the per-block table, one list per block (the bar last)."""
-        scale = tf.log_range([r["total_grad_norm"] for r in self.blocks])
-        width = tf.WIDTH - len(self._BLOCK_HEAD) + len("log10 |total|")
-        rows = [[tf.clip_name(r["name"], 16), tf.fmt(r["skip_grad_norm"]),
-                 tf.fmt(r["branch_grad_norm"]), tf.fmt(r["total_grad_norm"]),
-                 tf.fmt_signed(r["cosine"]), tf.fmt_pct(r["skip_share"], 10),
-                 tf.bar(r["total_grad_norm"], scale, width)]
+        scale = tables.log_range([r["total_grad_norm"] for r in self.blocks])
+        width = tables.WIDTH - len(self._BLOCK_HEAD) + len("log10 |total|")
+        rows = [[tables.clip_name(r["name"], 16), tables.fmt(r["skip_grad_norm"]),
+                 tables.fmt(r["branch_grad_norm"]), tables.fmt(r["total_grad_norm"]),
+                 tables.fmt_signed(r["cosine"]), tables.fmt_pct(r["skip_share"], 10),
+                 tables.bar(r["total_grad_norm"], scale, width)]
                 for r in self.blocks]
         return rows, _bar_note("total", scale, width)
 
@@ -231,9 +208,9 @@ class FlowReport:
         statistics, dead ReLU fraction, and a log-scale bar; with ``legend``, a footer that
         explains each column."""
         rows, note = self._layer_cells()
-        lines = [self._LAYER_HEAD, "-" * tf.WIDTH] + [" ".join(r).rstrip() for r in rows]
+        lines = [self._LAYER_HEAD, "-" * tables.WIDTH] + [" ".join(r).rstrip() for r in rows]
         if legend:
-            lines += ["-" * tf.WIDTH, legend_text(LAYER_LEGEND, [note])]
+            lines += ["-" * tables.WIDTH, legend_text(LAYER_LEGEND, [note])]
         return "\n".join(lines)
 
     def blocks_table(self, legend=True) -> str:
@@ -243,9 +220,9 @@ class FlowReport:
         if not self.blocks:
             return "no residual blocks (no module with a `fork` submodule)"
         rows, note = self._block_cells()
-        lines = [self._BLOCK_HEAD, "-" * tf.WIDTH] + [" ".join(r).rstrip() for r in rows]
+        lines = [self._BLOCK_HEAD, "-" * tables.WIDTH] + [" ".join(r).rstrip() for r in rows]
         if legend:
-            lines += ["-" * tf.WIDTH, legend_text(BLOCK_LEGEND, [note])]
+            lines += ["-" * tables.WIDTH, legend_text(BLOCK_LEGEND, [note])]
         return "\n".join(lines)
 
     def __repr__(self):
@@ -302,9 +279,11 @@ class FlowReport:
     def plot(self, path=None):
         """Two panels: weight-gradient norm per layer, and skip/branch/total per block.
 
-        Returns the matplotlib ``Figure`` (Jupyter shows it); also saves it when ``path`` is given.
+        Returns the matplotlib ``Figure`` (Jupyter shows it); also saves it as a PNG when
+        ``path`` is given. Without matplotlib: ``minires.files.MatplotlibMissing``, an
+        ``ImportError`` that says what to install.
         """
-        fig = _new_figure((9, 6.5))
+        fig = new_figure((9, 6.5))
         ax1, ax2 = fig.subplots(2, 1)
         names, norms = self.weight_grad_norms()
         ax1.semilogy(range(len(norms)), [v if v and v > 0 else float("nan") for v in norms],
@@ -317,7 +296,9 @@ class FlowReport:
             ax1.set_xticks(range(0, len(names), step))
             ax1.set_xticklabels(names[::step], rotation=45, ha="right", fontsize=7)
         _plot_blocks(ax2, self.blocks)
-        return _finish_figure(fig, path)
+        if path is not None:
+            save_figure(fig, path)
+        return fig
 
 
 def _bar_note(of, scale, width):
@@ -394,7 +375,7 @@ class Comparison:
         for name, report in self.reports.items():
             s = report.summary()
             writer.writerow({"model": name, **{k: ("" if v is None else v) for k, v in s.items()}})
-        _atomic_write_text(path, lines.text)
+        write_text(path, lines.text, what="report")
         return path
 
     def _title(self):
@@ -406,30 +387,30 @@ class Comparison:
         rows = []
         for name, report in self.reports.items():
             s = report.summary()
-            rows.append([tf.clip_name(name, 14), f"{s['layers']:>6}", f"{s['blocks']:>6}",
-                         tf.fmt(s["loss"], 7), tf.fmt(s["first_grad_norm"], 9),
-                         tf.fmt(s["last_grad_norm"], 9), tf.fmt(s["first_over_last"], 10),
-                         tf.fmt_pct(s["mean_skip_share"], 10)])
+            rows.append([tables.clip_name(name, 14), f"{s['layers']:>6}", f"{s['blocks']:>6}",
+                         tables.fmt(s["loss"], 7), tables.fmt(s["first_grad_norm"], 9),
+                         tables.fmt(s["last_grad_norm"], 9), tables.fmt(s["first_over_last"], 10),
+                         tables.fmt_pct(s["mean_skip_share"], 10)])
         return rows
 
     def __repr__(self):
         head = (f"{'model':<14} {'layers':>6} {'blocks':>6} {'loss':>7} {'|g| first':>9} "
                 f"{'|g| last':>9} {'first/last':>10} {'skip share':>10}")
-        lines = [self._title(), head, "-" * tf.WIDTH]
+        lines = [self._title(), head, "-" * tables.WIDTH]
         lines += [" ".join(cells) for cells in self._cells()]
-        lines += ["-" * tf.WIDTH, legend_text(COMPARE_LEGEND)]
+        lines += ["-" * tables.WIDTH, legend_text(COMPARE_LEGEND)]
         # One character per layer: how large each layer's weight gradient is, on a scale shared by
         # all models, so a vanishing (or exploding) gradient shows as a ramp.
         all_norms = [v for r in self.reports.values() for v in r.weight_grad_norms()[1]]
-        scale = tf.log_range(all_norms)
-        length = tf.WIDTH - 16 - 2
+        scale = tables.log_range(all_norms)
+        length = tables.WIDTH - 16 - 2
         lines.append("")
-        lines.append(f"|grad| per layer, input side first; log scale {tf.scale_text(scale)}")
-        lines.append(f"  ('{tf.RAMP[1:]}' from low to high, '_' zero)")
+        lines.append(f"|grad| per layer, input side first; log scale {tables.scale_text(scale)}")
+        lines.append(f"  ('{tables.RAMP[1:]}' from low to high, '_' zero)")
         for name, report in self.reports.items():
             norms = report.weight_grad_norms()[1]
-            bars = tf.profile(norms, scale, min(length, max(len(norms), 1)))
-            lines.append(f"{tf.clip_name(name, 14)}  [{bars}]")
+            bars = tables.profile(norms, scale, min(length, max(len(norms), 1)))
+            lines.append(f"{tables.clip_name(name, 14)}  [{bars}]")
         return "\n".join(lines)
 
     __str__ = __repr__
@@ -443,8 +424,12 @@ class Comparison:
         return f"<div class=\"minires-gradient-flow\">\n{table}\n</div>"
 
     def plot(self, path=None):
-        """Gradient norm per layer against relative depth, and total block gradient, per model."""
-        fig = _new_figure((9, 6.5))
+        """Gradient norm per layer against relative depth, and total block gradient, per model.
+
+        Returns the matplotlib ``Figure``; also saves it as a PNG when ``path`` is given.
+        Without matplotlib: ``minires.files.MatplotlibMissing`` (an ``ImportError``).
+        """
+        fig = new_figure((9, 6.5))
         ax1, ax2 = fig.subplots(2, 1)
         for name, report in self.reports.items():
             _, norms = report.weight_grad_norms()
@@ -462,4 +447,6 @@ class Comparison:
         ax2.set_xlabel("relative depth of the block")
         ax2.set_ylabel("|grad at block input|")
         ax2.legend(fontsize=8)
-        return _finish_figure(fig, path)
+        if path is not None:
+            save_figure(fig, path)
+        return fig

@@ -19,7 +19,8 @@ import json
 import math
 import os
 
-from .flow import norm
+from ..files import append_json_line, draw_optional, new_figure, save_figure
+from .flow import leaf_layers, leaf_weight, norm
 
 
 def layer_grad_norms(model) -> dict:
@@ -29,11 +30,8 @@ def layer_grad_norms(model) -> dict:
     forward order.
     """
     out = {}
-    for name, module in model.named_modules():
-        if not name or any(True for _ in module.children()):
-            continue
-        params = dict(module.named_parameters(recurse=False))
-        weight = params.get("weight", next(iter(params.values()), None))
+    for name, module in leaf_layers(model):
+        weight = leaf_weight(module)
         if weight is not None and weight.grad is not None:
             out[name] = norm(weight.grad)
     return out
@@ -65,9 +63,8 @@ class GradFlowLog:
             raise ValueError("GradFlowLog: no model to read gradients from (give one, or use the "
                              "log as a training callback)")
         record = {"step": int(step), "epoch": epoch, "grad_norm": layer_grad_norms(self.model)}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
+        with open(self.path, "a", encoding="utf-8") as f:
+            append_json_line(f, record)
         return True
 
     log = __call__
@@ -89,18 +86,16 @@ class GradFlowLog:
         """Callback hook: nothing to do at the end of an epoch."""
 
     def on_train_end(self, trainer, result):
-        """Draw ``gradflow.png`` beside the log when matplotlib is installed and steps were logged."""
-        png = os.path.splitext(self.path)[0] + ".png"
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            return
+        """Draw ``gradflow.png`` beside the log when steps were logged; without matplotlib,
+        say in one line that it was not drawn (``minires.files.draw_optional``)."""
         if os.path.exists(self.path) and read_gradflow(self.path):
-            plot_heatmap(self.path, png)
+            draw_optional(lambda: plot_heatmap(self.path),
+                          os.path.splitext(self.path)[0] + ".png")
 
 
 def read_gradflow(path):
-    """The records of a ``gradflow.jsonl`` file, as a list of dicts (a torn last line is skipped)."""
+    """The records of a ``gradflow.jsonl`` file, as a list of dicts (a torn last line is
+    skipped)."""
     records = []
     with open(path) as f:
         for line in f:
@@ -117,9 +112,9 @@ def read_gradflow(path):
 def plot_heatmap(jsonl_path, png_path=None, title=None):
     """Heat map of log10 gradient norm, layers down, logged steps across; returns the Figure.
 
-    Needs matplotlib (raises ImportError with the install command otherwise).
+    Saved as a PNG at ``png_path`` when one is given. Needs matplotlib: without it,
+    ``minires.files.MatplotlibMissing`` (an ``ImportError`` naming what to install).
     """
-    from .report import _finish_figure, _new_figure
     records = read_gradflow(jsonl_path)
     if not records:
         raise ValueError(f"plot_heatmap: {jsonl_path} holds no gradient-norm records")
@@ -129,7 +124,7 @@ def plot_heatmap(jsonl_path, png_path=None, title=None):
     grid = [[math.log10(r["grad_norm"][name]) if r["grad_norm"].get(name, 0) > 0 else float("nan")
              for r in records] for name in layers]
     steps = [r["step"] for r in records]
-    fig = _new_figure((9, max(3.0, 0.12 * len(layers) + 1.5)))
+    fig = new_figure((9, max(3.0, 0.12 * len(layers) + 1.5)))
     ax = fig.subplots()
     image = ax.imshow(grid, aspect="auto", interpolation="nearest", cmap="viridis")
     fig.colorbar(image, ax=ax, label="log10 |grad of weight|")
@@ -141,4 +136,6 @@ def plot_heatmap(jsonl_path, png_path=None, title=None):
     ax.set_yticks(range(0, len(layers), row_tick))
     ax.set_yticklabels(layers[::row_tick], fontsize=6)
     ax.set_title(title or "gradient norm per layer during training")
-    return _finish_figure(fig, png_path)
+    if png_path is not None:
+        save_figure(fig, png_path)
+    return fig
