@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files import write_atomically
+
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
            "dog", "frog", "horse", "ship", "truck")
 NUM_CLASSES = 10
@@ -144,11 +146,11 @@ def verify_md5(path, expected: str) -> None:
 
 
 def download_file(url: str, dest, md5: str | None = None, timeout=60, progress=True) -> Path:
-    """Download ``url`` to ``dest`` with a progress bar: into a temporary file beside ``dest``,
-    checksum verified, then moved into place with ``os.replace`` (so ``dest`` is never partial)."""
+    """Download ``url`` to ``dest`` with a progress bar, through ``minires.files.write_atomically``:
+    into a temporary file beside ``dest``, checksum verified, then moved into place (so
+    ``dest`` is never partial; a folder that cannot be written is a ``minires.files.WriteError``,
+    an ``OSError``)."""
     from tqdm.auto import tqdm
-
-    from ..files import write_atomically
 
     dest = Path(dest)
 
