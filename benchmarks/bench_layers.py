@@ -154,4 +154,9 @@ def main():
 
 
 if __name__ == "__main__":
+    try:                                     # the OpenBLAS kernel the command lines run
+        from minires.blas_kernel import rerun_with_fastest_kernel
+        rerun_with_fastest_kernel()
+    except ImportError:                      # an older minires (comparing versions)
+        pass
     main()

@@ -133,7 +133,12 @@ def machine_description():
         pass
     names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
     threads = {k: os.environ[k] for k in names if k in os.environ}
-    return f"{cpu}, {os.cpu_count()} CPUs" + (f", {threads}" if threads else "")
+    try:
+        from minires.blas_kernel import core_name
+        kernel = f", OpenBLAS kernel {core_name()}"
+    except ImportError:          # an older minires (comparing versions)
+        kernel = ""
+    return f"{cpu}, {os.cpu_count()} CPUs{kernel}" + (f", {threads}" if threads else "")
 
 
 def optional_torch(skip=False):

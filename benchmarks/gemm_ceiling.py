@@ -9,7 +9,12 @@ The ceiling: float32 GEMM of 2048 x 2048 matrices, measured three ways --
 Then, for every ResNet-20 convolution shape, forward and forward+backward time of
 minires' conv2d (default settings) and its rate in GFLOP/s, counting 2*MACs of the
 useful work (forward: 2*N*C_out*OH*OW*C_in*KH*KW; backward: twice that, dx and dW; the
-first layer needs no dx).
+first layer needs no dx). Last, the step's GEMM shapes under each OpenBLAS kernel
+(OpenBLAS' own pick, Haswell, SkylakeX) and both orientations of the weight gradient
+(``python -m minires.blas_kernel --refresh``).
+
+The practical peak is the best 2048^3 SGEMM rate: /proc/cpuinfo's MHz is not the clock the
+cores run at under load, so the ceiling is measured, not computed from a nominal clock.
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ from conv_layers import RESNET20_CONVS, machine_description
 
 import minires as mr
 import minires.functional as F
+from minires import blas_kernel
 from minires.functional import parallel
 
 
@@ -105,5 +111,15 @@ def main():
     for name, C, O, HW, stride, _count in RESNET20_CONVS:
         one_layer(name, C, O, HW, stride)
 
+    # The same step's GEMM shapes under each OpenBLAS kernel and in both orientations of dW
+    # (minires.blas_kernel: one subprocess per kernel, one BLAS thread, alternating rounds).
+    print("\nGEMM rates per shape, OpenBLAS kernel and orientation, 1 thread (GFLOP/s):")
+    blas_kernel.main(["--refresh"])
+
 if __name__ == "__main__":
+    try:                                     # the OpenBLAS kernel the command lines run
+        from minires.blas_kernel import rerun_with_fastest_kernel
+        rerun_with_fastest_kernel()
+    except ImportError:                      # an older minires (comparing versions)
+        pass
     main()
