@@ -10,14 +10,15 @@ import minires as mr
 from minires import backend
 from minires.experiments import EXPERIMENTS, run_experiment
 from minires.experiments.__main__ import main
-from minires.experiments.common import (balanced_subset, calibrate_batch_norm, first_batch,
-                                        pool_images, synthetic_split)
+from minires.experiments.curvature import nonconvex_share
+from minires.experiments.data import balanced_subset, first_batch, pool_images, synthetic_split
 from minires.experiments.degradation import format_verdict, verdict
 from minires.experiments.feature_reuse import block_statistics
 from minires.experiments.gradient_at_init import pearson_rows
 from minires.experiments.lesion import plain_lesions, residual_lesions
-from minires.experiments.curvature import nonconvex_share
 from minires.experiments.loss_landscape import Mover, filter_normalised_direction, slice_tv_ratio
+from minires.experiments.nets import calibrate_batch_norm, describe_net
+from minires.experiments.options import ExperimentError
 from minires.experiments.path_lengths import PathSelector, summarise
 
 
@@ -54,7 +55,10 @@ def test_gradient_at_init_tiny(tmp_path):
         assert len(r["correlation"]) == saved["points"] - 1
         assert all(-1 <= c <= 1 for c in r["correlation"])
         shares = r["block_skip_shares"]
-        assert all(s == 0 for s in shares) if name.startswith("plain") else all(s > 0 for s in shares)
+        if name.startswith("plain"):
+            assert all(s == 0 for s in shares)
+        else:
+            assert all(s > 0 for s in shares)
 
 
 def test_path_lengths_tiny(tmp_path):
@@ -100,7 +104,7 @@ def test_the_chain_runs_every_experiment_on_the_degradation_nets(chain):
     resp = json.loads((out / "layer-responses" / "results.json").read_text())
     for name, r in resp["models"].items():
         assert r["weights"].startswith("checkpoint") and "seed-0" in r["weights"]
-        depth = int(name.lstrip("plainresnet"))
+        depth = describe_net(name)[1]
         assert len(r["std"]) == 1 + 2 * 3 * ((depth - 2) // 6)     # stem bn1 + 2 per block
     land = json.loads((out / "loss-landscape" / "results.json").read_text())
     for r in land["models"].values():
@@ -131,7 +135,7 @@ def test_the_chain_resumes_only_what_is_missing(chain, tmp_path):
     saved = json.loads((copy / "results.json").read_text())
     saved["complete"] = False                       # as if Ctrl-C had stopped it
     (copy / "results.json").write_text(json.dumps(saved))
-    with pytest.raises(SystemExit, match="already holds results"):
+    with pytest.raises(ExperimentError, match="already holds results"):
         run_experiment("all", ["--tiny", "--out", str(copy)])
     run_experiment("all", ["--tiny", "--out", str(copy), "--resume"])
     assert net.stat().st_mtime_ns == before          # the trained net was kept, not retrained
@@ -152,7 +156,7 @@ def test_degradation_resume_keeps_finished_nets_and_refuses_another_setting(tmp_
     assert (out / "seed-0" / "resnet14.json").is_file() and again["complete"]
     results["complete"] = False
     (out / "results.json").write_text(json.dumps({**results, "complete": False}))
-    with pytest.raises(SystemExit, match="another setting"):
+    with pytest.raises(ExperimentError, match="another setting"):
         run_experiment("degradation", ["--tiny", "--out", str(out), "--resume", "--steps", "4"])
 
 
@@ -167,7 +171,7 @@ def test_default_folders_never_overwrite_and_tiny_stays_apart(tmp_path, monkeypa
     assert first["models"].keys() == second["models"].keys()
 
 
-# --- the verdict, on fabricated numbers -------------------------------------------------------------
+# --- the verdict, on fabricated numbers ------------------------------------------------------
 def _fabricated(errors_by_seed, depths=(20, 56)):
     runs = {}
     for seed, errors in errors_by_seed.items():
@@ -187,7 +191,8 @@ def test_verdict_shown_when_every_seed_agrees_by_a_clear_margin():
     assert v["plain"]["mean_gap"] == pytest.approx(0.40666, abs=1e-4)
     assert v["plain"]["std_gap"] == pytest.approx(np.std([0.40, 0.33, 0.49], ddof=1))
     assert v["plain"]["se_gap"] == pytest.approx(np.std([0.40, 0.33, 0.49], ddof=1) / np.sqrt(3))
-    assert v["plain"]["effect_size"] == pytest.approx(v["plain"]["mean_gap"] / v["plain"]["std_gap"])
+    assert v["plain"]["effect_size"] == pytest.approx(v["plain"]["mean_gap"]
+                                                      / v["plain"]["std_gap"])
     assert v["resnet"]["mean_gap"] == pytest.approx(-0.02)
     text = format_verdict(v)
     assert "SHOWN" in text and "standard error over 3 seeds" in text and "effect size" in text
@@ -221,16 +226,19 @@ def test_verdict_needs_the_gap_to_exceed_twice_its_standard_error():
 
 
 def test_verdict_not_shown_opposite_and_inconclusive():
-    lagging = verdict(_fabricated({1: _errors(0.2, 0.6, 0.10, 0.15), 2: _errors(0.2, 0.6, 0.1, 0.2)}))
+    lagging = verdict(_fabricated({1: _errors(0.2, 0.6, 0.10, 0.15),
+                                   2: _errors(0.2, 0.6, 0.1, 0.2)}))
     assert lagging["resnet"]["verdict"].startswith("not shown (the opposite holds")
     assert lagging["plain"]["verdict"] == "shown"
     mixed = verdict(_fabricated({1: _errors(0.2, 0.6, 0.10, 0.09), 2: _errors(0.2, 0.6, 0.1, 0.2)}))
     assert mixed["resnet"]["verdict"].startswith("not shown (no clear difference")
-    stuck = verdict(_fabricated({1: _errors(0.85, 0.89, 0.3, 0.3), 2: _errors(0.86, 0.88, 0.3, 0.3)}))
+    stuck = verdict(_fabricated({1: _errors(0.85, 0.89, 0.3, 0.3),
+                                 2: _errors(0.86, 0.88, 0.3, 0.3)}))
     assert stuck["plain"]["verdict"].startswith("inconclusive (both nets are still near chance")
     assert "plain56" in stuck["plain"]["verdict"] and "plain20" in stuck["plain"]["verdict"]
     # a deep net left near chance while the shallow one learns is degradation, not noise
-    failed = verdict(_fabricated({1: _errors(0.3, 0.89, 0.3, 0.28), 2: _errors(0.32, 0.70, 0.3, 0.28)}))
+    failed = verdict(_fabricated({1: _errors(0.3, 0.89, 0.3, 0.28),
+                                  2: _errors(0.32, 0.70, 0.3, 0.28)}))
     assert failed["plain"]["verdict"] == "shown"
     one_seed = verdict(_fabricated({1: _errors(0.2, 0.6, 0.1, 0.05)}))
     assert one_seed["plain"]["verdict"].startswith("inconclusive (one seed")
@@ -540,27 +548,29 @@ def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path):
     assert (out / "report.md").is_file()
 
 
-def test_train_records_the_per_iteration_curve_through_fit():
+def test_train_net_records_the_per_iteration_curve_through_fit():
     """One step per epoch: each logged window holds exactly that step's batch."""
-    from minires.experiments.common import build, train
+    from minires.experiments.nets import build
+    from minires.experiments.training import train_net
     split = synthetic_split(16, seed=5)
     model = build("resnet8", seed=0)
-    hist = train(model, split, split, epochs=3, batch_size=16, log_every=1, augment=False)
+    hist = train_net(model, split, split, epochs=3, batch_size=16, log_every=1, augment=False)
     assert hist["steps"] == [1, 2, 3] and hist["epoch_steps"] == [1, 2, 3]
     assert all(0.0 <= e <= 1.0 for e in hist["train_error"] + hist["test_error"])
     assert all(np.isfinite(hist["train_loss"])) and len(hist["lr"]) == 3
     assert not hist["diverged"] and hist["steps_total"] == 3
     # with steps, batches are full: 40 images at batch 16 give 2 steps per epoch
-    hist = train(build("resnet8", seed=0), synthetic_split(40, seed=6), None, steps=5,
-                 batch_size=16, log_every=2)
+    hist = train_net(build("resnet8", seed=0), synthetic_split(40, seed=6), None, steps=5,
+                     batch_size=16, log_every=2)
     assert hist["steps"] == [2, 4, 5] and hist["test_error"] == []
 
 
-def test_train_stops_a_diverging_model_and_says_so(capsys):
-    from minires.experiments.common import build, train
+def test_train_net_stops_a_diverging_model_and_says_so(capsys):
+    from minires.experiments.nets import build
+    from minires.experiments.training import train_net
     model = build("plain8", seed=0)
-    hist = train(model, synthetic_split(32, seed=7), None, steps=4, batch_size=16, lr=1e6,
-                 warmup_frac=0.0, log_every=1)
+    hist = train_net(model, synthetic_split(32, seed=7), None, steps=4, batch_size=16, lr=1e6,
+                     warmup_frac=0.0, log_every=1)
     out = capsys.readouterr().out
     assert hist["diverged"] and "stopping this model" in out     # loss or weights not finite
     assert "seconds" in hist
@@ -568,7 +578,7 @@ def test_train_stops_a_diverging_model_and_says_so(capsys):
 
 # --- nets, their initialisation, and measuring them untrained -------------------------------------
 def test_net_names_say_how_the_weights_start():
-    from minires.experiments.common import build, net_name, split_net_name
+    from minires.experiments.nets import build, net_name, split_net_name
     assert split_net_name("resnet56-zero") == ("resnet56", "zero")
     assert split_net_name("plain20") == ("plain20", "paper")
     assert net_name("plain56", "dirac") == "plain56-dirac" and net_name("resnet8") == "resnet8"
@@ -583,7 +593,7 @@ def test_net_names_say_how_the_weights_start():
 
 
 def test_dirac_init_starts_each_block_conv_near_the_identity():
-    from minires.experiments.common import DIRAC_NOISE, build
+    from minires.experiments.nets import DIRAC_NOISE, build
     he, dirac = build("plain8", seed=2), build("plain8-dirac", seed=2)
     for (name, a), (_, b) in zip(he.named_parameters(), dirac.named_parameters()):
         if name.startswith("layer") and name.endswith("weight") and a.data.ndim == 4:
@@ -606,7 +616,7 @@ def test_an_untrained_net_is_measured_with_calibrated_batch_norm():
     calibrates them on training images first, so each BN's output on those images has mean 0
     and variance 1 per channel (scale 1, shift 0), as it would in training -- up to the
     unbiased running variance (n / (n - 1)) carried through the layers."""
-    from minires.experiments.common import initial_net
+    from minires.experiments.nets import initial_net
     x, _ = first_batch(synthetic_split(64, seed=4), 64)
     net = initial_net("plain8", seed=3, calibration_x=x)
     assert not net.training
@@ -622,7 +632,7 @@ def test_an_untrained_net_is_measured_with_calibrated_batch_norm():
         np.testing.assert_allclose(o.mean(axis=(0, 2, 3)), 0, atol=2e-2, err_msg=name)
         np.testing.assert_allclose(o.var(axis=(0, 2, 3)), 1, rtol=5e-2, err_msg=name)
     # without calibration the same eval-mode pass does not normalise (the artefact)
-    from minires.experiments.common import build
+    from minires.experiments.nets import build
     raw = build("plain8", seed=3).eval()
     stem = []
     h = raw.bn1.register_forward_hook(lambda m, i, o: stem.append(o.data.var()))
@@ -645,7 +655,8 @@ def test_feature_reuse_and_layer_responses_calibrate_the_untrained_nets(tmp_path
 
 
 def test_nets_from_never_mixes_seeds(tmp_path):
-    from minires.experiments.common import build, nets_from, save_weights
+    from minires.experiments.nets import build
+    from minires.experiments.weights import nets_from, save_weights
     run = tmp_path / "deg"
     for seed, names in ((3, ["plain8"]), (10, ["plain8", "resnet8"]), (2, ["resnet8"])):
         (run / f"seed-{seed}").mkdir(parents=True)
@@ -655,7 +666,7 @@ def test_nets_from_never_mixes_seeds(tmp_path):
     nets = nets_from(run, ["plain8", "resnet8"])
     assert {meta["seed"] for _, meta, _ in nets.values()} == {10}     # the one seed with both
     assert nets_from(run, ["resnet8"])["resnet8"][1]["seed"] == 2      # lowest seed, numerically
-    with pytest.raises(SystemExit, match="no resnet8.npz there or in its seed-3"):
+    with pytest.raises(ExperimentError, match="no resnet8.npz there or in its seed-3"):
         nets_from(run, ["plain8", "resnet8"], seed=3)
 
 

@@ -16,12 +16,18 @@ import pytest
 import minires as mr
 from minires.experiments import curvature as ll
 from minires.experiments.__main__ import main
-from minires.experiments.common import loader, synthetic_split
-from minires.experiments.curvature import (FlatParameters, curvature_map,
-                                          grid_step_nonconvex_share, hessian_extremes,
-                                          lanczos_extremes, loss_and_gradient,
-                                          model_hessian_extremes, nonconvex_points,
-                                          nonconvex_share)
+from minires.experiments.curvature import (
+    FlatParameters,
+    curvature_map,
+    grid_step_nonconvex_share,
+    hessian_extremes,
+    lanczos_extremes,
+    loss_and_gradient,
+    model_hessian_extremes,
+    nonconvex_points,
+    nonconvex_share,
+)
+from minires.experiments.data import loader, synthetic_split
 
 GRID = np.linspace(-1, 1, 11)           # the landscape's default grid over [-1, 1]^2
 H = 0.01                                # its default curvature step (span / 100)

@@ -50,10 +50,10 @@ from lesson_utils import (
 
 import minires as mr
 import minires.functional as F
-from minires.experiments.common import save_weights
-from minires.train import evaluate
 from minires.experiments.degradation import PRESETS, format_verdict, verdict
 from minires.experiments.feature_reuse import block_statistics
+from minires.experiments.weights import save_weights
+from minires.train import evaluate
 
 OUT = out_dir("05_degradation_problem")
 print(mode_line())
@@ -336,13 +336,13 @@ assert np.isclose(constructed_loss, shallow_loss, rtol=1e-4, atol=1e-5)
 # *normalised* signal — but how large next to x is a measurement, and it needs care:
 # an untrained net's running statistics are mean 0 and variance 1, so in evaluation
 # mode its batch norms do not normalise at all. We calibrate them first, on 256
-# training images (`initial_net` in `minires.experiments.common`), then measure
+# training images (`initial_net` in `minires.experiments.nets`), then measure
 # ||F(x)|| / ||x|| per block on test images. Zero-initialising the last scale
 # (`zero_init_residual=True`, Goyal et al. 2017; Fixup and SkipInit reach the same
 # start by other means) makes every block start as exactly its shortcut.
 
 # %%
-from minires.experiments.common import build, initial_net
+from minires.experiments.nets import build, initial_net
 
 x_test, _ = next(iter(mr.data.DataLoader(data.test.images, data.test.labels, batch_size=64)))
 x_calib, _ = next(iter(mr.data.DataLoader(data.train.images, data.train.labels, batch_size=256)))

@@ -336,8 +336,8 @@ else:
 # through the same fixed function).
 
 # %%
-from minires.experiments.common import calibrate_batch_norm
 from minires.experiments.gradient_at_init import shattering
+from minires.experiments.nets import calibrate_batch_norm
 
 points = fast_or_full(12, 32)
 t = np.linspace(0.0, 1.0, points, dtype=np.float32).reshape(-1, 1, 1, 1)   # (P, 1, 1, 1)

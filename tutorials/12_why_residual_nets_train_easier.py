@@ -49,18 +49,20 @@ from lesson_utils import (
 )
 
 import minires as mr
-from minires.experiments.common import (balanced_subset, build, initial_net, net_from, save_weights,
-                                        train)
-from minires.train import evaluate
+from minires.experiments.curvature import grid_step_nonconvex_share, nonconvex_share
+from minires.experiments.data import balanced_subset
 from minires.experiments.degradation import PRESETS
 from minires.experiments.feature_reuse import block_statistics
-from minires.experiments.curvature import grid_step_nonconvex_share, nonconvex_share
 from minires.experiments.loss_landscape import (
     Mover,
     batch_stat_loss,
     filter_normalised_direction,
     slice_tv_ratio,
 )
+from minires.experiments.nets import build, initial_net
+from minires.experiments.training import train_net as train
+from minires.experiments.weights import net_from, save_weights
+from minires.train import evaluate
 
 OUT = out_dir("12_why_residual_nets_train_easier")
 print(mode_line())

@@ -64,9 +64,13 @@ def has_matplotlib() -> bool:
 
 
 def new_figure(figsize=(8, 4)):
-    """A matplotlib ``Figure`` (no pyplot, no window), or None when matplotlib is missing."""
-    from minires.experiments.common import new_figure
-    return new_figure(figsize)
+    """A matplotlib ``Figure`` (no pyplot, no window), or None when matplotlib is missing
+    (the lessons run without it; ``save_figure`` then says what was not drawn)."""
+    from minires.files import MatplotlibMissing, new_figure
+    try:
+        return new_figure(figsize)
+    except MatplotlibMissing:
+        return None
 
 
 def _in_jupyter_kernel() -> bool:
@@ -84,10 +88,11 @@ def save_figure(fig, path):
     """Write ``fig`` as PNG, then show it: inline in a notebook (the PNG just written, so the
     page and the file agree), or as its path in a script. Without matplotlib (``fig is None``)
     say so instead. Returns None, so that a cell ending with it shows the figure, not a path."""
-    from minires.experiments.common import save_figure
-    saved = save_figure(fig, path, dpi=100)
-    if saved is None:
+    from minires.files import INSTALL_MATPLOTLIB, save_figure
+    if fig is None:
+        print(f"matplotlib is not installed: {Path(path).name} not drawn ({INSTALL_MATPLOTLIB})")
         return
+    saved = save_figure(fig, path, dpi=100)
     if _in_jupyter_kernel():
         from IPython.display import Image, display
         display(Image(data=Path(saved).read_bytes(), format="png"))
@@ -101,9 +106,10 @@ def mode_line() -> str:
 
 
 def synthetic_cifar(n_train=256, n_test=128, size=8, seed=0):
-    """A learnable stand-in for CIFAR-10 (a noisy fixed template per class), as ``mr.data.CIFAR10``."""
+    """A learnable stand-in for CIFAR-10 (a noisy fixed template per class), as
+    ``mr.data.CIFAR10``."""
     import minires as mr
-    from minires.experiments.common import synthetic_split
+    from minires.experiments.data import synthetic_split
     return mr.data.CIFAR10(train=synthetic_split(n_train, size=size, seed=seed + 1),
                            test=synthetic_split(n_test, size=size, seed=seed + 2), folder=None)
 
@@ -130,7 +136,7 @@ def load_degradation_data(n_train, n_test=1000, size=8, fast_train=256, fast_tes
     and the first ``n_test`` test images, all average-pooled to ``size`` x ``size`` -- or,
     in fast mode, synthetic 8x8 images."""
     import minires as mr
-    from minires.experiments.common import balanced_subset, pool_split
+    from minires.experiments.data import balanced_subset, pool_split
     if FAST:
         return synthetic_cifar(fast_train, fast_test, 8)
     full = load_data()

@@ -8,13 +8,22 @@ Each experiment is a module with ``NAME``, ``DESCRIPTION``, ``add_arguments(pars
 and ``run(args) -> dict`` (the results, also written to ``<out>/results.json``, with a
 figure in ``<out>/<name>.png`` when matplotlib is installed). ``run_experiment(name,
 argv)`` does the same from Python.
+
+What the experiments share, by purpose: ``options`` (the common command-line options, the
+readers of lists of depths, seeds and nets, and ``ExperimentError``, a refusal in one line),
+``data`` (CIFAR-10 or the ``--tiny`` synthetic set, balanced subsets, pooling, batches),
+``nets`` (net names and initialisations, ``build``, ``initial_net``, BN calibration),
+``training`` (``train_net``: one recipe through ``minires.train.fit``), ``weights`` (saving
+nets, loading those of an earlier run with ``--from``) and ``results`` (the result folder,
+results.json and the figure, the environment, a timer). ``curvature`` holds the landscape's
+curvature measures.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 
-from .common import add_common_arguments
+from .options import add_common_arguments
 
 # name on the command line -> module in this package
 EXPERIMENTS = {
@@ -82,7 +91,7 @@ def run_experiment(name, argv=(), *, speed_settings=True):
     args.experiment = name
     module = get_experiment(name)
     if args.out is not None and not getattr(module, "RESUMES_ITSELF", False):
-        from .common import finished_results
+        from .results import finished_results
         done = finished_results(args)
         if done is not None:
             return done

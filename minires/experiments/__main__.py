@@ -13,6 +13,7 @@ import sys
 import textwrap
 
 from . import EXPERIMENTS, get_experiment, make_parser, run_experiment
+from .options import ExperimentError
 
 
 def listing() -> str:
@@ -56,11 +57,12 @@ def main(argv=None):
               f"(and the --out it printed) to continue.", file=sys.stderr)
         return 130
     except SystemExit as stop:
-        if isinstance(stop.code, str):                  # our one-line refusals
-            prefix = "" if stop.code.startswith(f"{name}:") else f"{name}: "
-            print(prefix + stop.code, file=sys.stderr)
-            return 2
         return stop.code or 0                           # argparse's own exits (--help, errors)
+    except ExperimentError as err:                      # a refusal: one line, what to change
+        message = str(err)
+        prefix = "" if message.startswith(f"{name}:") else f"{name}: "
+        print(prefix + message, file=sys.stderr)
+        return 2
     except (ValueError, DataError, CheckpointError, OSError) as err:
         print(f"{name}: error: {err}", file=sys.stderr)
         return 2

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..files import write_atomically
-from .common import Timer, environment, output_folder, save_json
+from ..files import write_text
+from .results import Timer, environment, output_folder, save_results
 
 NAME = "all"
 DESCRIPTION = ("Degradation, then the loss landscape, feature reuse, lesion, layer responses,\n"
@@ -73,9 +73,8 @@ def run(args):
         done[name] = run_experiment(name, argv)
     results = {"experiment": NAME, "environment": environment(args), "seconds": clock.seconds,
                "parts": list(done), "complete": True}
-    save_json(out / "results.json", results)
-    text = report(done, out, clock.seconds).encode()
-    write_atomically(out / "report.md", lambda f: f.write(text), "report")
+    save_results(out / "results.json", results)
+    write_text(out / "report.md", report(done, out, clock.seconds), what="report")
     print(f"\nreport in {out / 'report.md'} ({clock.seconds / 60:.1f} min)")
     return results
 
@@ -110,7 +109,8 @@ def _loss_landscape(r):
              "| net | loss at the trained weights | non-convex share | slice TV ratio | "
              "edge rise |", "|---|---|---|---|---|"]
     lines += [f"| {name} | {m['center_loss']:.3f} | {m['nonconvex_share']:.2f} | "
-              f"{m['slice_tv_ratio']:.2f} | {m['edge_rise']:.2f} |" for name, m in r["models"].items()]
+              f"{m['slice_tv_ratio']:.2f} | {m['edge_rise']:.2f} |"
+              for name, m in r["models"].items()]
     return lines + ["", f"On {r['images']} training images; grid {r['grid']}x{r['grid']} over "
                     f"[-{r['span']}, {r['span']}]^2 of filter-normalised directions.", ""]
 

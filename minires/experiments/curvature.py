@@ -15,8 +15,7 @@ import numpy as np
 
 import minires as mr
 
-from .common import loader
-
+from .data import loader
 
 # --- curvature of the 2-D surface ---------------------------------------------------------------
 # Why a small step: the second difference (f(a+s) - 2 f(a) + f(a-s)) / s^2 is f'' plus

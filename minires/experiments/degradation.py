@@ -56,25 +56,14 @@ import math
 
 import numpy as np
 
-from .common import (
-    INITS,
-    Timer,
-    build,
-    depth_list,
-    describe_net,
-    environment,
-    evaluate,
-    finish,
-    load_splits,
-    net_name,
-    new_figure,
-    output_folder,
-    save_json,
-    save_weights,
-    seed_list,
-    split_net_name,
-    train,
-)
+from ..files import new_figure
+from ..train import evaluate
+from .data import load_splits
+from .nets import INITS, build, describe_net, net_name, split_net_name
+from .options import ExperimentError, depth_list, seed_list
+from .results import Timer, environment, finish, output_folder, save_results
+from .training import train_net
+from .weights import save_weights
 
 NAME = "degradation"
 DESCRIPTION = ("Training error of plain vs residual nets of two depths under He et al.'s init "
@@ -94,7 +83,8 @@ PRESETS = {
                  lr=0.05, nesterov=True, weight_decay=5e-4, decay_bn_bias=False, warmup_frac=0.05,
                  milestones=None, augment=False),
 }
-# a variant is a family of nets (one per depth) with one initialisation; VARIANTS[v] = (family, init)
+# a variant is a family of nets (one per depth) with one initialisation:
+# VARIANTS[v] = (family, init)
 VARIANTS = {"plain": ("plain", "paper"), "plain-dirac": ("plain", "dirac"),
             "resnet": ("resnet", "paper"), "resnet-zero": ("resnet", "zero")}
 HEADLINE = ("plain", "resnet")
@@ -180,7 +170,8 @@ def variant_of(name):
     return next(v for v, fi in VARIANTS.items() if fi == (family, init))
 
 
-DEFAULT_SEEDS = "30,31,32"     # fixed before they ran; pilots used 0-4 and 20-25, the zero-init study 10-12
+# fixed before they ran; pilots used 0-4 and 20-25, the zero-init study 10-12
+DEFAULT_SEEDS = "30,31,32"
 
 
 def run(args):
@@ -201,7 +192,7 @@ def run(args):
     results = {"experiment": NAME, "environment": env, "setting": s, "depths": depths,
                "seeds": seeds, "variants": variants, "runs": {}}
     check_same_setting(out_dir, results)
-    save_json(out_dir / "results.json", results)
+    save_results(out_dir / "results.json", results)
     names = [variant_net(v, d) for v in variants for d in depths]
     print(f"degradation ({s['preset']}): {', '.join(names)} on {len(train_split)} training "
           f"images at {s['input_size']}x{s['input_size']}"
@@ -218,7 +209,7 @@ def run(args):
         results.setdefault("seconds_per_seed", {})[str(seed)] = seconds
         print(f"seed {seed}: {len(names)} nets trained and measured in {seconds / 60:.1f} min",
               flush=True)
-        save_json(out_dir / "results.json", results)       # partial results survive a crash
+        save_results(out_dir / "results.json", results)       # partial results survive a crash
     results["verdict"] = verdict(results)
     results["comparisons"] = comparisons(results)
     print(format_verdict(results["verdict"]), flush=True)
@@ -255,9 +246,9 @@ def check_same_setting(out_dir, results):
     saved = json.loads(path.read_text())
     for key in ("setting", "depths"):
         if json.loads(json.dumps(saved.get(key))) != json.loads(json.dumps(results[key])):
-            raise SystemExit(f"degradation: {out_dir} holds a run with another {key} "
-                             f"({saved.get(key)}); resume it with the same options, or choose a "
-                             f"new --out")
+            raise ExperimentError(f"degradation: {out_dir} holds a run with another {key} "
+                                  f"({saved.get(key)}); resume it with the same options, or "
+                                  f"choose a new --out")
 
 
 def train_one(name, seed, s, args, seed_dir, train_split, test) -> dict:
@@ -270,12 +261,13 @@ def train_one(name, seed, s, args, seed_dir, train_split, test) -> dict:
     model_name, init = split_net_name(name)
     clock = Timer()
     model = build(name, seed, args.device)
-    hist = train(model, train_split, None, steps=s["steps"], batch_size=s["batch_size"],
-                 lr=s["lr"], nesterov=s["nesterov"], weight_decay=s["weight_decay"],
-                 warmup_frac=s["warmup_frac"], milestones=s["milestones"], augment=s["augment"],
-                 crop_padding=s["crop_padding"], decay_bn_bias=s["decay_bn_bias"],
-                 seed=seed, device=args.device, log_every=2 if args.tiny else args.log_every,
-                 eval_every_epoch=False, label=f"seed {seed} {name}")
+    hist = train_net(model, train_split, None, steps=s["steps"], batch_size=s["batch_size"],
+                     lr=s["lr"], nesterov=s["nesterov"], weight_decay=s["weight_decay"],
+                     warmup_frac=s["warmup_frac"], milestones=s["milestones"],
+                     augment=s["augment"], crop_padding=s["crop_padding"],
+                     decay_bn_bias=s["decay_bn_bias"], seed=seed, device=args.device,
+                     log_every=2 if args.tiny else args.log_every, eval_every_epoch=False,
+                     label=f"seed {seed} {name}")
     train_loss, train_acc = evaluate(model, train_split, device=args.device)
     test_loss, test_acc = evaluate(model, test, device=args.device)
     train_error, test_error = 1.0 - train_acc, 1.0 - test_acc
@@ -289,7 +281,7 @@ def train_one(name, seed, s, args, seed_dir, train_split, test) -> dict:
             "data": {"input_size": s["input_size"], "train_images": s["train_images"],
                      "balanced": True}}
     save_weights(model, seed_dir / f"{name}.npz", meta=meta)
-    save_json(record_path, record)          # last: its presence means "this net is finished"
+    save_results(record_path, record)          # last: its presence means "this net is finished"
     print(f"seed {seed} {name}: training error {train_error:.4f} (eval mode, all "
           f"{len(train_split)} training images), test error {test_error:.3f}   "
           f"{hist.get('seconds', 0):.0f}s", flush=True)
@@ -330,7 +322,8 @@ def paired_comparison(a, b, names=("A", "B"), min_gap=MIN_GAP, floor=FLOOR, clas
         out["direction"] = (f"inconclusive (both fit the training set: {names[0]} "
                             f"{a.mean():.4f}, {names[1]} {b.mean():.4f}, both below {floor})")
     elif stuck:
-        out["direction"] = "inconclusive (both nets are still near chance: " + ", ".join(stuck) + ")"
+        out["direction"] = ("inconclusive (both nets are still near chance: "
+                            + ", ".join(stuck) + ")")
     elif n < 2:
         out["direction"] = "inconclusive (one seed: no spread to compare the gap with)"
     elif abs(mean) > min_gap and abs(mean) > 2 * se and (np.all(gaps > 0) or np.all(gaps < 0)):
@@ -375,7 +368,8 @@ def verdict(results, classes=10) -> dict:
             word = (f"not shown (no clear difference: the gap must exceed {MIN_GAP} and twice its "
                     f"standard error, with every seed agreeing)")
         else:
-            word = f"not shown (the opposite holds: the deeper net trains {'worse' if d == 'higher' else 'better'})"
+            word = (f"not shown (the opposite holds: the deeper net trains "
+                    f"{'worse' if d == 'higher' else 'better'})")
         out[family] = {"claim": claim, "shallow": shallow, "deep": deep, **c, "verdict": word}
     return out
 

@@ -21,20 +21,13 @@ import numpy as np
 
 import minires as mr
 
-from .common import (
-    Timer,
-    environment,
-    finish,
-    first_batch,
-    initial_net,
-    input_size_of,
-    load_splits,
-    model_names,
-    nets_from,
-    new_figure,
-    observe,
-    output_folder,
-)
+from ..files import new_figure
+from ..inspect import residual_blocks
+from .data import first_batch, load_splits
+from .nets import initial_net, observe
+from .options import model_names
+from .results import Timer, environment, finish, output_folder
+from .weights import input_size_of, nets_from
 
 NAME = "feature-reuse"
 DESCRIPTION = ("||F(x)||/||x|| and cos(input, output) of every block, residual vs plain, at\n"
@@ -58,7 +51,6 @@ def _flat_norms(a):
 
 def block_statistics(model, x, device="cpu"):
     """[{block, branch_ratio, cosine (or None)}] for every block, in order, in eval mode."""
-    from minires.inspect import residual_blocks
     rows = []
 
     def hook(block, inputs, output, name):
@@ -105,7 +97,8 @@ def run(args):
                 r[f"{when}_mean_branch_ratio"] = float(np.mean(ratios))
                 r[f"{when}_mean_cosine"] = float(np.mean(cosines)) if cosines else None
                 print(f"{name} ({when}): mean ||F(x)||/||x|| {np.mean(ratios):.3f}, mean "
-                      f"cos(x, out) {np.mean(cosines) if cosines else float('nan'):.3f}", flush=True)
+                      f"cos(x, out) {np.mean(cosines) if cosines else float('nan'):.3f}",
+                      flush=True)
         results["models"][name] = r
     return finish(results, out_dir, NAME, plot, clock.seconds)
 

@@ -26,18 +26,11 @@ import numpy as np
 import minires as mr
 from minires.backend import to_numpy
 
-from .common import (
-    Timer,
-    build,
-    calibrate_batch_norm,
-    depth_list,
-    environment,
-    finish,
-    first_batch,
-    load_splits,
-    new_figure,
-    output_folder,
-)
+from ..files import new_figure
+from .data import first_batch, load_splits
+from .nets import build, calibrate_batch_norm
+from .options import depth_list
+from .results import Timer, environment, finish, output_folder
 
 NAME = "gradient-at-init"
 DESCRIPTION = ("Gradient norm per layer, and shattered gradients, at initialisation.\n"
@@ -73,7 +66,8 @@ def input_gradients(model, x, cls, device):
 
 
 def shattering(model, line, others, cls, device):
-    """Mean correlation of input gradients ``lag`` points apart on ``line``, and for unrelated images."""
+    """Mean correlation of input gradients ``lag`` points apart on ``line``, and for unrelated
+    images."""
     g = input_gradients(model, line, cls, device)
     lags = list(range(1, len(line)))
     corr = [float(np.mean(pearson_rows(g[:-lag], g[lag:]))) for lag in lags]
@@ -140,7 +134,8 @@ def plot(results):
     ax1.set_title("gradient norm per layer at initialisation")
     ax1.legend(fontsize=7)
     ax2.axhline(0, color="gray", lw=0.5)
-    ax2.set_xlabel(f"distance along the line between two images (steps of 1/{results['points'] - 1})")
+    ax2.set_xlabel(f"distance along the line between two images "
+                   f"(steps of 1/{results['points'] - 1})")
     ax2.set_ylabel("correlation of input gradients")
     ax2.set_title("shattered gradients (dashed: plain, solid: residual)")
     ax2.legend(fontsize=7)

@@ -27,23 +27,13 @@ import numpy as np
 
 from minires.nn import BatchNorm2d
 
-from .common import (
-    Timer,
-    add_training_arguments,
-    describe_net,
-    environment,
-    finish,
-    first_batch,
-    initial_net,
-    input_size_of,
-    load_splits,
-    model_names,
-    nets_from,
-    observe,
-    new_figure,
-    output_folder,
-    trained_model,
-)
+from ..files import new_figure
+from .data import first_batch, load_splits
+from .nets import describe_net, initial_net, observe
+from .options import add_training_arguments, model_names
+from .results import Timer, environment, finish, output_folder
+from .training import trained_model
+from .weights import input_size_of, nets_from
 
 NAME = "layer-responses"
 DESCRIPTION = ("Std of each 3x3 layer's response in trained nets (He et al. 2015, Fig. 7).\n"
@@ -111,7 +101,8 @@ def run(args):
                                    "final_test_error": hist["test_error"][-1]
                                    if hist and hist["test_error"] else None}
         print(f"{name} ({weights}): {len(stds)} layers, response std mean "
-              f"{np.mean(list(stds.values())):.3f} trained, {np.mean(list(init_stds.values())):.3f} "
+              f"{np.mean(list(stds.values())):.3f} trained, "
+              f"{np.mean(list(init_stds.values())):.3f} "
               f"at initialisation (BN calibrated)   {clock.seconds:.0f}s", flush=True)
     results["orderings"] = orderings(results["models"])
     for o in results["orderings"]:

@@ -1,4 +1,4 @@
-"""Lesion study (Veit et al. 2016): delete one piece of a trained network and measure the test error.
+"""Lesion study (Veit et al. 2016): delete one piece of a trained network, measure the test error.
 
 For a trained residual network, each residual block in turn is deleted: its branch is
 dropped and the block computes only its shortcut, ``relu(shortcut(x))``. For the plain
@@ -14,22 +14,15 @@ output); the weights are never modified.
 """
 from __future__ import annotations
 
-from .common import (
-    Timer,
-    add_training_arguments,
-    build,
-    environment,
-    evaluate,
-    finish,
-    input_size_of,
-    load_splits,
-    net_from,
-    nets_from,
-    new_figure,
-    output_folder,
-    save_weights,
-    train,
-)
+from ..files import new_figure
+from ..inspect import residual_blocks
+from ..train import evaluate
+from .data import load_splits
+from .nets import build
+from .options import add_training_arguments
+from .results import Timer, environment, finish, output_folder
+from .training import train_net
+from .weights import input_size_of, net_from, nets_from, save_weights
 
 NAME = "lesion"
 DESCRIPTION = ("Delete one block (or layer) of a trained net, measure the test error (Veit 2016).\n"
@@ -60,14 +53,12 @@ def _identity(module, inputs, output):
 
 def residual_lesions(model):
     """(label, [(module, hook)]) for deleting each residual block."""
-    from minires.inspect import residual_blocks
     return [(name, [(block, _shortcut_only)]) for name, block in residual_blocks(model)
             if getattr(block, "shortcut", False)]
 
 
 def plain_lesions(model):
     """(label, [(module, hook)]) for deleting each shape-preserving conv+BN layer of the blocks."""
-    from minires.inspect import residual_blocks
     lesions = []
     for name, block in residual_blocks(model):
         for conv, bn in (("conv1", "bn1"), ("conv2", "bn2")):
@@ -75,7 +66,8 @@ def plain_lesions(model):
             if c is None or getattr(block, bn, None) is None:
                 continue
             if c.in_channels == c.out_channels and tuple(c.stride) == (1, 1):
-                lesions.append((f"{name}.{conv}", [(c, _identity), (getattr(block, bn), _identity)]))
+                lesions.append((f"{name}.{conv}",
+                                [(c, _identity), (getattr(block, bn), _identity)]))
     return lesions
 
 
@@ -126,9 +118,10 @@ def run(args):
             model, weights = loaded[name][0], f"checkpoint {loaded[name][2]}"
         else:
             model = build(name, args.seed, args.device)
-            train(model, train_split, None, epochs=epochs, batch_size=min(args.batch_size, 32)
-                  if args.tiny else args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
-                  log_every=args.log_every, eval_every_epoch=False, label=name)
+            train_net(model, train_split, None, epochs=epochs,
+                      batch_size=min(args.batch_size, 32) if args.tiny else args.batch_size,
+                      lr=args.lr, seed=args.seed, device=args.device, log_every=args.log_every,
+                      eval_every_epoch=False, label=name)
             save_weights(model, out_dir / f"{name}.npz",
                          meta={"model": name, "seed": args.seed, "epochs": epochs,
                                "data": {"input_size": int(train_split.images.shape[-1])}})

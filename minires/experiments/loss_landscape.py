@@ -72,25 +72,15 @@ import numpy as np
 
 import minires as mr
 
-from .curvature import (HESSIAN_REL_EPS, curvature_map, model_hessian_extremes,
-                        nonconvex_points)
-from .common import (
-    Timer,
-    balanced_subset,
-    build,
-    environment,
-    evaluate,
-    finish,
-    input_size_of,
-    load_splits,
-    loader,
-    model_names,
-    nets_from,
-    new_figure,
-    output_folder,
-    save_json,
-    train,
-)
+from ..files import new_figure
+from ..train import evaluate
+from .curvature import HESSIAN_REL_EPS, curvature_map, model_hessian_extremes, nonconvex_points
+from .data import balanced_subset, load_splits, loader
+from .nets import build
+from .options import ExperimentError, model_names
+from .results import Timer, environment, finish, output_folder, save_results
+from .training import train_net
+from .weights import input_size_of, nets_from
 
 NAME = "loss-landscape"
 DESCRIPTION = ("Loss along filter-normalised random directions around trained plain and residual\n"
@@ -198,7 +188,8 @@ class Mover:
 
 # --- roughness of a slice -------------------------------------------------------------------------
 def slice_tv_ratio(losses):
-    """Total variation of a 1-D slice over the rise from its minimum to both ends (1 = one basin)."""
+    """Total variation of a 1-D slice over the rise from its minimum to both ends (1 = one
+    basin)."""
     L = np.asarray(losses, dtype=np.float64)
     low = L.min()
     rise = (L[0] - low) + (L[-1] - low)
@@ -405,8 +396,8 @@ def _tiny_nets(args, names, train_split):
     nets = {}
     for name in names:
         model = build(name, args.seed, args.device)
-        train(model, train_split, None, steps=16, batch_size=32, lr=0.05, seed=args.seed,
-              device=args.device, log_every=8, eval_every_epoch=False, label=name)
+        train_net(model, train_split, None, steps=16, batch_size=32, lr=0.05, seed=args.seed,
+                  device=args.device, log_every=8, eval_every_epoch=False, label=name)
         model.eval()
         meta = {"model": name, "net": name, "init": "paper", "seed": args.seed,
                 "zero_init_residual": False,
@@ -479,8 +470,8 @@ def _summary(name, r):
 def run(args):
     resolve_options(args)
     if not args.from_dir and not args.tiny:
-        raise SystemExit("loss-landscape: needs trained nets: give --from a degradation run folder "
-                         "(python -m minires.experiments degradation)")
+        raise ExperimentError("loss-landscape: needs trained nets: give --from a degradation run "
+                              "folder (python -m minires.experiments degradation)")
     names = model_names(args.models, "plain14,resnet14" if args.tiny else "plain56,resnet56")
     if args.from_dir:
         nets = nets_from(args.from_dir, names, args.device)     # one seed for all
@@ -507,7 +498,7 @@ def run(args):
             r["interpolation"] = interpolation(model, initial, images, args)
         results["models"][name] = r
         print(f"{_summary(name, r)}   {clock.seconds:.0f}s", flush=True)
-        save_json(out_dir / "results.json", results)
+        save_results(out_dir / "results.json", results)
     return finish(results, out_dir, NAME, plot, clock.seconds)
 
 

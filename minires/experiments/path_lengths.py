@@ -1,4 +1,5 @@
-"""Residual networks as ensembles of paths (Veit et al. 2016): which path lengths carry the gradient?
+"""Residual networks as ensembles of paths (Veit et al. 2016): which path lengths carry the
+gradient?
 
 A residual network with n blocks can be unrolled into 2**n paths: at each block a
 path goes either through the residual branch or along the skip. A path's *length*
@@ -35,8 +36,12 @@ import minires as mr
 from minires import functional as F
 from minires.backend import get_array_module
 
-from .common import (Timer, build, environment, first_batch, load_splits, net_from, new_figure,
-                     output_folder, draw, save_json, save_weights, train)
+from ..files import new_figure
+from .data import first_batch, load_splits
+from .nets import build
+from .results import Timer, environment, finish, output_folder
+from .training import train_net
+from .weights import net_from, save_weights
 
 NAME = "path-lengths"
 DESCRIPTION = ("Which path lengths carry the gradient in a residual net (Veit et al. 2016).\n"
@@ -47,8 +52,9 @@ def add_arguments(parser):
     parser.add_argument("--model", default=None, help="a residual model from minires.models "
                         "(default: resnet56, with --tiny resnet14; Veit et al. used resnet110)")
     parser.add_argument("--checkpoint", "--from", dest="checkpoint", default=None,
-                        help="trained weights: a minires checkpoint (e.g. python -m minires.train's "
-                        "best.npz) or a degradation run folder; default: at initialisation")
+                        help="trained weights: a minires checkpoint (e.g. python -m "
+                        "minires.train's best.npz) or a degradation run folder; default: at "
+                        "initialisation")
     parser.add_argument("--epochs", type=int, default=0, help="train this many epochs first "
                         "(default: %(default)s = measure at initialisation)")
     parser.add_argument("--limit-train", type=int, default=None, help="train on the first N "
@@ -74,7 +80,8 @@ class PathSelector:
                              f"(no module with a fork)")
         plain = [name for name, b in self.blocks if not getattr(b, "shortcut", True)]
         if plain:
-            raise ValueError(f"path-lengths: blocks {plain[:3]} have no shortcut; use a residual model")
+            raise ValueError(f"path-lengths: blocks {plain[:3]} have no shortcut; use a residual "
+                             f"model")
         self.open_branches = set()
         self.input_grad = None
         self.handles = [b.fork.register_forward_hook(self._on_fork(i))
@@ -103,7 +110,8 @@ class PathSelector:
 
 
 def sample_path_gradients(model, x, y, samples, rng, device="cpu"):
-    """For each length k = 0..n: the gradient norms of ``samples`` random single paths of length k."""
+    """For each length k = 0..n: the gradient norms of ``samples`` random single paths of
+    length k."""
     selector = PathSelector(model)
     n = len(selector.blocks)
     model.requires_grad_(False)         # only the gradient with respect to activations is needed
@@ -165,8 +173,8 @@ def run(args):
     train_split, test = load_splits(args, limit_train=args.limit_train if epochs else 8,
                                     limit_test=n_batch, input_size=size)
     if epochs:
-        train(model, train_split, None, epochs=epochs, seed=args.seed, device=args.device,
-              eval_every_epoch=False, label=model_name)
+        train_net(model, train_split, None, epochs=epochs, seed=args.seed, device=args.device,
+                  eval_every_epoch=False, label=model_name)
         save_weights(model, out_dir / f"{model_name}.npz",
                      meta={"model": model_name, "seed": args.seed, "epochs": epochs,
                            "data": {"input_size": int(train_split.images.shape[-1])}})
@@ -184,18 +192,13 @@ def run(args):
         results["init"] = summarise(*sample_path_gradients(initial, x, y, samples,
                                                            np.random.default_rng(args.seed),
                                                            args.device))
-    results["seconds"] = clock.seconds
     for when, r in (("", s), (" at initialisation", results.get("init"))):
         if r is not None:
             print(f"{model_name}{when} ({trained if not when else 'same seed and init'}): {n} "
                   f"blocks, 2^{n} paths, typical length {n / 2:g}; paths of length <= "
                   f"{r['length_reaching_50pct']} carry 50% of the gradient magnitude, "
                   f"<= {r['length_reaching_90pct']} carry 90%   ({clock.seconds:.0f}s)")
-    results["complete"] = True
-    save_json(out_dir / "results.json", results)
-    results["figure"] = draw(plot, results, out_dir / f"{NAME}.png")
-    print(f"results in {out_dir}")
-    return results
+    return finish(results, out_dir, NAME, plot, clock.seconds)
 
 
 def plot(r):
