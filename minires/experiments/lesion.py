@@ -15,10 +15,9 @@ output); the weights are never modified.
 from __future__ import annotations
 
 from ..files import new_figure
-from ..inspect import residual_blocks
 from ..train import evaluate
 from .data import load_splits
-from .nets import build
+from .nets import blocks_of, build
 from .options import add_training_arguments
 from .results import Timer, environment, finish, output_folder
 from .training import train_net
@@ -43,7 +42,7 @@ def add_arguments(parser):
 def _shortcut_only(block, inputs, output):
     """Forward hook: the block's output becomes what its shortcut alone would give."""
     out = block.downsample(inputs[0])
-    return block.relu(out) if getattr(block, "post_activation", False) else out
+    return block.relu(out) if block.post_activation else out
 
 
 def _identity(module, inputs, output):
@@ -53,14 +52,14 @@ def _identity(module, inputs, output):
 
 def residual_lesions(model):
     """(label, [(module, hook)]) for deleting each residual block."""
-    return [(name, [(block, _shortcut_only)]) for name, block in residual_blocks(model)
-            if getattr(block, "shortcut", False)]
+    return [(name, [(block, _shortcut_only)]) for name, block in blocks_of(model)
+            if block.shortcut]
 
 
 def plain_lesions(model):
     """(label, [(module, hook)]) for deleting each shape-preserving conv+BN layer of the blocks."""
     lesions = []
-    for name, block in residual_blocks(model):
+    for name, block in blocks_of(model):
         for conv, bn in (("conv1", "bn1"), ("conv2", "bn2")):
             c = getattr(block, conv, None)
             if c is None or getattr(block, bn, None) is None:

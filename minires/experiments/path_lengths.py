@@ -38,7 +38,7 @@ from minires.backend import get_array_module
 
 from ..files import new_figure
 from .data import first_batch, load_splits
-from .nets import build
+from .nets import blocks_of, build
 from .results import Timer, environment, finish, output_folder
 from .training import train_net
 from .weights import net_from, save_weights
@@ -74,11 +74,11 @@ class PathSelector:
     """
 
     def __init__(self, model):
-        self.blocks = mr.inspect.residual_blocks(model)
+        self.blocks = blocks_of(model)
         if not self.blocks:
             raise ValueError(f"path-lengths: {type(model).__name__} has no residual blocks "
-                             f"(no module with a fork)")
-        plain = [name for name, b in self.blocks if not getattr(b, "shortcut", True)]
+                             f"(no module that minires.nn.is_residual_block accepts)")
+        plain = [name for name, b in self.blocks if not b.shortcut]
         if plain:
             raise ValueError(f"path-lengths: blocks {plain[:3]} have no shortcut; use a residual "
                              f"model")
