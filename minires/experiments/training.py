@@ -24,24 +24,19 @@ class _IterationLog(Callback):
         self.hist, self.log_every, self.label = hist, log_every, label
         self.clock = Timer()
         self.window = {"wrong": 0, "seen": 0, "loss_sum": 0.0}
-        self.before = {"correct": 0, "seen": 0}
 
-    def on_step_end(self, trainer, loss):
-        p, before, w = trainer.partial, self.before, self.window
-        if trainer.batch == 1:                       # an epoch's first step: counts restarted
-            before = {"correct": 0, "seen": 0}
-        n = p["seen"] - before["seen"]
-        w["wrong"] += n - (p["correct"] - before["correct"])
-        w["seen"] += n
-        w["loss_sum"] += loss * n
-        self.before = {"correct": p["correct"], "seen": p["seen"]}
-        step = trainer.global_step
+    def on_step_end(self, trainer, stats):
+        w = self.window                              # sums over this step's batch (StepStats)
+        w["wrong"] += stats.examples - stats.correct
+        w["seen"] += stats.examples
+        w["loss_sum"] += stats.loss * stats.examples
+        step = stats.step
         if step % self.log_every == 0 or step == trainer.total_steps:
             h = self.hist
             h["steps"].append(step)
             h["train_error"].append(w["wrong"] / w["seen"])
             h["train_loss"].append(w["loss_sum"] / w["seen"])
-            h["lr"].append(trainer.last_lr)
+            h["lr"].append(stats.lr)
             print(f"{self.label} step {step}/{trainer.total_steps}  train error "
                   f"{w['wrong'] / w['seen']:.3f}  loss {w['loss_sum'] / w['seen']:.3f}  "
                   f"{self.clock.seconds:.0f}s", flush=True)
