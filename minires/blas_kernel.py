@@ -4,8 +4,8 @@ NumPy's OpenBLAS carries kernels for several CPU families and picks one when it 
 the CPU's feature flags. That guess is not always the fastest for the shapes a ResNet step
 multiplies: on one 2-core Zen 4 machine OpenBLAS picked its SkylakeX kernel, and the Haswell
 kernel ran the step in 629 ms instead of 734 at one thread; on an Intel Xeon the SkylakeX pick
-was the faster one. The kernel is chosen by the environment variable ``OPENBLAS_CORETYPE``, read once, when NumPy
-loads, so a running process cannot change it. Hence:
+was the faster one. The kernel is chosen by the environment variable ``OPENBLAS_CORETYPE``,
+read once, when NumPy loads, so a running process cannot change it. Hence:
 
 * ``measure()`` times the step's GEMM shapes under each candidate kernel, each in a fresh
   subprocess (one BLAS thread), in alternating rounds, and returns the rates;
@@ -130,9 +130,10 @@ def _machine_key() -> str:
     return f"{cpu} | cpus {os.cpu_count()} | numpy {np.__version__} | {core_name()}"
 
 
-def fastest(refresh=False) -> dict:
+def fastest(refresh=False, note=False) -> dict:
     """{"choice": "" (OpenBLAS' pick) or a kernel name, "rates": measure()'s table, "key": the
-    machine}: read from the cache, or measured (a few seconds) and cached."""
+    machine}: read from the cache, or measured (a few seconds; ``note``: say so on stderr)
+    and cached."""
     from .files import write_json
     path, key = _cache_path(), _machine_key()
     if not refresh:
@@ -142,6 +143,9 @@ def fastest(refresh=False) -> dict:
                 return cached
         except (OSError, ValueError):
             pass
+    if note:
+        print("minires: timing OpenBLAS' kernels on this machine's convolution GEMMs (once per "
+              "machine, a few seconds; MINIRES_BLAS_KERNEL=default skips it)", file=sys.stderr)
     rates = measure()
     best = min(rates, key=lambda k: rates[k]["seconds"])
     # a kernel replaces OpenBLAS' pick only when it is clearly faster (5%), not by noise
@@ -162,11 +166,11 @@ def rerun_with_fastest_kernel() -> None:
     BLAS is not OpenBLAS; the process was already re-run)."""
     if os.environ.get("OPENBLAS_CORETYPE") or os.environ.get("_MINIRES_BLAS_RERUN"):
         return
-    wanted = os.environ.get("MINIRES_BLAS_KERNEL", "auto")
+    wanted = os.environ.get("MINIRES_BLAS_KERNEL") or "auto"
     if wanted == "default" or core_name() is None:
         return
     if wanted == "auto":
-        found = fastest()
+        found = fastest(note=True)
         wanted = found["choice"]
         if not wanted:
             return
@@ -199,8 +203,8 @@ def main(argv=None) -> int:
     for shape in shapes:
         print(f"| {shape} GFLOP/s | " + " | ".join(f"{v[shape]:.1f}" for v in rates.values())
               + " |")
-    print("| the probe's GEMMs, weighted as a step runs them, ms | " + " | ".join(f"{1000 * v['seconds']:.1f}"
-                                                 for v in rates.values()) + " |")
+    weighted = " | ".join(f"{1000 * v['seconds']:.1f}" for v in rates.values())
+    print(f"| the probe's GEMMs, weighted as a step runs them, ms | {weighted} |")
     print(f"choice: {found['choice'] or 'OpenBLAS pick (default)'}")
     return 0
 

@@ -63,7 +63,7 @@ def execv(monkeypatch):
 
 def test_a_faster_kernel_reruns_the_same_command_under_it(execv, monkeypatch, capsys):
     monkeypatch.setattr(blas_kernel, "fastest",
-                        lambda: {"choice": "Haswell", "rates": rates(1.0, 0.8, 1.0)})
+                        lambda note: {"choice": "Haswell", "rates": rates(1.0, 0.8, 1.0)})
     monkeypatch.setattr(sys, "orig_argv", ["python", "-m", "minires.train", "cifar", "--x"],
                         raising=False)
     blas_kernel.rerun_with_fastest_kernel()
@@ -76,7 +76,7 @@ def test_a_faster_kernel_reruns_the_same_command_under_it(execv, monkeypatch, ca
 @pytest.mark.parametrize("env", [{"OPENBLAS_CORETYPE": "Zen"}, {"MINIRES_BLAS_KERNEL": "default"},
                                  {"_MINIRES_BLAS_RERUN": "1"}])
 def test_the_users_choice_and_a_rerun_are_left_alone(execv, monkeypatch, env):
-    monkeypatch.setattr(blas_kernel, "fastest", lambda: pytest.fail("measured anyway"))
+    monkeypatch.setattr(blas_kernel, "fastest", lambda note: pytest.fail("measured anyway"))
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     blas_kernel.rerun_with_fastest_kernel()
@@ -84,13 +84,14 @@ def test_the_users_choice_and_a_rerun_are_left_alone(execv, monkeypatch, env):
 
 
 def test_openblas_pick_being_fastest_changes_nothing(execv, monkeypatch):
-    monkeypatch.setattr(blas_kernel, "fastest", lambda: {"choice": "", "rates": rates(1, 1, 1)})
+    monkeypatch.setattr(blas_kernel, "fastest",
+                        lambda note: {"choice": "", "rates": rates(1, 1, 1)})
     blas_kernel.rerun_with_fastest_kernel()
     assert execv == [] and "OPENBLAS_CORETYPE" not in os.environ
 
 
 def test_a_named_kernel_is_used_without_measuring(execv, monkeypatch):
-    monkeypatch.setattr(blas_kernel, "fastest", lambda: pytest.fail("measured anyway"))
+    monkeypatch.setattr(blas_kernel, "fastest", lambda note: pytest.fail("measured anyway"))
     monkeypatch.setenv("MINIRES_BLAS_KERNEL", "Haswell")
     blas_kernel.rerun_with_fastest_kernel()
     assert len(execv) == 1 and os.environ["OPENBLAS_CORETYPE"] == "Haswell"
