@@ -242,6 +242,17 @@ def test_is_residual_block_names_the_blocks_of_a_model():
     model = mr.models.resnet20()
     assert sum(nn.is_residual_block(m) for m in model.modules()) == 9
 
+    class OwnBlock(nn.Module):          # a user's block keeping the contract: a fork
+        def __init__(self):
+            super().__init__()
+            self.fork, self.fc = B.Fork(), nn.Linear(4, 4)
+
+        def forward(self, x):
+            x_branch, x_skip = self.fork(x)
+            return self.fc(x_branch) + x_skip
+    assert nn.is_residual_block(OwnBlock())
+    assert [name for name, _ in mr.inspect.residual_blocks(nn.Sequential(OwnBlock()))] == ["0"]
+
 def test_shortcut_kinds():
     assert isinstance(B.BasicBlock(4, 4, 1, option="A").downsample, nn.Identity)
     assert isinstance(B.BasicBlock(4, 8, 2, option="A").downsample, B.ShortcutA)

@@ -22,8 +22,9 @@ import numpy as np
 import minires as mr
 
 from ..files import new_figure
+from ..inspect import residual_blocks
 from .data import first_batch, load_splits
-from .nets import blocks_of, initial_net, observe
+from .nets import initial_net, observe
 from .options import model_names
 from .results import Timer, environment, finish, output_folder
 from .weights import input_size_of, nets_from
@@ -65,7 +66,7 @@ def block_statistics(model, x, device="cpu"):
         rows.append(row)
 
     observe(model, x, [(block, lambda b, i, o, name=name: hook(b, i, o, name))
-                       for name, block in blocks_of(model)], device)
+                       for name, block in residual_blocks(model)], device)
     return rows
 
 

@@ -15,9 +15,10 @@ output); the weights are never modified.
 from __future__ import annotations
 
 from ..files import new_figure
+from ..inspect import residual_blocks
 from ..train import evaluate
 from .data import load_splits
-from .nets import blocks_of, build
+from .nets import build
 from .options import add_training_arguments
 from .results import Timer, environment, finish, output_folder
 from .training import train_net
@@ -52,14 +53,14 @@ def _identity(module, inputs, output):
 
 def residual_lesions(model):
     """(label, [(module, hook)]) for deleting each residual block."""
-    return [(name, [(block, _shortcut_only)]) for name, block in blocks_of(model)
+    return [(name, [(block, _shortcut_only)]) for name, block in residual_blocks(model)
             if block.shortcut]
 
 
 def plain_lesions(model):
     """(label, [(module, hook)]) for deleting each shape-preserving conv+BN layer of the blocks."""
     lesions = []
-    for name, block in blocks_of(model):
+    for name, block in residual_blocks(model):
         for conv, bn in (("conv1", "bn1"), ("conv2", "bn2")):
             c = getattr(block, conv, None)
             if c is None or getattr(block, bn, None) is None:

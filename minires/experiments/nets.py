@@ -13,14 +13,15 @@ both in its name (``split_net_name``, ``describe_net``, ``net_name``):
   reparameterisation) -- named ``plain56-dirac``.
 
 ``build`` makes one from its name and a seed; ``initial_net`` makes it ready to be measured
-untrained (BN calibrated, eval mode); ``blocks_of`` lists its blocks; ``observe`` runs a batch
-through a net with forward hooks.
+untrained (BN calibrated, eval mode); ``observe`` runs a batch through a net with forward
+hooks. A net's blocks: ``minires.inspect.residual_blocks``.
 """
 from __future__ import annotations
 
 import minires as mr
 
-from ..nn import BatchNorm2d, Conv2d, init, is_residual_block
+from ..inspect import residual_blocks
+from ..nn import BatchNorm2d, Conv2d, init
 
 INITS = {"paper": "He et al.'s (Kaiming-normal, BN scale 1)",
          "zero": "residual branches zero-initialised (last BN scale 0)",
@@ -55,17 +56,10 @@ def net_name(model, init="paper"):
     return model if init == "paper" else f"{model}-{init}"
 
 
-def blocks_of(model):
-    """(name, block) for every block of ``model`` in registration order: each module that
-    ``minires.nn.is_residual_block`` calls a residual block, plain blocks included
-    (``block.shortcut`` is False for those)."""
-    return [(name, m) for name, m in model.named_modules() if is_residual_block(m)]
-
-
 def dirac_init_(model, noise=DIRAC_NOISE):
     """Start every 3x3 convolution inside the blocks as the identity plus ``noise`` times its
     current (Kaiming-normal) weights; the stem and the fc keep theirs. Returns the model."""
-    for _, block in blocks_of(model):
+    for _, block in residual_blocks(model):
         for m in block.modules():
             if isinstance(m, Conv2d) and m.weight.shape[-1] == 3:
                 kaiming = m.weight.data.copy()
@@ -133,5 +127,5 @@ def observe(model, x, hooks, device="cpu"):
         model.train(was_training)
 
 
-__all__ = ["DIRAC_NOISE", "INITS", "blocks_of", "build", "calibrate_batch_norm", "describe_net",
+__all__ = ["DIRAC_NOISE", "INITS", "build", "calibrate_batch_norm", "describe_net",
            "dirac_init_", "initial_net", "net_name", "observe", "split_net_name"]

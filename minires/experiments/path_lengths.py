@@ -37,8 +37,9 @@ from minires import functional as F
 from minires.backend import get_array_module
 
 from ..files import new_figure
+from ..inspect import residual_blocks
 from .data import first_batch, load_splits
-from .nets import blocks_of, build
+from .nets import build
 from .results import Timer, environment, finish, output_folder
 from .training import train_net
 from .weights import net_from, save_weights
@@ -74,7 +75,7 @@ class PathSelector:
     """
 
     def __init__(self, model):
-        self.blocks = blocks_of(model)
+        self.blocks = residual_blocks(model)
         if not self.blocks:
             raise ValueError(f"path-lengths: {type(model).__name__} has no residual blocks "
                              f"(no module that minires.nn.is_residual_block accepts)")

@@ -28,6 +28,7 @@ import numpy as np
 from .. import backend, speed
 from ..autograd import is_tensor
 from ..backend import device_of, get_array_module, is_array, to_device
+from ..nn.blocks import is_residual_block
 from ..tensor import Tensor
 from .report import Comparison, FlowReport
 
@@ -60,9 +61,9 @@ def cosine(a, b):
 
 # --- which modules are what --------------------------------------------------------------
 def residual_blocks(model):
-    """(name, block) for every module that has a ``fork`` submodule, in registration order."""
-    return [(name, m) for name, m in model.named_modules()
-            if "fork" in dict(m.named_children())]
+    """(name, block) for every residual block (``minires.nn.is_residual_block``: a module
+    with a ``fork`` submodule), in registration order."""
+    return [(name, m) for name, m in model.named_modules() if is_residual_block(m)]
 
 
 def leaf_layers(model):

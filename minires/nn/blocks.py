@@ -218,19 +218,20 @@ class ResidualBlock(Module):
 
 
 def is_residual_block(module) -> bool:
-    """Whether ``module`` is a residual block (a branch plus a shortcut): True or False.
+    """Whether ``module`` is a residual block: True or False. The one place that decides it.
 
-    A residual block computes ``out = F(x) + shortcut(x)``: its forward forks the input
-    (``module.fork``) into the residual branch F (``module.branch``) and the shortcut
-    (``module.downsample``), the contract described in this module's docstring. Every
-    ``ResidualBlock`` subclass is one. Returns True for those, False for any other
-    module (a layer, a container, a whole network).
+    The contract (this module's docstring): a residual block has a ``fork`` submodule, where
+    its input splits into the residual branch F and the skip path, and its forward returns
+    ``F(x) + shortcut(x)`` (``shortcut`` the identity or ``downsample``). Every
+    ``ResidualBlock`` subclass keeps it; so can a block of your own (an MLP block with a
+    ``self.fork = nn.Fork()``), which ``minires.inspect`` and the experiments then treat like
+    the library's. Any other module (a layer, a container, a whole network) is not one.
 
-    A plain block (``shortcut=False``, e.g. ``PlainBlock``) keeps the same structure with
-    the shortcut switched off, so it counts too: its ``fork`` and ``branch`` are there and
-    its skip gradient is zero. ``module.shortcut`` tells whether the shortcut is added.
+    A plain block (``shortcut=False``, e.g. ``PlainBlock``) keeps the same structure with the
+    shortcut switched off, so it counts too: its skip gradient is zero. ``module.shortcut``
+    (on ``ResidualBlock``) tells whether the shortcut is added.
     """
-    return isinstance(module, ResidualBlock)
+    return isinstance(module, ResidualBlock) or "fork" in dict(module.named_children())
 
 
 # --- post-activation blocks (He et al. 2015) ------------------------------------------
