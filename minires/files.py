@@ -138,8 +138,11 @@ def new_figure(figsize=(10, 4), layout="constrained"):
 
 
 def save_figure(fig, path, dpi=120, what="figure") -> Path:
-    """``fig`` as a PNG at ``path``, atomically."""
-    return write_atomically(path, lambda f: fig.savefig(f, format="png", dpi=dpi), what=what)
+    """``fig`` at ``path``, atomically, in the format its suffix names (``.pdf``, ``.svg``
+    ...; PNG when it has none)."""
+    suffix = Path(path).suffix.lower().lstrip(".")
+    fmt = suffix or "png"
+    return write_atomically(path, lambda f: fig.savefig(f, format=fmt, dpi=dpi), what=what)
 
 
 def draw_optional(draw, path, dpi=120, what="figure"):

@@ -16,7 +16,11 @@ from minires.experiments.degradation import format_verdict, verdict
 from minires.experiments.feature_reuse import block_statistics
 from minires.experiments.gradient_at_init import pearson_rows
 from minires.experiments.lesion import plain_lesions, residual_lesions
-from minires.experiments.loss_landscape import Mover, filter_normalised_direction, slice_tv_ratio
+from minires.experiments.loss_landscape import (
+    ParameterShifter,
+    filter_normalised_direction,
+    slice_tv_ratio,
+)
 from minires.experiments.nets import calibrate_batch_norm, describe_net
 from minires.experiments.options import ExperimentError
 from minires.experiments.path_lengths import PathSelector, summarise
@@ -358,13 +362,13 @@ def test_filter_normalised_direction_matches_each_filter_norm_and_skips_bn_and_b
 def test_mover_moves_and_restores_exactly():
     model = mr.models.get_model("resnet8")
     before = {n: p.data.copy() for n, p in model.named_parameters()}
-    mover = Mover(model)
+    shifter = ParameterShifter(model)
     d = filter_normalised_direction(model, np.random.default_rng(1))
-    mover.move((0.5, d))
+    shifter.shift((0.5, d))
     name = "conv1.weight"
     np.testing.assert_allclose(dict(model.named_parameters())[name].data,
                                before[name] + 0.5 * d[name], rtol=1e-6, atol=1e-7)
-    mover.restore()
+    shifter.restore()
     for n, p in model.named_parameters():
         np.testing.assert_array_equal(p.data, before[n])
 

@@ -42,7 +42,8 @@ print(mode_line())
 # * $\partial L/\partial v = a$ and $\partial L / \partial a$ gets a *direct* share $v$;
 # * $\partial L/\partial u = \partial L/\partial v \cdot 1$;
 # * $b$ is used twice (in $u$ and in $e^b$), so its gradient is the **sum** of both
-#   paths: $\partial L/\partial b = \partial L/\partial u \cdot a + \partial L/\partial v \cdot e^b$;
+#   paths:
+#   $\partial L/\partial b = \partial L/\partial u \cdot a + \partial L/\partial v \cdot e^b$;
 # * $a$ is also used twice: $\partial L/\partial a = v + \partial L/\partial u \cdot b$.
 
 # %%
@@ -153,7 +154,8 @@ assert x.grad == 2 * (2 * 6.0 + 1)          # dz/dx = dz/dy * dy/dx = 13 * 2
 # (NumPy or CuPy). `forward` saves what `backward` needs; `backward` receives the
 # gradient of the output and returns one gradient per input:
 #
-# $$ y = \sin x \quad\Rightarrow\quad \frac{\partial L}{\partial x} = \frac{\partial L}{\partial y}\cos x $$
+# $$ y = \sin x \quad\Rightarrow\quad
+#    \frac{\partial L}{\partial x} = \frac{\partial L}{\partial y}\cos x $$
 
 # %%
 class Sin(Function):
@@ -191,7 +193,8 @@ save_figure(fig, OUT / "sin_gradient.png")
 # A hand-written backward is easy to get wrong, so every op in minires is checked
 # against **central finite differences** in float64:
 #
-# $$ \frac{\partial L}{\partial x_i} \approx \frac{L(x + \epsilon e_i) - L(x - \epsilon e_i)}{2\epsilon} $$
+# $$ \frac{\partial L}{\partial x_i} \approx
+#    \frac{L(x + \epsilon e_i) - L(x - \epsilon e_i)}{2\epsilon} $$
 #
 # for *every* element $x_i$, with the loss $L = \sum_j f(x)_j\, r_j$ for a random
 # direction $r$ (lesson 04 shows why a plain `sum` is not enough). `gradcheck` returns

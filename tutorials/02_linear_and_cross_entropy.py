@@ -165,7 +165,8 @@ assert all(after < before for before, after in itertools.pairwise(gd_losses)), \
 with mr.no_grad():
     test_pred = F.linear(mr.tensor(X_test), W_t, b_t).numpy().argmax(axis=1)
 linear_acc = float((test_pred == y_test).mean())
-print(f"linear classifier, {len(gd_losses)} full-batch steps: test accuracy {100 * linear_acc:.1f}% "
+print(f"linear classifier, {len(gd_losses)} full-batch steps: "
+      f"test accuracy {100 * linear_acc:.1f}% "
       f"(chance: 10%)")
 
 # %% [markdown]

@@ -43,7 +43,8 @@ rng = np.random.default_rng(0)
 # Output pixel $(i, j)$ of channel $o$ is a dot product between the kernel and the
 # window of the (padded) input it covers:
 #
-# $$ y_{n,o,i,j} = b_o + \sum_{c,k_h,k_w} w_{o,c,k_h,k_w}\; x^{pad}_{n,\,c,\,i s + k_h,\,j s + k_w} $$
+# $$ y_{n,o,i,j} = b_o +
+#    \sum_{c,k_h,k_w} w_{o,c,k_h,k_w}\; x^{pad}_{n,\,c,\,i s + k_h,\,j s + k_w} $$
 #
 # and the output size is $OH = \lfloor (H + 2p - KH)/s \rfloor + 1$ (same for $OW$).
 

@@ -71,11 +71,13 @@ assert np.allclose(y.mean(axis=(0, 2, 3)), beta)        # x_hat has mean 0 in ev
 # every $\hat x_j$ depends on every $x_i$ of the channel, through $\mu$ and $\sigma$.
 # With $\partial\mu/\partial x_i = 1/M$ and $\partial\sigma/\partial x_i = \hat x_i/M$:
 #
-# $$ \frac{\partial \hat x_j}{\partial x_i} = \frac1\sigma\Big(\delta_{ij} - \frac1M - \frac{\hat x_i \hat x_j}{M}\Big) $$
+# $$ \frac{\partial \hat x_j}{\partial x_i} =
+#    \frac1\sigma\Big(\delta_{ij} - \frac1M - \frac{\hat x_i \hat x_j}{M}\Big) $$
 #
 # Summing over $j$ with weights $\gamma g_j$:
 #
-# $$ \frac{\partial L}{\partial x_i} = \frac{\gamma}{\sigma}\Big(g_i - \overline{g} - \hat x_i\, \overline{g\hat x}\Big) $$
+# $$ \frac{\partial L}{\partial x_i} =
+#    \frac{\gamma}{\sigma}\Big(g_i - \overline{g} - \hat x_i\, \overline{g\hat x}\Big) $$
 #
 # where the bars are means over the channel's $M$ values. Two sums per channel —
 # that is the whole backward pass. Here it is as an op (without $\gamma$, $\beta$ to

@@ -30,7 +30,8 @@
 # (estimated from the step times measured at one thread: 0.075 s for a 20-layer net,
 # 0.22 s for a 56-layer one at 8x8). At this budget the residual half is *not* expected
 # to show — the experiment's 4,000 iterations on three seeds did not show it either (the
-# two residual nets tie; the plain half shows clearly), and section 3 shows that run. Fast mode: depths 8 and 14 on 256 synthetic 8x8 images, seconds.
+# two residual nets tie; the plain half shows clearly), and section 3 shows that run. Fast mode:
+# depths 8 and 14 on 256 synthetic 8x8 images, seconds.
 
 # %%
 import json
@@ -52,6 +53,7 @@ import minires as mr
 import minires.functional as F
 from minires.experiments.degradation import PRESETS, format_verdict, verdict
 from minires.experiments.feature_reuse import block_statistics
+from minires.experiments.nets import describe_net
 from minires.experiments.weights import save_weights
 from minires.train import evaluate
 
@@ -90,7 +92,7 @@ for name in names:
     m = models[name]
     convs = sum(1 for mod in m.modules() if isinstance(mod, mr.nn.Conv2d))
     print(f"{name}: {convs} conv layers + 1 linear, {m.num_parameters():,} parameters")
-    assert convs + 1 == int(name.lstrip("plainresnet"))          # depth = weighted layers
+    assert convs + 1 == describe_net(name)[1]              # depth = weighted layers
     has_skip = [getattr(b, "shortcut", False) for _, b in mr.inspect.residual_blocks(m)]
     assert all(has_skip) if name.startswith("resnet") else not any(has_skip)
 for depth in (SHALLOW, DEEP):        # the skips of option A add no parameters: a fair pair
@@ -196,7 +198,7 @@ runs = {}
 for name, model in models.items():
     train_loss, train_acc = evaluate(model, data.train)              # (mean loss, accuracy)
     train_err, test_err = 1 - train_acc, 1 - evaluate(model, data.test)[1]
-    runs[name] = {"depth": int(name.lstrip("plainresnet")), "final_train_error": train_err}
+    runs[name] = {"depth": describe_net(name)[1], "final_train_error": train_err}
     print(f"{name:>9}: training error {train_err:.4f} (loss {train_loss:.3f}), test error "
           f"{test_err:.3f}")
 measured = verdict({"depths": [SHALLOW, DEEP], "runs": {str(SEED): runs}})
@@ -239,7 +241,8 @@ if SHIPPED.is_file():
                 if r.get("variant", r["family"]) not in axes:
                     continue                           # the ablation's nets: see the README
                 axes[r["family"]].plot(r["history"]["steps"], r["history"]["train_error"],
-                                       color=f"C{int(r['depth'] == max(shipped['depths']))}", lw=0.7,
+                                       color=f"C{int(r['depth'] == max(shipped['depths']))}",
+                                       lw=0.7,
                                        label=name if seed == str(shipped["seeds"][0]) else None)
         for family, ax in axes.items():
             ax.set(xlabel="iteration", title=f"{family} (the experiment's shipped run, "

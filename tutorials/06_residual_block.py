@@ -58,7 +58,8 @@ rng = np.random.default_rng(0)
 # ## 1. The block, by hand
 #
 # The residual branch is two 3x3 convolutions, each followed by batch norm, with a ReLU
-# between them: $F(x) = \mathrm{bn_2}(\mathrm{conv_2}(\mathrm{relu}(\mathrm{bn_1}(\mathrm{conv_1}(x)))))$.
+# between them:
+# $F(x) = \mathrm{bn_2}(\mathrm{conv_2}(\mathrm{relu}(\mathrm{bn_1}(\mathrm{conv_1}(x)))))$.
 # The block adds its input back and applies the last ReLU:
 #
 # $$ \mathrm{out} = \mathrm{relu}\big(F(x) + x\big) $$

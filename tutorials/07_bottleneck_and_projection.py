@@ -79,7 +79,8 @@ assert bottleneck.num_parameters() == bottleneck_by_hand
 
 # %%
 def count_macs(model, input_shape):
-    """Multiply-adds of every Conv2d and Linear for one forward pass: {"conv": ..., "linear": ...}."""
+    """Multiply-adds of every Conv2d and Linear for one forward pass:
+    {"conv": ..., "linear": ...}."""
     total = {"conv": 0, "linear": 0}
 
     def conv_hook(layer, inputs, output):

@@ -47,7 +47,8 @@ rng = np.random.default_rng(0)
 # A post-activation block (lesson 06) ends with `relu(F(x) + x)`: the ReLU sits on
 # the shortcut path, so even a block whose branch is zero changes its input (negative
 # values are cut). A pre-activation block computes
-# $F(x) = \mathrm{conv_2}(\mathrm{relu}(\mathrm{bn_2}(\mathrm{conv_1}(\mathrm{relu}(\mathrm{bn_1}(x))))))$
+# $F(x) =
+# \mathrm{conv_2}(\mathrm{relu}(\mathrm{bn_2}(\mathrm{conv_1}(\mathrm{relu}(\mathrm{bn_1}(x))))))$
 # and returns $x + F(x)$ with nothing after the addition. Then for a stack of such
 # blocks (with identity shortcuts)
 #

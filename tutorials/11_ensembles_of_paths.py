@@ -44,7 +44,8 @@ rng = np.random.default_rng(0)
 #
 # Three residual blocks with *linear* branches $A_1, A_2, A_3$ compute
 #
-# $$ (I + A_3)(I + A_2)(I + A_1)\,x = x + A_1x + A_2x + A_3x + A_2A_1x + A_3A_1x + A_3A_2x + A_3A_2A_1x $$
+# $$ (I + A_3)(I + A_2)(I + A_1)\,x =
+#    x + A_1x + A_2x + A_3x + A_2A_1x + A_3A_1x + A_3A_2x + A_3A_2A_1x $$
 #
 # Each term is a *path*: at every block it either goes through the branch or along
 # the skip. There are $2^3 = 8$ of them, and a path's **length** is the number of

@@ -54,13 +54,13 @@ from minires.experiments.data import balanced_subset
 from minires.experiments.degradation import PRESETS
 from minires.experiments.feature_reuse import block_statistics
 from minires.experiments.loss_landscape import (
-    Mover,
+    ParameterShifter,
     batch_stat_loss,
     filter_normalised_direction,
     slice_tv_ratio,
 )
 from minires.experiments.nets import build, initial_net
-from minires.experiments.training import train_net as train
+from minires.experiments.training import train_net
 from minires.experiments.weights import net_from, save_weights
 from minires.train import evaluate
 
@@ -91,7 +91,7 @@ for name in (PLAIN, RESNET):
         print(f"{name}: loaded from lesson 05 ({path})")
     else:
         model, inits[name] = build(name, SEED), name     # lesson 05's seed and init (He et al.)
-        train(model, data.train, None, steps=STEPS, batch_size=fast_or_full(32, 128),
+        train_net(model, data.train, None, steps=STEPS, batch_size=fast_or_full(32, 128),
               lr=RECIPE["lr"], nesterov=RECIPE["nesterov"], weight_decay=RECIPE["weight_decay"],
               warmup_frac=RECIPE["warmup_frac"], augment=RECIPE["augment"] and not FAST,
               crop_padding=RECIPE["input_size"] // 8, seed=SEED, log_every=STEPS,
@@ -173,27 +173,28 @@ for name, model in nets.items():
     rng = np.random.default_rng([SEED, 7])
     directions[name] = (filter_normalised_direction(model, rng),
                         filter_normalised_direction(model, rng))
-    mover = Mover(model)
+    shifter = ParameterShifter(model)
     curves = []
     for d in directions[name]:
         values = []
         for a in alphas:
-            mover.move((a, d))
+            shifter.shift((a, d))
             values.append(loss_at(model))
         curves.append(values)
-    mover.restore()
+    shifter.restore()
     slices[name] = curves
     batch_stats = []                     # the same slice along d1, BN on batch statistics
     for a in alphas:
-        mover.move((a, directions[name][0]))
+        shifter.shift((a, directions[name][0]))
         batch_stats.append(batch_stat_loss(model, probe, 500, "cpu"))
-    mover.restore()
+    shifter.restore()
     batch_slices[name] = batch_stats
     centre = loss_at(model)
     rises = [(c[0] + c[-1]) / 2 - centre for c in curves]
     tvs = [slice_tv_ratio(c) for c in curves]
     print(f"{name}: loss {centre:.3f} at the trained weights; edge rise {np.mean(rises):.2f} "
-          f"with fixed BN statistics, {(batch_stats[0] + batch_stats[-1]) / 2 - batch_stats[len(alphas) // 2]:.2f} "
+          f"with fixed BN statistics, "
+          f"{(batch_stats[0] + batch_stats[-1]) / 2 - batch_stats[len(alphas) // 2]:.2f} "
           f"along d1 with batch statistics; TV ratio {np.mean(tvs):.2f}")
 
 fig = new_figure((11, 4))
@@ -226,24 +227,25 @@ save_figure(fig, OUT / "slices.png")
 grid = np.linspace(-1, 1, fast_or_full(5, 9))
 surfaces, shares = {}, {}
 for name, model in nets.items():
-    mover = Mover(model)
+    shifter = ParameterShifter(model)
     d1, d2 = directions[name]
     surface = np.zeros((len(grid), len(grid)))
     for i, a in enumerate(grid):
         for j, b in enumerate(grid):
-            mover.move((a, d1), (b, d2))
+            shifter.shift((a, d1), (b, d2))
             surface[i, j] = loss_at(model)
-    mover.restore()
+    shifter.restore()
     surfaces[name] = surface
 
-    def loss_surface(a, b, model=model, mover=mover, d1=d1, d2=d2):
-        mover.move((a, d1), (b, d2))
+    def loss_surface(a, b, model=model, shifter=shifter, d1=d1, d2=d2):
+        shifter.shift((a, d1), (b, d2))
         return loss_at(model)
 
     shares[name] = nonconvex_share(loss_surface, grid[::2], h=0.01, rel_noise=1e-6)
-    mover.restore()
+    shifter.restore()
     coarse = grid_step_nonconvex_share(surface, grid[1] - grid[0])
-    print(f"{name}: non-convex share {shares[name]:.2f} on {len(grid[::2])}x{len(grid[::2])} points "
+    print(f"{name}: non-convex share {shares[name]:.2f} "
+          f"on {len(grid[::2])}x{len(grid[::2])} points "
           f"(small-step Hessian); the grid-step Hessian would say {coarse:.2f}")
     assert surface[len(grid) // 2, len(grid) // 2] == slices[name][0][len(alphas) // 2]
 
@@ -272,14 +274,14 @@ line = np.linspace(0, 1, fast_or_full(5, 11))
 paths = {}
 for name, model in nets.items():
     initial = build(inits[name], SEED)           # the same seed and init as the trained net
-    mover = Mover(model)
+    shifter = ParameterShifter(model)
     theta0 = dict(initial.named_parameters())
-    delta = {k: mover.theta[k].astype(np.float64) - theta0[k].data for k in mover.theta}
+    delta = {k: shifter.theta[k].astype(np.float64) - theta0[k].data for k in shifter.theta}
     losses = []
     for alpha in line:
-        mover.move((alpha - 1.0, delta))           # theta + (alpha - 1)(theta - theta_0)
+        shifter.shift((alpha - 1.0, delta))           # theta + (alpha - 1)(theta - theta_0)
         losses.append(batch_stat_loss(model, probe, 500, "cpu"))
-    mover.restore()
+    shifter.restore()
     paths[name] = losses
     rises = int(np.sum(np.diff(losses) > 0))
     print(f"{name}: loss {losses[0]:.2f} at init -> {losses[-1]:.3f} trained; it rises on "
@@ -318,7 +320,8 @@ for name, model in nets.items():
     reuse[name] = (at_init, trained)
     for when, rows in (("init", at_init), ("trained", trained)):
         cos = [r["cosine"] for r in rows if r["cosine"] is not None]
-        print(f"{name:>9} {when:>7}: mean ||F(x)||/||x|| {np.mean([r['branch_ratio'] for r in rows]):.3f}"
+        ratio = np.mean([r["branch_ratio"] for r in rows])
+        print(f"{name:>9} {when:>7}: mean ||F(x)||/||x|| {ratio:.3f}"
               f", mean cos(x, out) {np.mean(cos):.3f}")
 assert all(-1 - 1e-6 <= r["cosine"] <= 1 + 1e-6 for rows in reuse[RESNET] for r in rows
            if r["cosine"] is not None)

@@ -90,7 +90,7 @@ def run_experiment(name, argv=(), *, speed_settings=True):
     args.argv = [name, *argv]
     args.experiment = name
     module = get_experiment(name)
-    if args.out is not None and not getattr(module, "RESUMES_ITSELF", False):
+    if args.out is not None and not getattr(module, "HANDLES_RESUME", False):
         from .results import finished_results
         done = finished_results(args)
         if done is not None:

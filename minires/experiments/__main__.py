@@ -71,4 +71,6 @@ def main(argv=None):
 
 if __name__ == "__main__":
     from minires.__main__ import run_command
+    from minires.blas_kernel import rerun_with_fastest_kernel
+    rerun_with_fastest_kernel()      # under the fastest OpenBLAS kernel (measured once per machine)
     sys.exit(run_command(main))

@@ -21,7 +21,7 @@ DESCRIPTION = ("Degradation, then the loss landscape, feature reuse, lesion, lay
 
 # --resume keeps every finished net (or part) and computes the rest, even after the run was
 # complete: a resumed degradation run with more --seeds adds the new seeds.
-RESUMES_ITSELF = True
+HANDLES_RESUME = True
 
 def add_arguments(parser):
     parser.add_argument("--seeds", default=None, help="seeds of the degradation run (default: "

@@ -91,7 +91,7 @@ HEADLINE = ("plain", "resnet")
 ABLATION = ("plain", "plain-dirac", "resnet", "resnet-zero")
 # --resume keeps every finished net (or part) and computes the rest, even after the run was
 # complete: a resumed degradation run with more --seeds (or --ablation) adds what is new.
-RESUMES_ITSELF = True
+HANDLES_RESUME = True
 # the paper's claim per headline variant: which direction of error(deep) - error(shallow)
 CLAIM = {"plain": ("higher", "deeper trains worse (gap > 0)"),
          "resnet": ("lower", "deeper trains better (gap < 0)")}

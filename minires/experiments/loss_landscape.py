@@ -166,14 +166,15 @@ def filter_normalised_direction(model, rng):
     return direction
 
 
-class Mover:
-    """Sets a model's parameters to theta + sum(coef * direction) in place; ``restore`` undoes."""
+class ParameterShifter:
+    """Shifts a model's parameters, in place, to theta + sum(coef * direction) (theta: their
+    values when the shifter was made); ``restore`` puts theta back."""
 
     def __init__(self, model):
         self.params = dict(model.named_parameters())
         self.theta = {n: p.data.copy() for n, p in self.params.items()}
 
-    def move(self, *terms):
+    def shift(self, *terms):
         """``terms``: (coefficient, {name: array}) pairs."""
         for name, p in self.params.items():
             w = self.theta[name].astype(np.float64)
@@ -256,14 +257,14 @@ class SurfaceFunction:
     at their centres; ``evaluations`` counts the forward passes over the images.
     """
 
-    def __init__(self, mover, probe, d1, d2):
-        self.mover, self.probe, self.d1, self.d2 = mover, probe, d1, d2
+    def __init__(self, shifter, probe, d1, d2):
+        self.shifter, self.probe, self.d1, self.d2 = shifter, probe, d1, d2
         self.values = {}
 
     def __call__(self, a, b):
         key = (round(float(a), 12), round(float(b), 12))
         if key not in self.values:
-            self.mover.move((a, self.d1), (b, self.d2))
+            self.shifter.shift((a, self.d1), (b, self.d2))
             self.values[key] = self.probe()
         return self.values[key]
 
@@ -288,11 +289,11 @@ def landscape(model, split, args, rng):
     curvature and the full Hessian's extreme eigenvalues for one trained model.
     ``args`` as ``run`` checked and completed them (``resolve_options``)."""
     probe = LossProbe(model, split, args.batch_size, args.device)
-    mover = Mover(model)
+    shifter = ParameterShifter(model)
     d1, d2 = filter_normalised_direction(model, rng), filter_normalised_direction(model, rng)
     slice_a = np.linspace(-args.span, args.span, args.slice_points)
     grid_a = np.linspace(-args.span, args.span, args.grid)
-    surface_at = SurfaceFunction(mover, probe, d1, d2)
+    surface_at = SurfaceFunction(shifter, probe, d1, d2)
     out = {"slice_a": slice_a.tolist(), "grid_a": grid_a.tolist()}
     batch = {}                                   # the same, BN on batch statistics
     seconds = {}
@@ -307,7 +308,7 @@ def landscape(model, split, args, rng):
         for key, d in (("slice_d1", d1), ("slice_d2", d2)):
             fixed, batched = [], []
             for a in slice_a:
-                mover.move((a, d))
+                shifter.shift((a, d))
                 fixed.append(probe())
                 batched.append(batch_loss())
             out[key], batch[key] = fixed, batched
@@ -319,13 +320,13 @@ def landscape(model, split, args, rng):
             batched = np.zeros_like(surface)
             for i, a in enumerate(grid_a):
                 for j, b in enumerate(grid_a):
-                    mover.move((a, d1), (b, d2))
+                    shifter.shift((a, d1), (b, d2))
                     batched[i, j] = batch_loss()
             batch["surface"] = batched.tolist()
             seconds["batch_stat_grid"] = clock.seconds
         if args.curvature_stride:
             clock = Timer()
-            mover.restore()
+            shifter.restore()
             # the float32 loss's rounding, measured at the centre against float64, sets the
             # floor below which a curvature is not told from noise (x10 for other points)
             reference = float64_loss(model, split, args.batch_size, args.device)
@@ -352,7 +353,7 @@ def landscape(model, split, args, rng):
             points = []
             for a in args.hessian_points:
                 at = Timer()
-                mover.move((a, d1))
+                shifter.shift((a, d1))
                 r = model_hessian_extremes(model, images, args.hessian_iters, args.batch_size,
                                            args.device, args.hessian_eps, lanczos_rng)
                 points.append({"a": a, "direction": "d1", **r, "seconds": at.seconds})
@@ -360,7 +361,7 @@ def landscape(model, split, args, rng):
                               "rel_eps": args.hessian_eps, "points": points}
             seconds["hessian"] = clock.seconds
     finally:
-        mover.restore()
+        shifter.restore()
     slices = (out["slice_d1"], out["slice_d2"])
     out["slice_tv_ratio"] = float(np.mean([slice_tv_ratio(s) for s in slices]))
     out["edge_rise"] = _edge_rise(slices, out["center_loss"])
@@ -379,16 +380,16 @@ def interpolation(model, initial, split, args):
     alphas = np.linspace(-0.2, 1.2, args.interp_points)
     final = dict(model.named_parameters())
     start = dict(initial.named_parameters())
-    mover = Mover(model)
-    delta = {n: mover.theta[n].astype(np.float64) - mr.backend.to_numpy(start[n].data)
+    shifter = ParameterShifter(model)
+    delta = {n: shifter.theta[n].astype(np.float64) - mr.backend.to_numpy(start[n].data)
              for n in final}
     losses = []
     try:
         for alpha in alphas:
-            mover.move((alpha - 1.0, delta))          # theta + (alpha - 1)(theta - theta_0)
+            shifter.shift((alpha - 1.0, delta))          # theta + (alpha - 1)(theta - theta_0)
             losses.append(batch_stat_loss(model, split, args.batch_size, args.device))
     finally:
-        mover.restore()
+        shifter.restore()
     return {"alpha": alphas.tolist(), "loss": losses}
 
 

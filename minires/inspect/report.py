@@ -279,9 +279,9 @@ class FlowReport:
     def plot(self, path=None):
         """Two panels: weight-gradient norm per layer, and skip/branch/total per block.
 
-        Returns the matplotlib ``Figure`` (Jupyter shows it); also saves it as a PNG when
-        ``path`` is given. Without matplotlib: ``minires.files.MatplotlibMissing``, an
-        ``ImportError`` that says what to install.
+        Returns the matplotlib ``Figure`` (Jupyter shows it); also saves it to ``path`` when
+        given, in the format its suffix names (.png, .pdf, .svg). Without matplotlib:
+        ``minires.files.MatplotlibMissing``, an ``ImportError`` that says what to install.
         """
         fig = new_figure((9, 6.5))
         ax1, ax2 = fig.subplots(2, 1)
@@ -426,7 +426,8 @@ class Comparison:
     def plot(self, path=None):
         """Gradient norm per layer against relative depth, and total block gradient, per model.
 
-        Returns the matplotlib ``Figure``; also saves it as a PNG when ``path`` is given.
+        Returns the matplotlib ``Figure``; also saves it to ``path`` when given (format from
+        the suffix: .png, .pdf, .svg).
         Without matplotlib: ``minires.files.MatplotlibMissing`` (an ``ImportError``).
         """
         fig = new_figure((9, 6.5))
