@@ -148,7 +148,8 @@ def main():
             logits = torch.nn.functional.linear(
                 torch.flatten(torch.nn.functional.adaptive_avg_pool2d(f, 1), 1), tfc_w, tfc_b)
             return torch.nn.functional.cross_entropy(logits, tlabels)
-        t_t = fwd_bwd_times(torch_head, lambda: (torch.from_numpy(feat_np.copy()).requires_grad_(),),
+        t_t = fwd_bwd_times(torch_head,
+                            lambda: (torch.from_numpy(feat_np.copy()).requires_grad_(),),
                             args.repeats, lambda y: y.backward())
     row("avgpool + fc + cross-entropy", mr_t, t_t)
 

@@ -1,6 +1,7 @@
 """A whole training step (and eval throughput), minires against PyTorch CPU, in one process.
 
-    python benchmarks/bench_step.py                       # resnet20, resnet56, preact_resnet29 (bottleneck)
+    python benchmarks/bench_step.py                       # resnet20, resnet56,
+                                                          # preact_resnet29 (bottleneck)
     python benchmarks/bench_step.py --models resnet20 --repeats 9
     python benchmarks/bench_step.py --no-torch            # minires only
 
@@ -49,7 +50,8 @@ except ImportError:          # an older minires (comparing versions): no CPU thr
 MODELS = {
     "resnet20": (lambda: mr.models.resnet20(), ("basic", 3)),
     "resnet56": (lambda: mr.models.resnet56(), ("basic", 9)),
-    "preact_resnet29": (lambda: mr.models.preact_resnet(29, bottleneck=True), ("preact_bottleneck", 3)),
+    "preact_resnet29": (lambda: mr.models.preact_resnet(29, bottleneck=True),
+                        ("preact_bottleneck", 3)),
 }
 
 
@@ -239,7 +241,8 @@ def main():
         ips = {k: args.eval_batch / statistics.median(v) for k, v in evals.items() if v}
         load = max(load0, load_average())
         row = f"{name:<18}{med['minires']:>11.3f}"
-        row += f"{med['torch']:>10.3f}{med['minires'] / med['torch']:>7.2f}x" if torch else f"{'':>18}"
+        row += (f"{med['torch']:>10.3f}{med['minires'] / med['torch']:>7.2f}x" if torch
+                else f"{'':>18}")
         best = ips.get("fused", ips.get("minires"))
         row += f"{ips['minires']:>15.0f}" if "minires" in ips else f"{'':>15}"
         row += f"{ips['fused']:>13.0f}" if "fused" in ips else f"{'-':>13}"

@@ -65,7 +65,8 @@ def gemm_rates(n=2048):
             threads * flops / best_of(one_per_core)[0])
     if setter:
         setter(os.cpu_count() or 1)
-        rates[f"BLAS {os.cpu_count()} threads"] = flops / best_of(lambda: mats[0][0] @ mats[0][1])[0]
+        rates[f"BLAS {os.cpu_count()} threads"] = (
+            flops / best_of(lambda: mats[0][0] @ mats[0][1])[0])
         setter(1 if threads > 1 else (os.cpu_count() or 1))     # back to minires' choice
     return rates
 
@@ -103,7 +104,8 @@ def main():
         tf, tb = best_of(fwd)[0], best_of(fwd_bwd)[0]
         flops_f = 2 * macs
         flops_b = flops_f * (3 if name != "conv1" else 2)
-        print(f"{name:<16}{f'{C}->{O} @{HW} /{stride}':<22}{tf * 1e3:>8.1f}{flops_f / tf / 1e9:>7.0f}"
+        print(f"{name:<16}{f'{C}->{O} @{HW} /{stride}':<22}"
+              f"{tf * 1e3:>8.1f}{flops_f / tf / 1e9:>7.0f}"
               f"{flops_f / tf / ceiling:>5.0%}{tb * 1e3:>12.1f}{flops_b / tb / 1e9:>7.0f}"
               f"{flops_b / tb / ceiling:>5.0%}")
 

@@ -580,8 +580,8 @@ def main(argv=None):
     if args.auto_dry_run:
         say("no usable GPU (CuPy + CUDA): running the dry run on the CPU instead")
     info = environment(device)
-    say(f"minires GPU check{' (DRY RUN on the CPU: the numbers mean nothing)' if args.dry_run else ''}"
-        f": {info}")
+    dry = " (DRY RUN on the CPU: the numbers mean nothing)" if args.dry_run else ""
+    say(f"minires GPU check{dry}: {info}")
     skip = set(filter(None, args.skip.split(",")))
     stages = {name: Stage(name) for name in ("gpu tests", "step time", "data", "training",
                                              "cpu eval")}

@@ -38,5 +38,6 @@ def __getattr__(name):
 
 
 __all__ = ["Tensor", "tensor", "zeros", "ones", "randn", "from_numpy", "Function", "no_grad",
-           "enable_grad", "is_grad_enabled", "functional", "gradcheck", "GradcheckError", "get_array_module", "gpu_available",
-           "manual_seed", "set_num_threads", "speed_settings", "use_speed_settings", "__version__", *_LAZY]
+           "enable_grad", "is_grad_enabled", "functional", "gradcheck", "GradcheckError",
+           "get_array_module", "gpu_available", "manual_seed", "set_num_threads",
+           "speed_settings", "use_speed_settings", "__version__", *_LAZY]

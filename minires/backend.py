@@ -46,7 +46,8 @@ def get_cupy():
     try:
         import cupy
     except ImportError as err:  # pragma: no cover - depends on the machine
-        raise RuntimeError(f"device 'cuda' needs CuPy, which is not installed. {_GPU_HELP}") from err
+        raise RuntimeError("device 'cuda' needs CuPy, which is not installed. "
+                           f"{_GPU_HELP}") from err
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as err:  # pragma: no cover - depends on the machine

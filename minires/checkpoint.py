@@ -20,7 +20,6 @@ never execute code from the file.
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path

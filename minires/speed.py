@@ -32,7 +32,6 @@ import functools
 import os
 import threading
 
-
 from .backend import keep_freed_memory
 from .functional import parallel
 from .functional.parallel import configure

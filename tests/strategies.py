@@ -12,7 +12,8 @@ from tests.helpers import away_from
 
 
 def shapes(min_dims=1, max_dims=3, min_side=1, max_side=4):
-    return hnp.array_shapes(min_dims=min_dims, max_dims=max_dims, min_side=min_side, max_side=max_side)
+    return hnp.array_shapes(min_dims=min_dims, max_dims=max_dims, min_side=min_side,
+                            max_side=max_side)
 
 
 def arrays(shape, low=-2.0, high=2.0):

@@ -66,7 +66,7 @@ def test_backward_keeps_float32(device, name):
 
 def test_sigmoid_is_stable_for_huge_inputs(device):
     x = np.array([-1e4, -80.0, 0.0, 80.0, 1e4], dtype=np.float32)
-    with np.errstate(over="raise", divide="raise", invalid="raise"):            # no overflow warning either
+    with np.errstate(over="raise", divide="raise", invalid="raise"):  # no overflow warning either
         y = F.sigmoid(t32(x, device))
     assert_forward(y, [0.0, np_sigmoid(-80.0), 0.5, 1.0, 1.0], rtol=1e-6, atol=1e-30)
 

@@ -270,7 +270,8 @@ def test_integer_tensors_cannot_require_grad(device):
 
 def test_requires_grad_cannot_be_switched_off_on_a_non_leaf(device):
     y = t64([1.0], device) * 2
-    with pytest.raises(RuntimeError, match=r"requires_grad can only be switched off on a leaf.*detach"):
+    with pytest.raises(RuntimeError,
+                       match=r"requires_grad can only be switched off on a leaf.*detach"):
         y.requires_grad = False
 
 
@@ -332,7 +333,7 @@ def test_truth_value_only_for_one_element(device):
     (np.zeros(2, dtype=np.int64), None, np.int64),       # integer / bool arrays keep theirs too
     (np.zeros(2, dtype=np.uint8), None, np.uint8),
     (np.zeros(2, dtype=bool), None, np.bool_),
-    ([1.0, 2.0], None, np.float32),                      # Python floats -> float32 (PyTorch's rules)
+    ([1.0, 2.0], None, np.float32),                      # Python floats -> float32 (as in PyTorch)
     ([1, 2.5], None, np.float32),
     ([1, 2], None, np.int64),                            # Python ints -> int64, bools -> bool
     ([True, False], None, np.bool_),

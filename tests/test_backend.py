@@ -61,7 +61,8 @@ def test_device_round_trip_keeps_values_leafness_and_grad(device):
 
 def test_to_rejects_unknown_devices_and_non_leaves(device):
     x = t32([1.0], device)
-    with pytest.raises(ValueError, match=r"unknown device 'tpu': expected one of \('cpu', 'cuda'\)"):
+    with pytest.raises(ValueError,
+                       match=r"unknown device 'tpu': expected one of \('cpu', 'cuda'\)"):
         x.to("tpu")
     with pytest.raises(RuntimeError, match="to\\(\\): move leaf tensors"):
         (t32([1.0], device, requires_grad=True) * 2).to("cpu" if device == "cuda" else "cuda")
@@ -82,9 +83,11 @@ def test_cuda_without_cupy_or_gpu_says_how_to_install_it():
 @pytest.mark.skipif(not GPU, reason="needs CuPy and a CUDA GPU")
 def test_mixing_devices_names_the_op_and_both_devices():
     a, b = t32([1.0, 2.0], "cpu"), t32([3.0, 4.0], "cuda")
-    with pytest.raises(RuntimeError, match=r"Add: inputs are on different devices \(cpu and cuda\)"):
+    with pytest.raises(RuntimeError,
+                       match=r"Add: inputs are on different devices \(cpu and cuda\)"):
         a + b
-    with pytest.raises(RuntimeError, match=r"MatMul: inputs are on different devices \(cpu and cuda\)"):
+    with pytest.raises(RuntimeError,
+                       match=r"MatMul: inputs are on different devices \(cpu and cuda\)"):
         a @ b
     with pytest.raises(RuntimeError, match=r"cannot combine a cpu array with a tensor on cuda"):
         b + np.ones(2, dtype=np.float32)

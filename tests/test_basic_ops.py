@@ -252,7 +252,8 @@ def reshape_targets(draw, shape):
     size = int(np.prod(shape, dtype=np.int64))
     divisor = draw(st.sampled_from([d for d in range(1, size + 1) if size % d == 0]))
     return draw(st.sampled_from([(size,), (-1,), tuple(reversed(shape)), (1,) + shape,
-                                 shape + (1,), (divisor, -1), (-1, divisor), (divisor, size // divisor)]))
+                                 shape + (1,), (divisor, -1), (-1, divisor),
+                                 (divisor, size // divisor)]))
 
 
 @given(data=st.data())
@@ -353,8 +354,8 @@ def test_pad(device, data):
     shape = data.draw(S.shapes(min_dims=1, max_dims=3, max_side=3))
     ndim = len(shape)
     pair = st.tuples(st.integers(0, 2), st.integers(0, 2))
-    width = data.draw(st.one_of(st.integers(0, 2),                       # every side
-                                pair,                                    # (before, after) everywhere
+    width = data.draw(st.one_of(st.integers(0, 2),                   # every side
+                                pair,                                # (before, after) everywhere
                                 st.lists(pair, min_size=ndim, max_size=ndim).map(tuple)))
     value = data.draw(st.sampled_from([0.0, -1.5]))
     x = data.draw(S.arrays(shape))
@@ -435,13 +436,15 @@ def test_linear_shape_errors(device):
         F.linear(x, t32(np.ones((5, 4)), device))
     with pytest.raises(ValueError, match=r"linear: bias must have shape \(5,\), got \(3,\)"):
         F.linear(x, t32(np.ones((5, 3)), device), t32(np.ones(3), device))
-    with pytest.raises(ValueError, match=r"linear: weight must be 2-D \(out, in\), got shape \(3,\)"):
+    with pytest.raises(ValueError,
+                       match=r"linear: weight must be 2-D \(out, in\), got shape \(3,\)"):
         F.linear(x, t32(np.ones(3), device))
 
 
 def test_shape_op_errors(device):
     x = t32(np.ones((2, 3)), device)
-    with pytest.raises(ValueError, match=r"reshape: cannot reshape .*\(2, 3\) \(6 elements\).*\(4,\)"):
+    with pytest.raises(ValueError,
+                       match=r"reshape: cannot reshape .*\(2, 3\) \(6 elements\).*\(4,\)"):
         x.reshape(4)
     with pytest.raises(ValueError, match=r"transpose: axes \(0, 0\) are not a permutation"):
         x.transpose(0, 0)

@@ -161,7 +161,8 @@ def test_incompatible_model_lists_the_differences(tmp_path):
 
 def test_save_into_a_missing_folder_names_the_target(tmp_path):
     target = tmp_path / "no-such-folder" / "model.npz"
-    with pytest.raises(WriteError, match="checkpoint .*model.npz: the folder .*no-such-folder does not exist"):
+    with pytest.raises(WriteError, match="checkpoint .*model.npz: "
+                                         "the folder .*no-such-folder does not exist"):
         checkpoint.save(target, {"w": np.zeros(2, dtype=np.float32)})
 
 

@@ -19,10 +19,24 @@ import threading
 import numpy as np
 import pytest
 
-from minires.data import (BINARY, PYTHON, CIFAR_MEAN, CIFAR_STD, DataError, DataLoader,
-                          data_root, extract_archive, find_or_fetch, load_cifar10, normalize,
-                          random_crop_flip, random_crop_flip_reference, read_binary_batch,
-                          read_python_batch, verify_md5)
+from minires.data import (
+    BINARY,
+    CIFAR_MEAN,
+    CIFAR_STD,
+    PYTHON,
+    DataError,
+    DataLoader,
+    data_root,
+    extract_archive,
+    find_or_fetch,
+    load_cifar10,
+    normalize,
+    random_crop_flip,
+    random_crop_flip_reference,
+    read_binary_batch,
+    read_python_batch,
+    verify_md5,
+)
 
 N_PER_FILE = 6      # records per batch file in the tiny archives
 

@@ -1,7 +1,8 @@
 """fuse_conv_bn: batch norm folded into the convolution before it, for inference."""
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import minires as mr
 from minires.data import Split

@@ -16,7 +16,8 @@ from tests.helpers import grad_of, t64
 
 
 class Square(Function):
-    """x^2 with a configurable bug: ``factor`` replaces the 2 of 2x; ``poke`` adds to one element."""
+    """x^2 with a configurable bug: ``factor`` replaces the 2 of 2x; ``poke`` adds to one
+    element."""
 
     def __init__(self, factor=2.0, poke=None):
         super().__init__()
@@ -91,9 +92,9 @@ def test_catches_a_wrong_backward_and_says_where(device):
         mr.gradcheck(lambda t: Square(factor=3.0)(t), x)
     message = str(err.value)
     assert "gradcheck failed for input 0 (shape (2, 3)): 6 of 6 elements disagree" in message
-    assert re.search(r"worst element at index \(\d, \d\): analytic -?[\d.e+-]+, numeric -?[\d.e+-]+, "
-                     r"\|difference\| [\d.e+-]+ > tolerance [\d.e+-]+ \(atol 1e-05 \+ rtol 0.001 \* "
-                     r"\|numeric\|\)", message), message
+    assert re.search(r"worst element at index \(\d, \d\): analytic -?[\d.e+-]+, "
+                     r"numeric -?[\d.e+-]+, \|difference\| [\d.e+-]+ > tolerance [\d.e+-]+ "
+                     r"\(atol 1e-05 \+ rtol 0.001 \* \|numeric\|\)", message), message
     np.testing.assert_array_equal(x.numpy(), np.arange(1.0, 7.0).reshape(2, 3))   # restored
 
 
@@ -104,7 +105,8 @@ def test_names_the_input_and_the_single_wrong_element(device):
                                                 r"disagree.*index \(2, 1\)") as err:
         mr.gradcheck(lambda p, q: p @ Square(poke=(2, 1))(q), a, b)
     # the analytic value in the message is the numeric one plus the poke
-    analytic, numeric = map(float, re.search(r"analytic (\S+), numeric (\S+),", str(err.value)).groups())
+    analytic, numeric = map(float, re.search(r"analytic (\S+), numeric (\S+),",
+                                             str(err.value)).groups())
     assert analytic - numeric == pytest.approx(0.5, abs=1e-4)
 
 
@@ -131,8 +133,8 @@ def test_random_projection_catches_what_a_sum_loss_misses(device, bug):
 
 def test_refuses_float32_inputs(device):
     x = mr.tensor(np.ones(3, dtype=np.float32), requires_grad=True, device=device)
-    with pytest.raises(ValueError, match=r"gradcheck: input 0 has dtype float32; finite differences "
-                                         r"are only exact enough in float64"):
+    with pytest.raises(ValueError, match=r"gradcheck: input 0 has dtype float32; "
+                                         r"finite differences are only exact enough in float64"):
         mr.gradcheck(F.tanh, x)
 
 

@@ -12,16 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import minires as mr
+import minires.functional as F
+from minires import backend
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 try:
     import launch_count as lc
 finally:
     sys.path.pop(0)
-
-import minires as mr
-import minires.functional as F
-from minires import backend
 
 
 def _counted(fn):

@@ -25,13 +25,15 @@ def test_conv2d_parameters_repr_and_default_init():
     mr.manual_seed(0)
     conv = nn.Conv2d(8, 16, 3, stride=2, padding=1, groups=2)
     assert conv.weight.shape == (16, 4, 3, 3) and conv.bias.shape == (16,)
-    assert repr(conv) == "Conv2d(8, 16, kernel_size=(3, 3), stride=(2, 2), padding=(1, 1), groups=2)"
+    assert repr(conv) == ("Conv2d(8, 16, kernel_size=(3, 3), stride=(2, 2), padding=(1, 1), "
+                          "groups=2)")
     bound = 1 / math.sqrt(4 * 9)                              # PyTorch: U(+-1/sqrt(fan_in))
     assert np.abs(conv.weight.data).max() <= bound and np.abs(conv.weight.data).max() > 0.9 * bound
     assert np.abs(conv.bias.data).max() <= bound
     plain = nn.Conv2d(3, 4, (1, 3), bias=False, dilation=2)
     assert plain.bias is None and [n for n, _ in plain.named_parameters()] == ["weight"]
-    assert repr(plain) == "Conv2d(3, 4, kernel_size=(1, 3), stride=(1, 1), dilation=(2, 2), bias=False)"
+    assert repr(plain) == ("Conv2d(3, 4, kernel_size=(1, 3), stride=(1, 1), dilation=(2, 2), "
+                           "bias=False)")
 
 
 def test_conv2d_forward_is_f_conv2d(device):
@@ -54,7 +56,8 @@ def test_conv2d_layer_gradcheck(c_in, c_out, groups, k, stride, padding, bias, s
 
 
 def test_conv2d_bad_arguments_and_inputs():
-    with pytest.raises(ValueError, match="groups=3 must divide both in_channels=4 and out_channels=6"):
+    with pytest.raises(ValueError,
+                       match="groups=3 must divide both in_channels=4 and out_channels=6"):
         nn.Conv2d(4, 6, 3, groups=3)
     with pytest.raises(ValueError, match="in_channels must be a positive int, got 0"):
         nn.Conv2d(0, 6, 3)
@@ -78,7 +81,8 @@ def test_conv2d_bad_arguments_and_inputs():
 # --- BatchNorm -----------------------------------------------------------------------------
 def test_batchnorm_repr_parameters_buffers():
     bn = nn.BatchNorm2d(4, momentum=0.2)
-    assert repr(bn) == "BatchNorm2d(4, eps=1e-05, momentum=0.2, affine=True, track_running_stats=True)"
+    assert repr(bn) == ("BatchNorm2d(4, eps=1e-05, momentum=0.2, affine=True, "
+                        "track_running_stats=True)")
     assert (bn.weight.data == 1).all() and not bn.bias.data.any()
     assert not bn.running_mean.data.any() and (bn.running_var.data == 1).all()
     bare = nn.BatchNorm2d(4, affine=False, track_running_stats=False)
@@ -132,8 +136,8 @@ def test_batchnorm1d_2d_and_3d_inputs():
     np.testing.assert_allclose(y3.std(axis=(0, 2)), 1, atol=1e-3)
     y2 = bn(mr.tensor(randn(6, 3))).numpy()
     assert y2.shape == (6, 3)
-    with pytest.raises(ValueError, match=r"BatchNorm1d\(3, .*expected an input of shape \(N, 3\) or "
-                                         r"\(N, 3, L\), got shape \(6, 4\)"):
+    with pytest.raises(ValueError, match=r"BatchNorm1d\(3, .*expected an input of shape "
+                                         r"\(N, 3\) or \(N, 3, L\), got shape \(6, 4\)"):
         bn(mr.tensor(randn(6, 4)))
 
 
@@ -238,17 +242,19 @@ def test_conv_and_batchnorm_layers_match_pytorch():
         theirs = torch.nn.Conv2d(6, 9, **kw)
         theirs.load_state_dict({k: torch.from_numpy(v) for k, v in ours.state_dict().items()})
         np.testing.assert_allclose(ours(mr.tensor(x)).numpy(),
-                                   theirs(torch.from_numpy(x)).detach().numpy(), rtol=1e-4, atol=1e-5)
+                                   theirs(torch.from_numpy(x)).detach().numpy(),
+                                   rtol=1e-4, atol=1e-5)
     ours, theirs = nn.BatchNorm2d(6, momentum=0.3), torch.nn.BatchNorm2d(6, momentum=0.3)
     for step in range(3):
         xs = randn(4, 6, 3, 3, seed=step) * (step + 1)
         np.testing.assert_allclose(ours(mr.tensor(xs)).numpy(),
-                                   theirs(torch.from_numpy(xs)).detach().numpy(), rtol=1e-4, atol=1e-5)
+                                   theirs(torch.from_numpy(xs)).detach().numpy(),
+                                   rtol=1e-4, atol=1e-5)
     for k, v in theirs.state_dict().items():
         np.testing.assert_allclose(ours.state_dict()[k], v.numpy(), rtol=1e-5, atol=1e-6, err_msg=k)
     ours.eval(), theirs.eval()
-    np.testing.assert_allclose(ours(mr.tensor(x)).numpy(), theirs(torch.from_numpy(x)).detach().numpy(),
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(ours(mr.tensor(x)).numpy(),
+                               theirs(torch.from_numpy(x)).detach().numpy(), rtol=1e-4, atol=1e-5)
     # ... and torch's state_dict (torch tensors) loads into ours.
     fresh = nn.BatchNorm2d(6)
     fresh.load_state_dict(theirs.state_dict())

@@ -81,7 +81,8 @@ def test_softmax_family_with_huge_logits(device):
 def test_cross_entropy_backward(device, data):
     logits, target = data.draw(logits_and_targets())
     smoothing, reduction = data.draw(SMOOTHING), data.draw(REDUCTION)
-    assert mr.gradcheck(lambda t: F.cross_entropy(t, target, smoothing, reduction), t64(logits, device))
+    assert mr.gradcheck(lambda t: F.cross_entropy(t, target, smoothing, reduction),
+                        t64(logits, device))
 
 
 @given(data=st.data())
@@ -94,7 +95,8 @@ def test_cross_entropy_forward(device, data):
                   "tensor": mr.tensor(target, dtype=np.int64, device=device)}[target_in]
     out = F.cross_entropy(t32(logits, device), target_arg, label_smoothing=smoothing,
                           reduction=reduction)
-    assert_forward(out, np_cross_entropy(logits, target, smoothing, reduction), rtol=1e-5, atol=1e-5)
+    assert_forward(out, np_cross_entropy(logits, target, smoothing, reduction),
+                   rtol=1e-5, atol=1e-5)
 
 
 def test_cross_entropy_equals_nll_of_log_softmax(device):
@@ -151,7 +153,8 @@ def test_softmax_family_bad_axis(device):
 
 def test_cross_entropy_bad_inputs(device):
     logits = t32(np.zeros((3, 4)), device)
-    with pytest.raises(ValueError, match=r"cross_entropy: unknown reduction 'avg'; expected one of"):
+    with pytest.raises(ValueError,
+                       match=r"cross_entropy: unknown reduction 'avg'; expected one of"):
         F.cross_entropy(logits, [0, 1, 2], reduction="avg")
     with pytest.raises(ValueError, match=r"cross_entropy: target labels must lie in \[0, 4\), "
                                          r"got values from 0 to 4"):
@@ -167,7 +170,9 @@ def test_cross_entropy_bad_inputs(device):
     with pytest.raises(TypeError, match="cross_entropy: target must hold integer class indices, "
                                         "got dtype float"):
         F.cross_entropy(logits, np.array([0.0, 1.0, 2.0]))
-    with pytest.raises(ValueError, match=r"cross_entropy: logits must have shape \(N, C\), got \(4,\)"):
+    with pytest.raises(ValueError,
+                       match=r"cross_entropy: logits must have shape \(N, C\), got \(4,\)"):
         F.cross_entropy(t32(np.zeros(4), device), [1])
-    with pytest.raises(ValueError, match=r"cross_entropy: label_smoothing must be in \[0, 1\], got 1.5"):
+    with pytest.raises(ValueError,
+                       match=r"cross_entropy: label_smoothing must be in \[0, 1\], got 1.5"):
         F.cross_entropy(logits, [0, 1, 2], label_smoothing=1.5)

@@ -142,14 +142,16 @@ def test_registry_has_every_published_layout_and_num_classes_reaches_fc():
         {f"plain{d}" for d in (8, 14, 20, 32, 44, 56, 110)} | \
         {f"preact_resnet{d}" for d in (20, 32, 44, 56, 110, 164)} | \
         {"wrn16_4", "wrn16_8", "wrn28_10", "resnext29_8x64d", "resnext29_16x64d", "resnext29_4x16d",
-         "resnest20", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d"}
+         "resnest20", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+         "resnext50_32x4d"}
     assert expected <= set(models.MODELS)
     for name in ("resnet8", "plain8", "preact_resnet20", "resnest20", "resnext29_4x16d", "wrn16_4"):
         assert models.get_model(name, num_classes=7).fc.out_features == 7
 
 
 def test_get_model_bad_name_lists_the_valid_ones():
-    with pytest.raises(ValueError, match="unknown model 'resnet21'; valid names: .*plain110.*resnet20"):
+    with pytest.raises(ValueError,
+                       match="unknown model 'resnet21'; valid names: .*plain110.*resnet20"):
         models.get_model("resnet21")
 
 
@@ -261,7 +263,7 @@ def test_model_on_device_matches_cpu(device):
                                rtol=1e-4, atol=1e-5)
 
 
-# --- the same models in PyTorch --------------------------------------------------------------------
+# --- the same models in PyTorch -------------------------------------------------------------------
 def torch_models():
     torch, TBasic, TBottleneck = torch_blocks()
     tnn = torch.nn

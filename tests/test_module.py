@@ -300,7 +300,8 @@ def test_load_state_dict_wrong_shape_names_key_and_both_shapes():
     m = TwoLayer()
     sd = m.state_dict()
     sd["fc2.weight"] = np.zeros((3, 4), dtype=np.float32)
-    msg = r"shape mismatch \(1\): fc2.weight: the state_dict has shape \(3, 4\), the model has \(2, 4\)"
+    msg = (r"shape mismatch \(1\): fc2.weight: the state_dict has shape \(3, 4\), "
+           r"the model has \(2, 4\)")
     with pytest.raises(RuntimeError, match=msg):
         m.load_state_dict(sd)
     with pytest.raises(RuntimeError, match=msg):           # even when not strict

@@ -6,8 +6,17 @@ import numpy as np
 import pytest
 
 import minires as mr
-from minires.optim import (SGD, Adam, AdamW, ConstantLR, CosineAnnealingLR, MultiStepLR,
-                           OneCycleLR, Warmup, split_weight_decay)
+from minires.optim import (
+    SGD,
+    Adam,
+    AdamW,
+    ConstantLR,
+    CosineAnnealingLR,
+    MultiStepLR,
+    OneCycleLR,
+    Warmup,
+    split_weight_decay,
+)
 
 
 def param(values):

@@ -53,7 +53,8 @@ def test_eq_with_other_objects_is_identity():
 
 
 def test_eq_shape_mismatch_names_the_op_and_shapes():
-    with pytest.raises(ValueError, match=r"Tensor ==: shapes \(2,\) and \(3,\) cannot be broadcast"):
+    with pytest.raises(ValueError,
+                       match=r"Tensor ==: shapes \(2,\) and \(3,\) cannot be broadcast"):
         mr.tensor([1.0, 2.0]) == mr.tensor([1.0, 2.0, 3.0])
 
 
@@ -200,7 +201,8 @@ def test_reductions_accept_dim_and_keepdim(device, name):
     out = getattr(x, name)(dim=1, keepdim=True)
     values = out.values if name in ("max", "min") else out
     np.testing.assert_allclose(values.numpy(), numpy_result, rtol=1e-6)
-    np.testing.assert_allclose(getattr(x, name)(axis=1, keepdim=True).numpy(), numpy_result, rtol=1e-6)
+    np.testing.assert_allclose(getattr(x, name)(axis=1, keepdim=True).numpy(), numpy_result,
+                               rtol=1e-6)
     np.testing.assert_allclose(getattr(F, name)(x, 1, True).numpy(), numpy_result, rtol=1e-6)
     with pytest.raises(TypeError, match=rf"{name}: got both axis=1 and dim=1"):
         getattr(x, name)(axis=1, dim=1)
@@ -286,14 +288,17 @@ def test_clip_grad_norm_leaves_small_gradients_and_checks_its_arguments():
     assert float(nn.utils.clip_grad_norm_(p, 1.0)) == pytest.approx(0.5)
     np.testing.assert_allclose(p.grad, [0.3, 0.4])
     assert float(nn.utils.clip_grad_norm_([mr.tensor([1.0], requires_grad=True)], 1.0)) == 0.0
-    with pytest.raises(ValueError, match=r"clip_grad_norm_: max_norm must be a number >= 0, got -1"):
+    with pytest.raises(ValueError,
+                       match=r"clip_grad_norm_: max_norm must be a number >= 0, got -1"):
         nn.utils.clip_grad_norm_(p, -1)
     with pytest.raises(ValueError, match=r"clip_grad_norm_: norm_type must be a number > 0"):
         nn.utils.clip_grad_norm_(p, 1.0, norm_type=0)
-    with pytest.raises(TypeError, match=r"clip_grad_norm_: expected tensors \(parameters\), got int"):
+    with pytest.raises(TypeError,
+                       match=r"clip_grad_norm_: expected tensors \(parameters\), got int"):
         nn.utils.clip_grad_norm_([1, 2], 1.0)
     p.grad = np.array([np.inf, 0.0], dtype=np.float32)
-    with pytest.raises(RuntimeError, match=r"clip_grad_norm_: the total norm of order 2.0 .* is inf"):
+    with pytest.raises(RuntimeError,
+                       match=r"clip_grad_norm_: the total norm of order 2.0 .* is inf"):
         nn.utils.clip_grad_norm_(p, 1.0, error_if_nonfinite=True)
 
 
@@ -352,7 +357,7 @@ def test_flatten_defaults_agree_with_torch(device):
     assert x.flatten().shape == (120,) and F.flatten(x).shape == (120,)      # torch.flatten(x)
     assert x.flatten(1).shape == (2, 60) and F.flatten(x, 1).shape == (2, 60)
     assert F.flatten(x, 1, 2).shape == (2, 12, 5) and x.flatten(-2).shape == (2, 3, 20)
-    assert nn.Flatten()(x).shape == (2, 60)                                 # nn.Flatten: start_dim=1
+    assert nn.Flatten()(x).shape == (2, 60)                                # nn.Flatten: start_dim=1
     assert mr.tensor(3.0).flatten().shape == (1,)
     assert F.flatten(t32(np.zeros((0, 3)), device), 0).shape == (0,)
     with pytest.raises(ValueError, match=r"flatten: start_dim=2 comes after end_dim=1"):
@@ -365,7 +370,8 @@ def test_flatten_defaults_agree_with_torch(device):
 
 
 def test_flatten_gradient(device):
-    assert mr.gradcheck(lambda t: t.flatten(1, 2), t64(np.random.default_rng(0).standard_normal((2, 3, 2)), device))
+    x = np.random.default_rng(0).standard_normal((2, 3, 2))
+    assert mr.gradcheck(lambda t: t.flatten(1, 2), t64(x, device))
 
 
 # --- 6. in-place changes of saved arrays are detected ------------------------------------------
@@ -403,7 +409,8 @@ def test_saved_output_modified_under_no_grad_is_detected():
     y = x.exp()                                         # Exp saves its output
     with mr.no_grad():
         y *= 2.0
-    with pytest.raises(RuntimeError, match=INPLACE_MSG + r", dtype float64, which is output 0 of Exp"):
+    with pytest.raises(RuntimeError,
+                       match=INPLACE_MSG + r", dtype float64, which is output 0 of Exp"):
         y.sum().backward()
 
 
@@ -452,8 +459,9 @@ def test_in_place_operators_refuse_what_the_graph_needs():
         leaf -= 0.5                                     # as an optimizer does: allowed
     assert leaf.numpy().tolist() == [0.5, 1.5] and leaf._version == 1
     inner = leaf * 2
-    with pytest.raises(RuntimeError, match=r"Tensor \*=: this tensor is part of the graph \(made by "
-                                           r"Mul\) and minires does not record in-place operations"):
+    with pytest.raises(RuntimeError, match=r"Tensor \*=: this tensor is part of the graph "
+                                           r"\(made by Mul\) and minires does not record "
+                                           r"in-place operations"):
         inner *= 2.0
     plain = mr.tensor([1.0, 2.0])
     with pytest.raises(RuntimeError, match=r"Tensor \+=: the other operand requires grad"):
@@ -464,11 +472,12 @@ def test_in_place_operators_refuse_what_the_graph_needs():
 
 def test_in_place_operators_check_shape_and_dtype():
     a = mr.tensor([1.0, 2.0])
-    with pytest.raises(ValueError, match=r"Tensor \+=: cannot update a tensor of shape \(2,\) in "
-                                         r"place with an operand of shape \(3, 2\): the result would "
-                                         r"have shape \(3, 2\)"):
+    with pytest.raises(ValueError, match=r"Tensor \+=: cannot update a tensor of shape \(2,\) "
+                                         r"in place with an operand of shape \(3, 2\): "
+                                         r"the result would have shape \(3, 2\)"):
         a += np.ones((3, 2))
-    with pytest.raises(ValueError, match=r"Tensor -=: shapes \(2,\) and \(3,\) cannot be broadcast"):
+    with pytest.raises(ValueError,
+                       match=r"Tensor -=: shapes \(2,\) and \(3,\) cannot be broadcast"):
         a -= np.ones(3)
     labels = mr.tensor([1, 2])
     with pytest.raises(TypeError, match=r"Tensor /=: the result \(this int64 tensor / int\) cannot "

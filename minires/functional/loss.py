@@ -78,9 +78,11 @@ class CrossEntropy(Function):
     def __init__(self, target, label_smoothing=0.0, reduction="mean", label_range=None):
         super().__init__()
         if reduction not in REDUCTIONS:
-            raise ValueError(f"cross_entropy: unknown reduction {reduction!r}; expected one of {REDUCTIONS}")
+            raise ValueError(f"cross_entropy: unknown reduction {reduction!r}; "
+                             f"expected one of {REDUCTIONS}")
         if not 0.0 <= label_smoothing <= 1.0:
-            raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
+            raise ValueError("cross_entropy: label_smoothing must be in [0, 1], "
+                             f"got {label_smoothing}")
         self.target, self.eps, self.reduction = target, label_smoothing, reduction
         self.label_range = label_range
 
@@ -94,7 +96,8 @@ class CrossEntropy(Function):
             raise ValueError(f"cross_entropy: target must have shape ({N},) to match logits "
                              f"{logits.shape}, got {target.shape}")
         if not np.issubdtype(target.dtype, np.integer):
-            raise TypeError(f"cross_entropy: target must hold integer class indices, got dtype {target.dtype}")
+            raise TypeError("cross_entropy: target must hold integer class indices, "
+                            f"got dtype {target.dtype}")
         if N:
             lo, hi = self.label_range if self.label_range is not None else _label_range(target)
             if lo < 0 or hi >= C:

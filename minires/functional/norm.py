@@ -76,7 +76,8 @@ class BatchNorm(Function):
     def forward(self, x, weight, bias):
         xp = get_array_module(x)
         M = self._check(x, weight, bias)
-        if get_array_module(x) is not np:     # CuPy: the same math in fused kernels (cuda_kernels.py)
+        # CuPy: the same math in fused kernels (cuda_kernels.py)
+        if get_array_module(x) is not np:
             y, mean, invstd = cuda_kernels.batch_norm_forward(
                 x, weight, bias, self.running_mean, self.running_var, self.training,
                 self.momentum, self.eps)
@@ -134,7 +135,8 @@ class BatchNorm(Function):
     #   dx = (w / sigma) * gy, and dw, db as above.
     def backward(self, gy):
         x, mean, invstd, weight = self.saved
-        if get_array_module(gy) is not np:    # CuPy: the same math in fused kernels (cuda_kernels.py)
+        # CuPy: the same math in fused kernels (cuda_kernels.py)
+        if get_array_module(gy) is not np:
             return cuda_kernels.batch_norm_backward(gy, x, mean, invstd, weight, self.training,
                                                     self.needs_input_grad)
         xp = get_array_module(gy)

@@ -465,8 +465,8 @@ class Module:
             if not is_cupy_array(value):           # NumPy, a CPU torch.Tensor, a number ...
                 value = np.asarray(value)
             if tuple(value.shape) != tuple(target.shape):
-                mismatched.append(f"{key}: the state_dict has shape {tuple(value.shape)}, the model "
-                                  f"has {tuple(target.shape)}")
+                mismatched.append(f"{key}: the state_dict has shape {tuple(value.shape)}, "
+                                  f"the model has {tuple(target.shape)}")
             values[key] = value
         problems = []
         if strict and missing:
@@ -618,7 +618,8 @@ class Sequential(Module):
         else:
             for i, m in enumerate(modules):
                 if not isinstance(m, Module):
-                    raise TypeError(f"Sequential: argument {i} is a {type(m).__name__}, not a Module")
+                    raise TypeError(f"Sequential: argument {i} is a {type(m).__name__}, "
+                                    "not a Module")
                 self.add_module(str(i), m)
 
     def __len__(self):

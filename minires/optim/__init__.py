@@ -5,8 +5,14 @@
     ... loss.backward(); opt.step(); sched.step(); opt.zero_grad()
 """
 from .adam import Adam, AdamW
-from .lr_scheduler import (ConstantLR, CosineAnnealingLR, LRScheduler, MultiStepLR, OneCycleLR,
-                           Warmup)
+from .lr_scheduler import (
+    ConstantLR,
+    CosineAnnealingLR,
+    LRScheduler,
+    MultiStepLR,
+    OneCycleLR,
+    Warmup,
+)
 from .optimizer import Optimizer, split_weight_decay
 from .sgd import SGD
 
