@@ -178,6 +178,19 @@ def make_torch(torch, name, x_np, y_np, x_eval_np):
     return step, infer, None
 
 
+def timed_with_blas_threads(fn):
+    """``fn`` timed with minires' conv pool on one thread and OpenBLAS threading each GEMM
+    over every core instead (set before, put back after, outside the timing)."""
+    workers = parallel.num_threads()
+    parallel.set_num_threads(1)
+    parallel.set_blas_threads(os.cpu_count() or 1)
+    try:
+        return timed(fn)
+    finally:
+        parallel.set_blas_threads(1)
+        parallel.set_num_threads(workers)
+
+
 def timed(fn):
     t0 = time.perf_counter()
     fn()
@@ -193,6 +206,9 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--no-eval", action="store_true")
+    parser.add_argument("--eval-blas-threads", action="store_true",
+                        help="also time the fused eval with OpenBLAS threading each GEMM over "
+                             "every core and minires' pool on one thread")
     parser.add_argument("--num-threads", type=int, default=None,
                         help="threads for both libraries (minires' CPU threads with BLAS on "
                              "one thread, torch's intra-op threads); 1 is the fair choice on "
@@ -226,17 +242,25 @@ def main():
             libs["torch"] = make_torch(torch, name, x_np, y_np, x_eval_np)
         steps = {k: [] for k in libs}
         evals = {k: [] for k in [*libs, "fused"]}
+        blas_eval = args.eval_blas_threads and parallel is not None and not args.no_eval
+        if blas_eval:
+            evals["fused, BLAS threads"] = []
         for rep in range(args.repeats + 1):          # round 0 warms up and is dropped
             for lib, (step, infer, infer_fused) in libs.items():
                 t = timed(step)
                 te = None if args.no_eval else timed(infer)
                 tf = None if args.no_eval or infer_fused is None else timed(infer_fused)
+                tb = None
+                if blas_eval and lib == "minires" and infer_fused is not None:
+                    tb = timed_with_blas_threads(infer_fused)
                 if rep:
                     steps[lib].append(t)
                     if te is not None:
                         evals[lib].append(te)
                     if tf is not None:
                         evals["fused"].append(tf)
+                    if tb is not None:
+                        evals["fused, BLAS threads"].append(tb)
         med = {k: statistics.median(v) for k, v in steps.items()}
         ips = {k: args.eval_batch / statistics.median(v) for k, v in evals.items() if v}
         load = max(load0, load_average())
@@ -249,6 +273,10 @@ def main():
         row += (f"{ips['torch']:>13.0f}{best / ips['torch']:>12.2f}" if "torch" in ips
                 else f"{'':>25}")
         print(row + f"{load:>7.2f}", flush=True)
+        if "fused, BLAS threads" in ips and "torch" in ips:
+            b = ips["fused, BLAS threads"]
+            print(f"{'':<18}fused eval with minires' pool on 1 thread and OpenBLAS on "
+                  f"{os.cpu_count()}: {b:.0f} img/s, {b / ips['torch']:.2f}x torch's", flush=True)
 
 
 if __name__ == "__main__":
