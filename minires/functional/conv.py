@@ -47,7 +47,7 @@ import numpy as np
 from ..autograd import Function
 from ..backend import get_array_module
 from .windows import (
-    _check_4d,
+    check_4d,
     check_conv_inputs,
     conv_output_size,
     conv_settings,
@@ -103,7 +103,7 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1, out=None):
     GEMM-ready array (``out``, if given, is that array: shape (N, C*KH*KW, OH*OW)).
     """
     op = "im2col"
-    _check_4d(x, op)
+    check_4d(x, op)
     xp = get_array_module(x)
     N, C, H, W = x.shape
     (KH, KW), stride, padding, dilation = window_settings(op, kernel_size, stride, padding,

@@ -13,8 +13,8 @@ import numpy as np
 from ..backend import get_array_module
 from . import cuda_kernels
 from .windows import (
-    _check_4d,
     batch_grid_width,
+    check_4d,
     conv_output_size,
     offset_slices,
     output_length,
@@ -74,7 +74,7 @@ def im2col_batch(x, kernel_size, stride=1, padding=0, dilation=1, out=None):
     for the result (reused across calls).
     """
     op = "im2col_batch"
-    _check_4d(x, op)
+    check_4d(x, op)
     xp = get_array_module(x)
     N, C = x.shape[:2]
     (KH, KW), (sh, sw), padding, (dh, dw), (OH, OW), Wq = _batch_settings(

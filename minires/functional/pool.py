@@ -14,7 +14,7 @@ import numpy as np
 
 from ..autograd import Function
 from ..backend import get_array_module
-from .windows import _check_4d, as_int_pair, conv_output_size, offset_slices, pad2d
+from .windows import as_int_pair, check_4d, conv_output_size, offset_slices, pad2d
 
 
 def _pool_settings(op, kernel_size, stride, padding):
@@ -43,7 +43,7 @@ class _WindowPool2d(Function):
 
         Notes the shapes backward needs (``self.shapes``).
         """
-        _check_4d(x, self.op)
+        check_4d(x, self.op)
         H, W = x.shape[2:]
         KH, KW = self.kernel
         out_hw = conv_output_size(H, W, self.kernel, self.stride, self.padding, 1, self.op)
@@ -158,7 +158,7 @@ class AdaptiveAvgPool2d(Function):
 
     def forward(self, x):
         op = "adaptive_avg_pool2d"
-        _check_4d(x, op)
+        check_4d(x, op)
         N, C, H, W = x.shape
         OH = H if self.output_size[0] is None else self.output_size[0]
         OW = W if self.output_size[1] is None else self.output_size[1]

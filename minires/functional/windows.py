@@ -1,7 +1,7 @@
 """Sliding windows: the bookkeeping convolution and pooling share.
 
 Argument checking (``as_int_pair``: an int or a pair, used by the functional ops, the
-CUDA kernels' wrappers and the nn layers; ``_check_4d``; ``conv_settings`` and
+CUDA kernels' wrappers and the nn layers; ``check_4d``; ``conv_settings`` and
 ``check_conv_inputs``, which both conv2d implementations call), the output size of a
 window of size KH x KW sliding with stride and dilation over a padded input
 (``conv_output_size``, checked; ``output_length``, the formula itself), the width of
@@ -39,7 +39,6 @@ def as_int_pair(value, name, op, minimum):
     return int(pair[0]), int(pair[1])
 
 
-_pair = as_int_pair     # the old private name, still imported by winograd.py; remove with it
 
 
 def window_settings(op, kernel_size, stride, padding, dilation):
@@ -48,7 +47,8 @@ def window_settings(op, kernel_size, stride, padding, dilation):
             as_int_pair(padding, "padding", op, 0), as_int_pair(dilation, "dilation", op, 1))
 
 
-def _check_4d(x, op, what="input"):
+def check_4d(x, op, what="input"):
+    """A ValueError naming ``op`` unless ``x`` is 4-D (N, C, H, W) (a hint for one image)."""
     if x.ndim != 4:
         hint = (" (for a single image (C, H, W), add a batch axis: x.reshape(1, *x.shape))"
                 if x.ndim == 3 and what == "input" else "")
@@ -116,8 +116,8 @@ def check_conv_inputs(x, weight, bias, settings, op="conv2d"):
     """Check x (N, C, H, W), weight (C_out, C/groups, KH, KW) and bias (C_out,) or None
     against each other and ``settings``; return the output size (OH, OW)."""
     G = settings.groups
-    _check_4d(x, op)
-    _check_4d(weight, op, "weight (C_out, C_in/groups, KH, KW)")
+    check_4d(x, op)
+    check_4d(weight, op, "weight (C_out, C_in/groups, KH, KW)")
     C, H, W = x.shape[1:]
     O, Cg, KH, KW = weight.shape
     if C % G:
@@ -188,6 +188,6 @@ def window_view(x_pad, kernel_size, out_hw, stride, dilation):
                         (sN, sC, dh * sH, dw * sW, sh * sH, sw * sW))
 
 
-__all__ = ["ConvSettings", "as_int_pair", "batch_grid_width", "check_conv_inputs",
+__all__ = ["ConvSettings", "as_int_pair", "batch_grid_width", "check_4d", "check_conv_inputs",
            "conv_output_size", "conv_settings", "is_pointwise", "offset_slices", "output_length",
            "pad2d", "strided_view", "window_settings", "window_view"]

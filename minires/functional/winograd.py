@@ -75,7 +75,7 @@ import numpy as np
 
 from ..backend import get_array_module
 from .parallel import batch_chunks, run_chunks
-from .windows import _pair, conv_settings
+from .windows import as_int_pair, conv_settings
 
 # The transforms of F(2x2, 3x3) (module docstring): float64 here, cast to the data's dtype.
 B_T = np.array([[1, 0, -1, 0],
@@ -122,7 +122,7 @@ def winograd_reference(x, weight, padding=1):
     K = weight.shape[0]
     if weight.shape[1:] != (C, 3, 3):
         raise ValueError(f"winograd_reference: weight must be (K, {C}, 3, 3), got {weight.shape}")
-    ph, pw = _pair(padding, "padding", "winograd_reference", 0)
+    ph, pw = as_int_pair(padding, "padding", "winograd_reference", 0)
     OH, OW = H + 2 * ph - 2, W + 2 * pw - 2
     TH, TW = tile_counts(OH, OW)
     # the padded input, plus a zero row/column when OH/OW is odd (the last tile overhangs)
