@@ -35,11 +35,13 @@ import os
 import platform
 import re
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))     # this checkout's minires, installed or not (as the lessons do)
 TUTORIALS = ROOT / "tutorials"
 LESSONS_DIR = ROOT / "docs" / "lessons"      # committed: full-mode runs only
 FAST_DIR = ROOT / "build" / "lessons-fast"   # git-ignored
