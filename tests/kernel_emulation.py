@@ -16,6 +16,7 @@ import os
 import subprocess
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -41,7 +42,8 @@ def _parse(params):
 class EmulatedElementwiseKernel:
     """cupy.ElementwiseKernel's calling convention on NumPy arrays, the body run by g++ code."""
 
-    def __init__(self, in_params, out_params, operation, name="kernel"):
+    def __init__(self, in_params, out_params, operation, name="kernel", options=()):
+        # options: NVRTC's flags (--fmad=false): g++ at -O1 contracts no multiply-adds anyway
         self.ins, self.outs = _parse(in_params), _parse(out_params)
         self.operation, self.name = operation, name
         self._built = {}
@@ -98,7 +100,9 @@ class EmulatedElementwiseKernel:
         self._built[key] = function
         return function
 
-    def __call__(self, *args):
+    def __call__(self, *args, size=None):
+        """As cupy.ElementwiseKernel's call; ``size``: the number of threads when every array
+        argument is raw (CuPy's ``size=``)."""
         nin = len(self.ins)
         assert len(args) in (nin, nin + len(self.outs)), f"{self.name}: wrong number of arguments"
         scalars = frozenset(name for (raw, _, name), a in zip(self.ins, args)
@@ -106,7 +110,11 @@ class EmulatedElementwiseKernel:
         types = self._types(args)
         arrays = [a for (raw, _, _), a in zip(self.ins + self.outs, args)
                   if not raw and isinstance(a, np.ndarray)]
-        shape = np.broadcast_shapes(*(a.shape for a in arrays))
+        if size is not None:
+            assert not arrays, f"{self.name}: size= with non-raw array arguments"
+            shape = (int(size),)
+        else:
+            shape = np.broadcast_shapes(*(a.shape for a in arrays))
         outs = list(args[nin:]) or [
             np.empty(shape, dtype=types.get(typ, typ)) for _, typ, _ in self.outs]
         call, keep = [int(np.prod(shape))], []
@@ -143,3 +151,12 @@ class EmulatedReductionKernel:
 
     def __call__(self, *args, axis=None):
         return self.map(*args).sum(axis=axis)
+
+
+def emulated_cupy():
+    """A stand-in for the cupy module that has only what cuda_kernels builds its kernels with
+    (``ElementwiseKernel``, ``ReductionKernel``), emulated: put it in place of
+    ``cuda_kernels.get_cupy`` (with ``cuda_kernels._KERNELS`` emptied) to run every kernel,
+    the per-geometry ones included, on NumPy arrays."""
+    return SimpleNamespace(ElementwiseKernel=EmulatedElementwiseKernel,
+                           ReductionKernel=EmulatedReductionKernel)

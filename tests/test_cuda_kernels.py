@@ -34,7 +34,7 @@ from minires.functional import cuda_kernels as ck
 from minires.functional.activation import ReLU
 from minires.functional.loss import CrossEntropy
 from minires.functional.norm import BatchNorm
-from tests.kernel_emulation import EmulatedElementwiseKernel, EmulatedReductionKernel
+from tests.kernel_emulation import emulated_cupy
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,10 +52,8 @@ def kernels(request, monkeypatch):
         return Backend("cuda", lambda a: backend.to_device(a, "cuda"), backend.to_numpy)
     if shutil.which("g++") is None:
         pytest.skip("no g++ on this machine: the CPU emulation of the kernels needs it")
-    for name, spec in ck.ELEMENTWISE.items():
-        monkeypatch.setitem(ck._KERNELS, name, EmulatedElementwiseKernel(*spec, name=name))
-    for name, spec in ck.REDUCTION.items():
-        monkeypatch.setitem(ck._KERNELS, name, EmulatedReductionKernel(*spec, name=name))
+    monkeypatch.setattr(ck, "_KERNELS", {})              # every kernel built anew, emulated:
+    monkeypatch.setattr(ck, "get_cupy", emulated_cupy)   # the per-geometry ones included
     return Backend("cpu-emulation", np.array, np.asarray)
 
 
@@ -78,35 +76,95 @@ def conv_geometry(draw):
     return (N, C, H, W), (KH, KW), stride, (ph, pw), (dh, dw)
 
 
+def _check_columns(kernels, geometry, seed):
+    """The four GPU wrappers against the portable code on one geometry, all exactly equal:
+    im2col copies, and col2im adds the same entries in the same order (kh, then kw) from 0.
+    im2col_batch's columns are the portable ones without the wide grid's cut-off columns."""
+    shape, kernel, stride, padding, dilation = geometry
+    rng = _rng(seed)
+    x = rng.standard_normal(shape).astype(np.float32)
+    want = conv.im2col(x, kernel, stride, padding, dilation)             # (N, K, OH*OW)
+    got = kernels.back(ck.im2col(kernels.to(x), kernel, stride, padding, dilation))
+    np.testing.assert_array_equal(got, want)
+    cols = rng.standard_normal(want.shape).astype(np.float32)
+    gx_want = conv.col2im(cols, shape, kernel, stride, padding, dilation)
+    gx = kernels.back(ck.col2im(kernels.to(cols), shape, kernel, stride, padding, dilation))
+    np.testing.assert_array_equal(gx, gx_want)
+
+    N, _, H, W = shape
+    K = want.shape[1]
+    OH, OW = windows.conv_output_size(H, W, kernel, stride, padding, dilation)
+    Wq = windows.batch_grid_width(W, OW, stride, padding)                 # the CPU's grid
+    assert windows.batch_grid_width(W, OW, stride, padding, FakeCupy) == OW   # the GPU's
+    wide = conv_layouts.im2col_batch(x, kernel, stride, padding, dilation)   # (K, N*OH*Wq)
+    batch_want = wide.reshape(K, N, OH, Wq)[..., :OW].reshape(K, N * OH * OW)
+    np.testing.assert_array_equal(batch_want, want.transpose(1, 0, 2).reshape(K, -1))
+    got = kernels.back(ck.im2col_batch(kernels.to(x), kernel, stride, padding, dilation))
+    np.testing.assert_array_equal(got, batch_want)
+    batch_cols = np.ascontiguousarray(cols.transpose(1, 0, 2)).reshape(K, -1)  # (K, N*OH*OW)
+    gx = kernels.back(ck.col2im_batch(kernels.to(batch_cols), shape, kernel, stride, padding,
+                                      dilation))
+    np.testing.assert_array_equal(gx, gx_want)
+    on_grid = np.zeros((K, N, OH, Wq), dtype=np.float32)                  # the portable one,
+    on_grid[..., :OW] = cols.transpose(1, 0, 2).reshape(K, N, OH, OW)     # zeros where cut off
+    np.testing.assert_array_equal(
+        conv_layouts.col2im_batch(on_grid.reshape(K, -1), shape, kernel, stride, padding,
+                                  dilation), gx_want)
+
+
+class FakeCupy:
+    """Stands for the cupy module where only ``xp is not np`` matters."""
+
+
 @given(geometry=conv_geometry(), seed=st.integers(0, 2**16))
 def test_im2col_and_col2im_match_the_portable_code(kernels, geometry, seed):
-    shape, kernel, stride, padding, dilation = geometry
-    x = _rng(seed).standard_normal(shape).astype(np.float32)
-    want = conv.im2col(x, kernel, stride, padding, dilation)
-    got = kernels.back(ck.im2col(kernels.to(x), kernel, stride, padding, dilation))
-    np.testing.assert_array_equal(got, want)                 # a copy: exactly equal
-    cols = _rng(seed + 1).standard_normal(want.shape).astype(np.float32)
-    want = conv.col2im(cols, shape, kernel, stride, padding, dilation)
-    got = kernels.back(ck.col2im(kernels.to(cols), shape, kernel, stride, padding, dilation))
-    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    _check_columns(kernels, geometry, seed)
 
 
-@given(geometry=conv_geometry(), seed=st.integers(0, 2**16))
-def test_batch_layout_matches_the_portable_code_wide_grid_included(kernels, geometry, seed):
-    shape, kernel, stride, padding, dilation = geometry
-    x = _rng(seed).standard_normal(shape).astype(np.float32)
-    want = conv_layouts.im2col_batch(x, kernel, stride, padding, dilation)
-    got = kernels.back(ck.im2col_batch(kernels.to(x), kernel, stride, padding, dilation))
-    np.testing.assert_array_equal(got, want)                 # the wide grid's extra columns too
-    N, _, H, W = shape
-    OH, OW = windows.conv_output_size(H, W, kernel, stride, padding, dilation)
-    Wq = windows.batch_grid_width(W, OW, stride, padding)
-    cols = _rng(seed + 1).standard_normal(want.shape).astype(np.float32)
-    cols.reshape(-1, N, OH, Wq)[..., OW:] = 0                 # as conv2d's backward leaves them
-    want = conv_layouts.col2im_batch(cols, shape, kernel, stride, padding, dilation)
-    got = kernels.back(ck.col2im_batch(kernels.to(cols), shape, kernel, stride, padding,
-                                       dilation))
-    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+@pytest.mark.parametrize("geometry", [
+    # (x shape, kernel, stride, padding, dilation)
+    ((2, 3, 8, 8), (3, 3), (1, 1), (1, 1), (1, 1)),          # ResNet's 3x3, stride 1
+    ((2, 4, 8, 8), (3, 3), (2, 2), (1, 1), (1, 1)),          # ... stride 2
+    ((2, 3, 7, 9), (3, 3), (1, 1), (0, 0), (1, 1)),          # no padding, non-square input
+    ((3, 2, 9, 7), (3, 2), (2, 1), (1, 0), (2, 1)),          # non-square everything, dilation
+    ((1, 3, 10, 11), (2, 3), (1, 2), (0, 1), (2, 2)),        # dilation 2 both ways
+    ((2, 5, 6, 6), (1, 1), (2, 2), (0, 0), (1, 1)),          # 1x1, stride 2 (a projection)
+    ((2, 2, 5, 5), (5, 5), (1, 1), (2, 2), (1, 1)),          # kernel as large as the input
+    ((0, 3, 6, 6), (3, 3), (1, 1), (1, 1), (1, 1)),          # an empty batch
+], ids=lambda g: "x{}-k{}-s{}-p{}-d{}".format(*("x".join(map(str, v)) for v in g)))
+def test_the_specialised_kernels_on_chosen_geometries(kernels, geometry):
+    """Each geometry compiles its own pair of kernels (the sizes as constants, cuda_kernels'
+    GEOMETRY); on each, exactly the portable columns and images."""
+    _check_columns(kernels, geometry, seed=sum(geometry[0]))
+    if kernels.name == "cpu-emulation" and geometry[0][0]:
+        tags = {ck.ColumnGeometry.of("t", geometry[0], *geometry[1:], layout).tag()
+                for layout in (False, True)}
+        assert set(ck.built_kernels()) == {f"{name}__{tag}" for name in ck.GEOMETRY
+                                           for tag in tags}
+
+
+def test_the_geometry_is_compiled_in_and_the_batch_size_is_not(kernels):
+    """One kernel per geometry and layout, whatever the batch size; the 64-bit index variant
+    (for arrays of 2**31 entries or more: INDEX32_LIMIT lowered here) gives the same columns."""
+    x = _rng(7).standard_normal((4, 3, 6, 5)).astype(np.float32)
+    for n in (4, 1, 3):
+        got = kernels.back(ck.im2col_batch(kernels.to(x[:n]), 3, 2, 1))
+        np.testing.assert_array_equal(
+            got, conv.im2col(x[:n], 3, 2, 1).transpose(1, 0, 2).reshape(27, -1))
+    if kernels.name == "cpu-emulation":
+        assert ck.built_kernels() == ["im2col__cm_c3_h6_w5_k3x3_s2x2_p1x1_d1x1"]
+        source = ck.geometry_kernel_spec("im2col", ck.ColumnGeometry.of(
+            "t", x.shape, 3, 2, 1, 1, True))[2]
+        assert "constexpr int C = 3, H = 6, W = 5, KH = 3, KW = 3, OH = 3, OW = 3;" in source
+    limit = ck.INDEX32_LIMIT
+    try:
+        ck.INDEX32_LIMIT = 0
+        _check_columns(kernels, ((2, 3, 6, 5), (3, 3), (2, 1), (1, 0), (1, 2)), seed=8)
+        if kernels.name == "cpu-emulation":
+            assert all(name.endswith("_i64") for name in ck.built_kernels()
+                       if name.startswith(("im2col__", "col2im__")) and "_s2x1_" in name)
+    finally:
+        ck.INDEX32_LIMIT = limit
 
 
 def test_im2col_batch_writes_into_the_given_buffer(kernels):
@@ -119,20 +177,25 @@ def test_im2col_batch_writes_into_the_given_buffer(kernels):
     np.testing.assert_array_equal(kernels.back(buffer)[want.size:], -1.0)   # untouched
 
 
+def test_im2col_writes_into_the_given_array(kernels):
+    x = _rng(1).standard_normal((2, 3, 5, 5)).astype(np.float32)
+    want = conv.im2col(x, 3, 1, 1)
+    out = kernels.to(np.zeros(want.shape, dtype=np.float32))
+    assert ck.im2col(kernels.to(x), 3, 1, 1, out=out) is out
+    np.testing.assert_array_equal(kernels.back(out), want)
+    strided = kernels.to(np.zeros((2, want.shape[2], want.shape[1]), dtype=np.float32))
+    out = strided.transpose(0, 2, 1)                          # not contiguous: copied into
+    assert ck.im2col(kernels.to(x), 3, 1, 1, out=out) is out
+    np.testing.assert_array_equal(kernels.back(out), want)
+    with pytest.raises(ValueError, match=r"im2col: out must have shape \(2, 27, 25\)"):
+        ck.im2col(kernels.to(x), 3, 1, 1, out=kernels.to(np.zeros((2, 27, 24), np.float32)))
+
+
 def test_resnet20_shapes_end_to_end_of_a_convolution(kernels):
     """The kernels on the shapes conv2d really sees (batch 4), columns -> GEMM -> back."""
     for C, H, stride in ((16, 32, 1), (16, 32, 2), (64, 8, 1)):
-        x = _rng(C).standard_normal((4, C, H, H)).astype(np.float32)
-        want = conv_layouts.im2col_batch(x, 3, stride, 1)
-        got = kernels.back(ck.im2col_batch(kernels.to(x), 3, stride, 1))
-        np.testing.assert_array_equal(got, want)
-        OH = (H + 2 - 3) // stride + 1
-        Wq = windows.batch_grid_width(H, OH, (stride, stride), (1, 1))
-        cols = _rng(C + 1).standard_normal(want.shape).astype(np.float32)
-        cols.reshape(-1, 4, OH, Wq)[..., OH:] = 0
-        np.testing.assert_allclose(
-            kernels.back(ck.col2im_batch(kernels.to(cols), x.shape, 3, stride, 1)),
-            conv_layouts.col2im_batch(cols, x.shape, 3, stride, 1), rtol=1e-5, atol=1e-5)
+        _check_columns(kernels, ((4, C, H, H), (3, 3), (stride, stride), (1, 1), (1, 1)),
+                       seed=C)
 
 
 # --- batch norm -----------------------------------------------------------------------------------
@@ -302,10 +365,11 @@ def test_module_imports_without_cupy_and_builds_nothing():
 
 def test_every_kernel_is_tested_here():
     source = Path(__file__).read_text()
-    used = {name for name in (*ck.ELEMENTWISE, *ck.REDUCTION)
+    every = {*ck.ELEMENTWISE, *ck.REDUCTION, *ck.GEOMETRY}
+    used = {name for name in every
             if any(f'"{name}"' in line for line in
                    Path(ck.__file__).read_text().splitlines() if "_kernel(" in line)}
-    assert used == set(ck.ELEMENTWISE) | set(ck.REDUCTION), "a kernel source no wrapper uses"
+    assert used == every, "a kernel source no wrapper uses"
     for wrapper in ("im2col", "col2im", "im2col_batch", "col2im_batch", "batch_norm_forward",
                     "batch_norm_backward", "relu_forward", "relu_backward",
                     "cross_entropy_backward", "sgd_update"):

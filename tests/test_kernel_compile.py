@@ -29,6 +29,8 @@ from __future__ import annotations
 import re
 import time
 import warnings
+from functools import partial
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -38,6 +40,17 @@ from minires.functional import cuda_kernels as ck
 
 ARCHS = ("80", "90")
 DTYPES = (np.float32, np.float64)
+# im2col / col2im are compiled per geometry (cuda_kernels.GEOMETRY): these are compiled,
+# (x shape, kernel, stride, padding, dilation) -- ResNet-20's 3x3 convolutions at stride 1
+# and 2, a 1x1 projection, and odd ones: no padding, non-square, dilated.
+COLUMN_GEOMETRIES = (
+    ((2, 16, 32, 32), (3, 3), (1, 1), (1, 1), (1, 1)),
+    ((2, 16, 32, 32), (3, 3), (2, 2), (1, 1), (1, 1)),
+    ((2, 64, 8, 8), (3, 3), (1, 1), (1, 1), (1, 1)),
+    ((2, 16, 32, 32), (1, 1), (2, 2), (0, 0), (1, 1)),
+    ((2, 3, 7, 9), (3, 2), (2, 1), (0, 1), (2, 1)),
+    ((1, 2, 10, 11), (2, 3), (1, 2), (1, 0), (2, 2)),
+)
 
 
 # --- can this machine compile CUDA? ---------------------------------------------------------------
@@ -67,10 +80,13 @@ def _nvrtc_or_skip():
 # --- 1. the calls: every wrapper run on NumPy arrays, the kernels recorded ------------------------
 class _Call:
     """One call of a kernel: its arguments (NumPy arrays as stand-ins for CuPy arrays, or host
-    scalars) and keyword arguments."""
+    scalars) and keyword arguments; ``kernel``: the _Recorder (what the kernel was built from).
+    ``name`` is the kernel's table name: ``im2col`` for every geometry's ``im2col__<tag>``."""
 
-    def __init__(self, kind, name, spec, args, kwargs):
-        self.kind, self.name, self.spec, self.args, self.kwargs = kind, name, spec, args, kwargs
+    def __init__(self, kernel, args, kwargs):
+        self.kernel, self.kind, self.spec = kernel, kernel.kind, kernel.spec
+        self.name = kernel.name.removeprefix("minires_").split("__")[0]
+        self.args, self.kwargs = args, kwargs
 
     def dtype(self):
         return next(a.dtype for a in self.args if isinstance(a, np.ndarray)
@@ -87,21 +103,29 @@ def _parse(params):
 
 
 class _Recorder:
-    """Stands in for a cupy.ElementwiseKernel / ReductionKernel: records the call, returns
-    zero outputs of the shape and dtype CuPy would give (enough for the wrapper to go on)."""
+    """Stands in for a cupy.ElementwiseKernel / ReductionKernel, built with the same arguments
+    (kept: ``build(cupy)`` makes the real kernel object from them): records each call and
+    returns zero outputs of the shape and dtype CuPy would give (enough for the wrapper to go
+    on)."""
 
-    def __init__(self, kind, name, spec, calls):
-        self.kind, self.name, self.spec, self.calls = kind, name, spec, calls
+    def __init__(self, kind, calls, *args, **kwargs):
+        self.kind, self.calls, self.args, self.kwargs = kind, calls, args, kwargs
+        self.spec, self.name = args, kwargs.get("name", "kernel")
+
+    def build(self, cupy):
+        make = cupy.ElementwiseKernel if self.kind == "elementwise" else cupy.ReductionKernel
+        return make(*self.args, **self.kwargs)
 
     def __call__(self, *args, **kwargs):
-        self.calls.append(_Call(self.kind, self.name, self.spec, args, kwargs))
+        self.calls.append(_Call(self, args, kwargs))
         ins, outs = _parse(self.spec[0]), _parse(self.spec[1])
         given = list(args[len(ins):])
         if given:
             return given[0] if len(given) == 1 else tuple(given)
         types = {t: a.dtype for (_, t, _), a in zip(ins, args) if isinstance(a, np.ndarray)}
         arrays = [a for (raw, _, _), a in zip(ins, args) if not raw and isinstance(a, np.ndarray)]
-        shape = np.broadcast_shapes(*(a.shape for a in arrays))
+        shape = (kwargs["size"],) if "size" in kwargs else \
+            np.broadcast_shapes(*(a.shape for a in arrays))
         results = [np.zeros(shape, dtype=types.get(t, t)) for _, t, _ in outs]
         if self.kind == "reduction":
             results = [r.sum(axis=kwargs.get("axis")) for r in results]
@@ -116,11 +140,13 @@ def _exercise_wrappers(dtype, xp=np):
     def arr(*shape):
         return xp.asarray(rng.standard_normal(shape).astype(dtype))
 
+    for shape, *settings in COLUMN_GEOMETRIES:  # each one a kernel of its own, both layouts
+        x = arr(*shape)
+        cols = ck.im2col(x, *settings)
+        ck.col2im(cols, x.shape, *settings)
+        cols = ck.im2col_batch(x, *settings, out=xp.empty(cols.size + 7, dtype=dtype))
+        ck.col2im_batch(cols, x.shape, *settings)
     x = arr(2, 3, 6, 5)
-    ck.im2col(x, 3, 1, 1)
-    ck.col2im(arr(2, 27, 30), x.shape, 3, 1, 1)
-    ck.im2col_batch(x, 3, 2, 1, out=xp.empty(10_000, dtype=dtype))
-    ck.col2im_batch(ck.im2col_batch(x, 3, 1, 1), x.shape, 3, 1, 1)
     C = x.shape[1]
     w, b, rm, rv = arr(C), arr(C), arr(C), abs(arr(C)) + 1
     for weight, bias in ((w, b), (None, None)):
@@ -140,19 +166,23 @@ def _exercise_wrappers(dtype, xp=np):
             ck.sgd_update(param, arr(3, 4), buf, 0.1, momentum, dampening, 5e-4, nesterov, first)
 
 
-def record_calls(dtype):
-    """Every kernel call the wrappers make in ``dtype``: a list of _Call."""
+def record_calls(dtype, index32_limit=None):
+    """Every kernel call the wrappers make in ``dtype``: a list of _Call. ``index32_limit``:
+    cuda_kernels.INDEX32_LIMIT meanwhile (0: every geometry kernel with 64-bit indexing)."""
     calls = []
-    saved = dict(ck._KERNELS)
+    recording = SimpleNamespace(ElementwiseKernel=partial(_Recorder, "elementwise", calls),
+                                ReductionKernel=partial(_Recorder, "reduction", calls))
+    saved = dict(ck._KERNELS), ck.get_cupy, ck.INDEX32_LIMIT
     ck._KERNELS.clear()
-    for kind, table in (("elementwise", ck.ELEMENTWISE), ("reduction", ck.REDUCTION)):
-        for name, spec in table.items():
-            ck._KERNELS[name] = _Recorder(kind, name, spec, calls)
+    ck.get_cupy = lambda: recording          # the kernels are built as CuPy's, recording
+    if index32_limit is not None:
+        ck.INDEX32_LIMIT = index32_limit
     try:
         _exercise_wrappers(dtype)
     finally:
         ck._KERNELS.clear()
-        ck._KERNELS.update(saved)
+        ck._KERNELS.update(saved[0])
+        ck.get_cupy, ck.INDEX32_LIMIT = saved[1:]
     return calls
 
 
@@ -209,7 +239,7 @@ def _source(cupy, call):
                        int(np.prod(shape)) < 2**31)
 
     if call.kind == "elementwise":
-        kernel = ck.make_kernel(cupy, call.name)
+        kernel = call.kernel.build(cupy)
         ins, outs = call.args[:kernel.nin], list(call.args[kernel.nin:])
         in_types, out_types, type_map = kernel._decide_params_type(
             tuple(a.dtype if isinstance(a, np.ndarray) else None for a in ins),
@@ -238,7 +268,7 @@ def _source(cupy, call):
             kernel.preamble, **kernel.kwargs)
         return code, tuple(kernel.kwargs.get("options", ()))
 
-    kernel = ck.make_kernel(cupy, call.name)
+    kernel = call.kernel.build(cupy)
     ins = call.args[:kernel.nin]
     assert len(call.args) == kernel.nin, "reduction with given outputs: not modelled here"
     in_types, out_types, type_map = _kernel._decide_params_type(
@@ -304,8 +334,20 @@ def test_every_kernel_compiles_for_sm80_and_sm90_in_float32_and_float64():
             code, options = _source(cupy, call)
             sources.setdefault((code, options), (call.name, np.dtype(call.dtype()).name))
             seen.add((call.name, np.dtype(call.dtype()).name))
-    every = {(name, np.dtype(d).name) for name in (*ck.ELEMENTWISE, *ck.REDUCTION) for d in DTYPES}
+    every = {(name, np.dtype(d).name) for name in (*ck.ELEMENTWISE, *ck.REDUCTION, *ck.GEOMETRY)
+             for d in DTYPES}
     assert not every - seen, f"kernels no wrapper call reached (add a case): {sorted(every - seen)}"
+    compiled = _compile_every(nvrtc, sources)
+    names = {name for name, _ in seen}
+    print(f"\n{len(names)} kernels x {len(DTYPES)} dtypes x {len(ARCHS)} archs (im2col, col2im: "
+          f"x {len(COLUMN_GEOMETRIES)} geometries x 2 layouts): {compiled} compilations of "
+          f"{len(sources)} distinct sources, NVRTC {nvrtc.getVersion()}, "
+          f"{time.perf_counter() - start:.1f} s")
+
+
+def _compile_every(nvrtc, sources):
+    """Compile every source ({(code, options): (name, dtype)}) for every architecture; the
+    first failure fails the test. Returns the number of compilations."""
     compiled = 0
     for (code, options), (name, dtype) in sources.items():
         for arch in ARCHS:
@@ -314,17 +356,33 @@ def test_every_kernel_compiles_for_sm80_and_sm90_in_float32_and_float64():
                 pytest.fail(f"kernel {name!r} ({dtype}, sm_{arch}) does not compile with NVRTC:\n"
                             f"{log}", pytrace=False)
             compiled += 1
-    names = {name for name, _ in seen}
-    print(f"\n{len(names)} kernels x {len(DTYPES)} dtypes x {len(ARCHS)} archs: {compiled} "
-          f"compilations of {len(sources)} distinct sources, NVRTC {nvrtc.getVersion()}, "
-          f"{time.perf_counter() - start:.1f} s")
+    return compiled
+
+
+def test_the_geometry_kernels_compile_with_64_bit_indexing_too():
+    """im2col / col2im for arrays of 2**31 entries or more: the same geometries with
+    cuda_kernels.INDEX32_LIMIT at 0, so each is built with its 64-bit ``index_t``."""
+    cupy, nvrtc = _nvrtc_or_skip()
+    sources = {}
+    for dtype in DTYPES:
+        for call in record_calls(dtype, index32_limit=0):
+            if call.name in ck.GEOMETRY:
+                assert call.kernel.name.endswith("_i64")
+                code, options = _source(cupy, call)
+                assert "typedef unsigned long long index_t;" in code
+                sources.setdefault((code, options), (call.name, np.dtype(call.dtype()).name))
+    assert len(sources) == len(DTYPES) * 2 * 2 * len(COLUMN_GEOMETRIES)
+    _compile_every(nvrtc, sources)
 
 
 def test_the_sources_are_those_of_the_wrappers_calls():
     """The recorded calls cover every kernel in both dtypes (no CuPy needed for this part)."""
     for dtype in DTYPES:
-        names = {call.name for call in record_calls(dtype)}
-        assert names == set(ck.ELEMENTWISE) | set(ck.REDUCTION)
+        calls = record_calls(dtype)
+        names = {call.name for call in calls}
+        assert names == set(ck.ELEMENTWISE) | set(ck.REDUCTION) | set(ck.GEOMETRY)
+        tags = {call.kernel.name for call in calls if call.name in ck.GEOMETRY}
+        assert len(tags) == 2 * 2 * len(COLUMN_GEOMETRIES)     # im2col, col2im x both layouts
 
 
 def test_merged_shape_follows_cupy():

@@ -87,3 +87,38 @@ def test_a_resnet20_step_on_the_cupy_path(loop):
         assert dict(counts.syncs) == {"item": 1, "int()": 1, "get": 1}
     else:
         assert not counts.syncs
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="the kernel emulation needs g++")
+@pytest.mark.parametrize("kwargs", [
+    {"stride": 1, "padding": 1}, {"stride": 2, "padding": 1}, {"stride": 1, "padding": 0},
+    {"stride": (2, 1), "padding": (1, 0), "dilation": (1, 2)}, {"stride": 1, "padding": 2,
+                                                                 "dilation": 2, "groups": 2}])
+def test_conv2d_on_the_cupy_path_is_the_numpy_conv2d(kwargs):
+    """conv_fast's GPU route (forward_grid, backward_transposed_grid, backward_columns, with
+    the GPU's grid: no wide grid, nothing to cut off) on the stand-in, the per-geometry
+    kernels emulated: the NumPy conv2d's output and gradients, in float64."""
+    rng = np.random.default_rng(0)
+    x_np = rng.standard_normal((3, 4, 7, 6))
+    w_np = rng.standard_normal((6, 4 // kwargs.get("groups", 1), 3, 3))
+    b_np = rng.standard_normal(6)
+
+    def run(device, need_x=True):
+        x = mr.tensor(x_np, dtype=np.float64, device=device, requires_grad=need_x)
+        w = mr.tensor(w_np, dtype=np.float64, device=device, requires_grad=True)
+        b = mr.tensor(b_np, dtype=np.float64, device=device, requires_grad=True)
+        y = F.conv2d(x, w, b, **kwargs)
+        gy = rng.standard_normal(y.shape)
+        y.backward(mr.tensor(gy, dtype=np.float64, device=device))
+        grads = [t.grad for t in (x, w, b) if t.grad is not None]
+        return [backend.to_numpy(a) for a in (y.data, *grads)]
+
+    for need_x in (True, False):             # dW alone: backward_columns at stride 1 too
+        state = rng.bit_generator.state
+        want = run("cpu", need_x)
+        rng.bit_generator.state = state
+        with lc.fake_cupy():
+            got = run("cuda", need_x)
+        assert len(got) == len(want) == 3 + need_x
+        for a, b in zip(got, want):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)

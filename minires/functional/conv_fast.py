@@ -102,11 +102,12 @@ def weight_gradient_gemm(a, b):
 
 def _column_chunks(x, kernel, settings, out_hw, chunk_bytes):
     """The chunks of the paths that build the columns of x (per image C*KH*KW x OH*Wq)."""
+    xp = get_array_module(x)
     N, C, _, W = x.shape
     (KH, KW), (OH, OW) = kernel, out_hw
-    Wq = batch_grid_width(W, OW, settings.stride, settings.padding)
+    Wq = batch_grid_width(W, OW, settings.stride, settings.padding, xp)
     per_image = C * KH * KW * OH * Wq * x.itemsize
-    return batch_chunks(N, per_image, get_array_module(x), chunk_bytes)
+    return batch_chunks(N, per_image, xp, chunk_bytes)
 
 
 # --- 1x1, stride 1, no padding: no im2col at all --------------------------------------
@@ -174,7 +175,7 @@ def _grid_forward_chunk(x, w, kernel, settings, y, n0, n1):
                         settings.dilation)                              # (C*KH*KW, n*OH*Wq)
     cols = cols.reshape(G, -1, cols.shape[1])                           # (G, C/G*KH*KW, n*OH*Wq)
     y_cm = xp.matmul(w, cols)                                           # (G, O/G, n*OH*Wq)
-    y_cm = y_cm.reshape(O, n, OH, -1)[:, :, :, :OW]                     # (C_out, n, OH, OW)
+    y_cm = y_cm.reshape(O, n, OH, -1)[:, :, :, :OW]     # (C_out, n, OH, OW); GPU: Wq = OW
     y[n0:n1] = y_cm.transpose(1, 0, 2, 3)                               # (n, C_out, OH, OW)
 
 
@@ -198,12 +199,13 @@ def forward_grid(x, weight, settings, chunk_bytes=None):
 def _columns_backward_chunk(gy, x, wT, kernel, settings, gx, need_w, n0, n1):
     xp = get_array_module(gy)
     n, (C, H, W), (O, OH, OW), G = n1 - n0, x.shape[1:], gy.shape[1:], settings.groups
-    Wq = batch_grid_width(W, OW, settings.stride, settings.padding)
+    Wq = batch_grid_width(W, OW, settings.stride, settings.padding, xp)
     K, L = C * kernel[0] * kernel[1], n * OH * Wq
     buffer = xp.empty(K * L, dtype=x.dtype)                             # the columns, then dcols
     g = xp.empty((O, n, OH, Wq), dtype=gy.dtype)        # gy channel-major on the grid,
-    g[:, :, :, :OW] = gy[n0:n1].transpose(1, 0, 2, 3)   # zero in the cut-off columns
-    g[:, :, :, OW:] = 0
+    g[:, :, :, :OW] = gy[n0:n1].transpose(1, 0, 2, 3)
+    if Wq > OW:                                         # zero in the cut-off columns (CPU)
+        g[:, :, :, OW:] = 0
     g = g.reshape(G, O // G, L)                                         # (G, O/G, n*OH*Wq)
     gw_part = None
     if need_w:                                          # the columns, recomputed from x
@@ -293,7 +295,7 @@ def _transposed_side_by_side_chunk(gy, x, w_flip, kernel, pad_t, settings, gx, n
 def _transposed_grid_chunk(gy, x, w_flip, kernel, pad_t, settings, gx, need_w, n0, n1):
     xp = get_array_module(gy)
     n, (C, H, W), G = n1 - n0, x.shape[1:], settings.groups
-    Wq = gy.shape[3] + 2 * pad_t[1]                                     # Wq' = OW + 2p'w
+    Wq = batch_grid_width(gy.shape[3], W, (1, 1), pad_t, xp)            # CPU: OW + 2p'w; GPU: W
     L = n * H * Wq
     gycols = im2col_batch(gy[n0:n1], kernel, 1, pad_t, settings.dilation)  # (O*KH*KW, n*H*Wq')
     gycols = gycols.reshape(G, -1, L)                                   # (G, O/G*KH*KW, n*H*Wq')
@@ -301,7 +303,8 @@ def _transposed_grid_chunk(gy, x, w_flip, kernel, pad_t, settings, gx, need_w, n
     gw_part = None
     if need_w:
         grid[:, :, :, :W] = x[n0:n1].transpose(1, 0, 2, 3)              # x, channel-major
-        grid[:, :, :, W:] = 0
+        if Wq > W:
+            grid[:, :, :, W:] = 0
         gw_part = weight_gradient_gemm(grid.reshape(G, C // G, L), gycols)  # (G, C/G, O/G*KH*KW)
     if gx is not None:
         xp.matmul(w_flip, gycols, out=grid.reshape(G, C // G, L))       # (G, C/G, n*H*Wq')
@@ -319,7 +322,8 @@ def _backward_transposed(chunk, gy, x, weight, settings, need_x, need_w, chunk_b
     # W_flipped[g, c, (o, kh, kw)] = W[g*O/G + o, c, KH-1-kh, KW-1-kw]
     w_flip = weight.reshape(G, O // G, Cg, KH, KW)[:, :, :, ::-1, ::-1]
     w_flip = w_flip.transpose(0, 2, 1, 3, 4).reshape(G, Cg, O // G * KH * KW)
-    per_image = O * KH * KW * H * (gy.shape[3] + 2 * pad_t[1]) * gy.itemsize
+    per_image = O * KH * KW * H * batch_grid_width(gy.shape[3], x.shape[3], (1, 1), pad_t,
+                                                   xp) * gy.itemsize
     gx = xp.empty(x.shape, dtype=x.dtype) if need_x else None
     parts = run_chunks(partial(chunk, gy, x, w_flip, (KH, KW), pad_t, settings, gx, need_w),
                        batch_chunks(N, per_image, xp, chunk_bytes))
@@ -338,7 +342,7 @@ def backward_transposed_side_by_side(gy, x, weight, settings, need_x=True, need_
 
 
 def backward_transposed_grid(gy, x, weight, settings, need_x=True, need_w=True, chunk_bytes=None):
-    """Stride 1, the GPU's layout: the columns of gy on im2col_batch's wide grid."""
+    """Stride 1, the GPU's layout: the columns of gy on im2col_batch's grid (wide on the CPU)."""
     return _backward_transposed(_transposed_grid_chunk, gy, x, weight, settings, need_x, need_w,
                                 chunk_bytes)
 

@@ -1,8 +1,8 @@
 """The column layouts of the fast conv2d (conv_fast.py), beside the readable im2col of conv.py.
 
 ``im2col_batch`` / ``col2im_batch``: the columns of every image of a chunk in ONE matrix
-(one large GEMM instead of one per image), with the "wide grid" for stride 1; the GPU
-path and the strided CPU path use it. ``SideBySide``: on the CPU, for stride 1, the images
+(one large GEMM instead of one per image), on the CPU with the "wide grid" for stride 1;
+the GPU path and the strided CPU path use it. ``SideBySide``: on the CPU, for stride 1, the images
 of a chunk side by side in one zero-padded plane. Both are tested against im2col / col2im
 (tests/test_conv.py, tests/test_fast_paths.py).
 """
@@ -42,7 +42,9 @@ from .windows import (
 # contiguous adds. The Wp - OW extra outputs per row (j >= OW) read wrapped-around
 # neighbours: they are computed and cut off (6% extra GEMM work at 32x32, 25% at 8x8);
 # in backward the gradient there is zero, so they add nothing. The grid's width,
-# Wq = batch_grid_width(...), is in windows.py (the CUDA kernels use it too).
+# Wq = batch_grid_width(...), is in windows.py. The GPU has no wide grid: its kernels
+# (cuda_kernels.py) write each entry from its own thread, short rows or long, so there
+# Wq = OW for every stride and nothing is cut off.
 # tests/test_conv.py checks both functions against im2col / col2im.
 
 
@@ -57,28 +59,29 @@ def _flat_planes(x, padding, extra):
     return flat
 
 
-def _batch_settings(op, x_shape, kernel_size, stride, padding, dilation):
+def _batch_settings(op, x_shape, kernel_size, stride, padding, dilation, xp):
     (KH, KW), stride, padding, dilation = window_settings(op, kernel_size, stride, padding,
                                                           dilation)
     H, W = x_shape[2:]
     OH, OW = conv_output_size(H, W, (KH, KW), stride, padding, dilation, op)
-    return (KH, KW), stride, padding, dilation, (OH, OW), batch_grid_width(W, OW, stride, padding)
+    return ((KH, KW), stride, padding, dilation, (OH, OW),
+            batch_grid_width(W, OW, stride, padding, xp))
 
 
 def im2col_batch(x, kernel_size, stride=1, padding=0, dilation=1, out=None):
     """The columns of all images side by side: (C*KH*KW, N*OH*Wq), Wq = batch_grid_width(...).
 
     cols[(c, kh, kw), (n, i, j)] = x_pad[n, c, i*sh + kh*dh, j*sw + kw*dw] -- im2col's
-    entries, channel-major. For stride 1 (Wq = Wp) the columns with j >= OW hold values
-    to discard. One strided view, one copy; ``out``, if given, is a flat buffer with room
-    for the result (reused across calls).
+    entries, channel-major. On the CPU for stride 1 (Wq = Wp) the columns with j >= OW hold
+    values to discard; on the GPU Wq = OW. One strided view, one copy; ``out``, if given, is
+    a flat buffer with room for the result (reused across calls).
     """
     op = "im2col_batch"
     check_4d(x, op)
     xp = get_array_module(x)
     N, C = x.shape[:2]
     (KH, KW), (sh, sw), padding, (dh, dw), (OH, OW), Wq = _batch_settings(
-        op, x.shape, kernel_size, stride, padding, dilation)
+        op, x.shape, kernel_size, stride, padding, dilation, xp)
     if xp is not np:    # CuPy: the same columns in one kernel (cuda_kernels.py)
         return cuda_kernels.im2col_batch(x, (KH, KW), (sh, sw), padding, (dh, dw), out=out)
     if (sh, sw) == (1, 1):                                              # the wide grid
@@ -100,14 +103,15 @@ def im2col_batch(x, kernel_size, stride=1, padding=0, dilation=1, out=None):
 def col2im_batch(cols, x_shape, kernel_size, stride=1, padding=0, dilation=1):
     """The adjoint of im2col_batch: (C*KH*KW, N*OH*Wq) -> (N, C, H, W).
 
-    For stride 1, the entries in the discarded columns (j >= OW) must be zero -- they are
-    when cols = W.T @ (a gradient zero-padded to the wide grid). One add per kernel offset.
+    On the CPU for stride 1, the entries in the discarded columns (j >= OW) must be zero --
+    they are when cols = W.T @ (a gradient zero-padded to the wide grid). One add per kernel
+    offset. On the GPU the grid has no such columns (Wq = OW).
     """
     op = "col2im_batch"
     xp = get_array_module(cols)
     N, C, H, W = x_shape
     (KH, KW), stride, (ph, pw), (dh, dw), (OH, OW), Wq = _batch_settings(
-        op, x_shape, kernel_size, stride, padding, dilation)
+        op, x_shape, kernel_size, stride, padding, dilation, xp)
     if cols.shape != (C * KH * KW, N * OH * Wq):
         raise ValueError(f"{op}: cols must have shape {(C * KH * KW, N * OH * Wq)} for input "
                          f"shape {tuple(x_shape)}, got {tuple(cols.shape)}")

@@ -26,8 +26,10 @@ portable loop does): results are deterministic.
 Kernels are written down below as plain strings and built on first use (``_kernel``
 keeps them in ``_KERNELS``): importing this module imports no CuPy and compiles
 nothing. CuPy compiles each kernel once per dtype on its first call and caches the
-binary on disk (~/.cupy/kernel_cache). Only backend.py imports CuPy; it is reached
-through ``backend.get_cupy()``.
+binary on disk (~/.cupy/kernel_cache). im2col and col2im are compiled once per
+geometry too, with the sizes as constants (``GEOMETRY``, ``ColumnGeometry``; the
+comment above them says why). Only backend.py imports CuPy; it is reached through
+``backend.get_cupy()``.
 
 Conventions inside the kernel sources (CuPy's): ``i`` is the index of the element
 this thread computes, in C order of the (non-raw) output; ``raw`` arrays are indexed
@@ -37,77 +39,14 @@ gradient checks), ``R`` for that of the running statistics, ``I`` for the labels
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from ..backend import get_array_module, get_cupy
-from .windows import batch_grid_width, conv_output_size, window_settings
+from .windows import conv_output_size, window_settings
 
 # --- the kernel sources -------------------------------------------------------------------------
 # name -> (in_params, out_params, operation): cupy.ElementwiseKernel's arguments.
 ELEMENTWISE = {
-    # im2col: thread i writes entry i of the column matrix, in either layout:
-    #   channel_major = 0: (N, C*KH*KW, OH*Wq)   conv.im2col (Wq = OW)
-    #   channel_major = 1: (C*KH*KW, N*OH*Wq)    conv_layouts.im2col_batch (Wq = Wp for stride 1,
-    #                                            else OW)
-    # Entry (img, c, kh, kw, oi, oj) holds padded pixel (oi*sh + kh*dh, oj*sw + kw*dw). On
-    # im2col_batch's wide grid (oj up to Wp - 1) that column runs past the row's end and
-    # wraps into the next row of the flattened padded plane, or past the plane's end (zero),
-    # exactly as the portable flat view does -- so both go through the flat position f.
-    "im2col": (
-        ("raw T x, int32 N, int32 C, int32 H, int32 W, int32 KH, int32 KW, int32 sh, int32 sw, "
-         "int32 ph, int32 pw, int32 dh, int32 dw, int32 OH, int32 Wq, int32 channel_major"),
-        "T col",
-        """
-        ptrdiff_t t = i;
-        const int oj = t % Wq;  t /= Wq;
-        const int oi = t % OH;  t /= OH;
-        const int rows = C * KH * KW;
-        int img, row;
-        if (channel_major) { img = t % N;  row = t / N; }
-        else               { row = t % rows;  img = t / rows; }
-        const int kw = row % KW, kh = (row / KW) % KH, c = row / (KH * KW);
-        const int Hp = H + 2 * ph, Wp = W + 2 * pw;
-        const ptrdiff_t f = (ptrdiff_t)(oi * sh + kh * dh) * Wp + oj * sw + kw * dw;
-        T value = 0;
-        if (f < (ptrdiff_t)Hp * Wp) {
-            const int h = (int)(f / Wp) - ph, w = (int)(f % Wp) - pw;
-            if (h >= 0 && h < H && w >= 0 && w < W)
-                value = x[((ptrdiff_t)img * C + c) * H * W + (ptrdiff_t)h * W + w];
-        }
-        col = value;
-        """),
-    # col2im as a gather: thread i computes input-gradient pixel i = (img, c, h, w) as the sum
-    # of every column entry read from it. Entry (kh, kw, oi, oj) read padded pixel
-    # (oi*sh + kh*dh, oj*sw + kw*dw), so for each (kh, kw) there is at most one (oi, oj):
-    # oi = (h + ph - kh*dh) / sh when that divides exactly and 0 <= oi < OH (likewise oj).
-    # Only oj < OW is read: on the wide grid the columns oj >= OW hold zeros (see conv_layouts.py).
-    "col2im": (
-        ("raw T cols, int32 N, int32 C, int32 H, int32 W, int32 KH, int32 KW, int32 sh, "
-         "int32 sw, int32 ph, int32 pw, int32 dh, int32 dw, int32 OH, int32 OW, int32 Wq, "
-         "int32 channel_major"),
-        "T gx",
-        """
-        ptrdiff_t t = i;
-        const int w = t % W;  t /= W;
-        const int h = t % H;  t /= H;
-        const int c = t % C;
-        const int img = t / C;
-        const ptrdiff_t plane = (ptrdiff_t)OH * Wq;      // columns per image and row
-        T total = 0;
-        for (int kh = 0; kh < KH; ++kh) {
-            const int di = h + ph - kh * dh;            // = oi * sh
-            if (di < 0 || di % sh != 0 || di / sh >= OH) continue;
-            const int oi = di / sh;
-            for (int kw = 0; kw < KW; ++kw) {
-                const int dj = w + pw - kw * dw;        // = oj * sw
-                if (dj < 0 || dj % sw != 0 || dj / sw >= OW) continue;
-                const int oj = dj / sw;
-                const ptrdiff_t row = ((ptrdiff_t)c * KH + kh) * KW + kw;
-                const ptrdiff_t block = channel_major ? row * N + img
-                                                      : (ptrdiff_t)img * C * KH * KW + row;
-                total += cols[block * plane + (ptrdiff_t)oi * Wq + oj];
-            }
-        }
-        gx = total;
-        """),
     # batch norm, per channel: y = (x - mean) * scale + shift, scale = w / sigma, shift = b.
     "bn_apply": (
         "T x, T mean, T scale, T shift",
@@ -250,6 +189,154 @@ REDUCTION = {
                      "0"),
 }
 
+# --- im2col / col2im: kernels specialised per geometry --------------------------------------------
+# Why specialised. A column entry's place (image, channel, kh, kw, oi, oj) comes from the thread
+# index by divisions and remainders by the geometry's sizes. With the sizes as runtime kernel
+# arguments each of those is a real integer division (a few dozen instructions on a GPU, which
+# has no divider), about ten per thread -- as much work as the copy itself. Written into the
+# source as compile-time constants, a division by a constant is a multiply and a shift, a
+# stride of 1 or a padding of 0 folds away, and col2im's loops over KH x KW unroll. So each
+# kernel below is compiled once per geometry (``ColumnGeometry``: C, H, W, kernel, stride,
+# padding, dilation, layout): its source is the body below behind a block of ``constexpr``
+# declarations. A ResNet has few geometries (ResNet-20: six for im2col, two for col2im), each
+# compiled once and kept in CuPy's disk cache. Only the batch size N stays a runtime argument
+# (it changes with the last batch and with evaluation): the threads run over (image, row,
+# pixel), image outermost, so N is never divided by, only multiplied by in the channel-major
+# address.
+#
+# No wide grid on the GPU. On the CPU, im2col_batch's stride-1 columns run on the "wide" grid
+# (Wq = Wp columns per output row, the extra ones cut off after the GEMM, conv_layouts.py),
+# which turns NumPy's many short row copies into one long one. A kernel writes every entry
+# from its own thread, so short rows cost it nothing: here the columns are exactly the output
+# pixels (Wq = OW, windows.batch_grid_width), and the GEMMs do no throw-away work.
+#
+# Conventions: the layout is channel-major (C*KH*KW, N*OH*OW) for conv_layouts.im2col_batch,
+# image-major (N, C*KH*KW, OH*OW) for conv.im2col; ``index_t`` is 32-bit unless an array has
+# 2**31 entries or more (then 64-bit: a second variant of the kernel).
+# name -> (in_params, out_params, operation): cupy.ElementwiseKernel's arguments; the operation
+# runs behind ColumnGeometry.declarations().
+GEOMETRY = {
+    # im2col: thread i writes the entry (img, row, p) of the columns, row = (c, kh, kw), p =
+    # (oi, oj): padded pixel (oi*SH + kh*DH, oj*SW + kw*DW) of x, or the padding's zero.
+    # ``col`` is raw: the threads run image-major whatever the layout (called with size=).
+    "im2col": (
+        "raw T x, int32 N",
+        "raw T col",
+        """
+        const index_t j = i;
+        const int p = j % P;                        // the output pixel (oi, oj)
+        const index_t t = j / P;
+        const int row = t % ROWS;                   // the row of the columns: (c, kh, kw)
+        const index_t img = t / ROWS;
+        const int oi = p / OW, oj = p % OW;
+        const int c = row / (KH * KW), kh = row / KW % KH, kw = row % KW;
+        const int h = oi * SH + kh * DH - PH, w = oj * SW + kw * DW - PW;   // outside: padding
+        col[CHANNEL_MAJOR ? ((index_t)row * N + img) * P + p : j] =
+            h >= 0 && h < H && w >= 0 && w < W ? x[(img * C + c) * (H * W) + h * W + w] : (T)0;
+        """),
+    # col2im as a gather: thread i computes input-gradient pixel i = (img, c, h, w) as the sum
+    # of every column entry read from it. Entry (kh, kw, oi, oj) read padded pixel
+    # (oi*SH + kh*DH, oj*SW + kw*DW), so for each (kh, kw) there is at most one (oi, oj):
+    # oi = (h + PH - kh*DH) / SH when that divides exactly and 0 <= oi < OH (likewise oj).
+    # Added in the order kh, then kw, from zero: the portable loop's order, the same sums.
+    "col2im": (
+        "raw T cols, int32 N",
+        "T gx",
+        """
+        const index_t j = i;
+        const int w = j % W, h = j / W % H, c = j / (H * W) % C;
+        const index_t img = j / (C * H * W);
+        T total = 0;
+        for (int kh = 0; kh < KH; ++kh) {
+            const int di = h + PH - kh * DH;            // = oi * SH
+            if (di < 0 || di % SH != 0 || di / SH >= OH) continue;
+            for (int kw = 0; kw < KW; ++kw) {
+                const int dj = w + PW - kw * DW;        // = oj * SW
+                if (dj < 0 || dj % SW != 0 || dj / SW >= OW) continue;
+                const int row = (c * KH + kh) * KW + kw;
+                const index_t block = CHANNEL_MAJOR ? (index_t)row * N + img : img * ROWS + row;
+                total += cols[block * P + di / SH * OW + dj / SW];
+            }
+        }
+        gx = total;
+        """),
+}
+
+INDEX32_LIMIT = 2**31    # arrays with fewer entries than this get the kernels' 32-bit indexing
+
+
+class ColumnGeometry(NamedTuple):
+    """What an im2col / col2im kernel is compiled for: the input's C, H, W, the window's
+    (KH, KW), stride, padding and dilation, the layout of the columns and the index width."""
+
+    C: int
+    H: int
+    W: int
+    KH: int
+    KW: int
+    sh: int
+    sw: int
+    ph: int
+    pw: int
+    dh: int
+    dw: int
+    channel_major: bool     # (C*KH*KW, N*OH*OW), else (N, C*KH*KW, OH*OW)
+    index32: bool           # every array has fewer than INDEX32_LIMIT entries
+
+    @classmethod
+    def of(cls, op, x_shape, kernel_size, stride, padding, dilation, channel_major):
+        """The geometry of these arguments (checked as the portable functions check them)."""
+        N, C, H, W = (int(v) for v in x_shape)
+        (KH, KW), (sh, sw), (ph, pw), (dh, dw) = window_settings(op, kernel_size, stride,
+                                                                 padding, dilation)
+        OH, OW = conv_output_size(H, W, (KH, KW), (sh, sw), (ph, pw), (dh, dw), op)
+        largest = N * max(C * H * W, C * KH * KW * OH * OW)
+        return cls(C, H, W, KH, KW, sh, sw, ph, pw, dh, dw, bool(channel_major),
+                   largest < INDEX32_LIMIT)
+
+    @property
+    def out_hw(self):
+        """(OH, OW)."""
+        return conv_output_size(self.H, self.W, (self.KH, self.KW), (self.sh, self.sw),
+                                (self.ph, self.pw), (self.dh, self.dw))
+
+    @property
+    def rows(self):
+        """C*KH*KW, the rows of the column matrix."""
+        return self.C * self.KH * self.KW
+
+    @property
+    def pixels(self):
+        """OH*OW, the columns per image."""
+        OH, OW = self.out_hw
+        return OH * OW
+
+    def tag(self):
+        """The geometry in a kernel's name, e.g. cm_c16_h32_w32_k3x3_s1x1_p1x1_d1x1."""
+        return (f"{'cm' if self.channel_major else 'im'}_c{self.C}_h{self.H}_w{self.W}_"
+                f"k{self.KH}x{self.KW}_s{self.sh}x{self.sw}_p{self.ph}x{self.pw}_"
+                f"d{self.dh}x{self.dw}" + ("" if self.index32 else "_i64"))
+
+    def declarations(self):
+        """The C++ that makes this geometry compile-time constants of a kernel's body."""
+        OH, OW = self.out_hw
+        index = "unsigned int" if self.index32 else "unsigned long long"
+        return (f"\n        typedef {index} index_t;\n"
+                f"        constexpr int C = {self.C}, H = {self.H}, W = {self.W}, "
+                f"KH = {self.KH}, KW = {self.KW}, OH = {OH}, OW = {OW};\n"
+                f"        constexpr int SH = {self.sh}, SW = {self.sw}, PH = {self.ph}, "
+                f"PW = {self.pw}, DH = {self.dh}, DW = {self.dw};\n"
+                f"        constexpr int P = OH * OW, ROWS = C * KH * KW;\n"
+                f"        constexpr bool CHANNEL_MAJOR = {str(self.channel_major).lower()};")
+
+
+def geometry_kernel_spec(name, geometry):
+    """(in_params, out_params, operation) of the kernel ``name`` of GEOMETRY specialised for
+    ``geometry`` (a ColumnGeometry): the body behind the geometry's constants."""
+    in_params, out_params, body = GEOMETRY[name]
+    return in_params, out_params, geometry.declarations() + body
+
+
 _KERNELS = {}   # name -> the compiled kernel object, filled on first use
 
 
@@ -258,6 +345,17 @@ def _kernel(name):
     kernel = _KERNELS.get(name)
     if kernel is None:
         kernel = _KERNELS[name] = make_kernel(get_cupy(), name)
+    return kernel
+
+
+def _geometry_kernel(name, geometry):
+    """The kernel ``name`` of GEOMETRY for ``geometry``, built on first use and cached in
+    ``_KERNELS`` as ``name__tag`` (CuPy compiles it on its first call)."""
+    key = f"{name}__{geometry.tag()}"
+    kernel = _KERNELS.get(key)
+    if kernel is None:
+        kernel = _KERNELS[key] = get_cupy().ElementwiseKernel(
+            *geometry_kernel_spec(name, geometry), name=f"minires_{key}")
     return kernel
 
 
@@ -271,25 +369,29 @@ def make_kernel(cp, name):
 
 
 def built_kernels():
-    """Names of the kernels built so far in this process (empty until one is used)."""
+    """Names of the kernels built so far in this process (empty until one is used); a
+    specialised one as ``name__tag`` (e.g. ``im2col__cm_c16_h32_w32_k3x3_s1x1_p1x1_d1x1``)."""
     return sorted(_KERNELS)
 
 
-# --- argument helpers (windows.py's, as the portable functions use them) ---------------------
-def _geometry(op, H, W, kernel_size, stride, padding, dilation):
-    """kernel, stride, padding, dilation as pairs, and (OH, OW)."""
-    kernel, stride, padding, dilation = window_settings(op, kernel_size, stride, padding, dilation)
-    out_hw = conv_output_size(H, W, kernel, stride, padding, dilation, op)
-    return kernel, stride, padding, dilation, out_hw
-
-
-def _conv_args(x_shape, geometry):
-    """The scalar arguments the im2col / col2im kernels share: N, C, H, W, KH, ..., dw, OH."""
-    (KH, KW), (sh, sw), (ph, pw), (dh, dw), (OH, _) = geometry
-    return (*(int(v) for v in x_shape), KH, KW, sh, sw, ph, pw, dh, dw, OH)
-
-
 # --- im2col / col2im ------------------------------------------------------------------------------
+def _im2col(x, geometry, cols):
+    """Run the im2col kernel of ``geometry`` on x into the contiguous ``cols``."""
+    xp = get_array_module(x)
+    N = x.shape[0]
+    _geometry_kernel("im2col", geometry)(xp.ascontiguousarray(x), N, cols,
+                                         size=N * geometry.rows * geometry.pixels)
+    return cols
+
+
+def _col2im(cols, x_shape, geometry):
+    """Run the col2im kernel of ``geometry`` on the columns: the gradient (N, C, H, W)."""
+    xp = get_array_module(cols)
+    gx = xp.empty(tuple(x_shape), dtype=cols.dtype)
+    _geometry_kernel("col2im", geometry)(xp.ascontiguousarray(cols), int(x_shape[0]), gx)
+    return gx
+
+
 def im2col(x, kernel_size, stride=1, padding=0, dilation=1, out=None):
     """conv.im2col on the GPU: x (N, C, H, W) -> columns (N, C*KH*KW, OH*OW), one kernel.
 
@@ -298,13 +400,17 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1, out=None):
     its pixel (or the zero of the padding) straight from x: one read, one write, no padded copy.
     """
     xp = get_array_module(x)
-    N, C, H, W = x.shape
-    geometry = _geometry("im2col", H, W, kernel_size, stride, padding, dilation)
-    (KH, KW), (OH, OW) = geometry[0], geometry[4]
-    if out is None:
-        out = xp.empty((N, C * KH * KW, OH * OW), dtype=x.dtype)
-    _kernel("im2col")(xp.ascontiguousarray(x), *_conv_args(x.shape, geometry), OW, 0, out)
-    return out                                                          # (N, C*KH*KW, OH*OW)
+    geometry = ColumnGeometry.of("im2col", x.shape, kernel_size, stride, padding, dilation, False)
+    shape = (x.shape[0], geometry.rows, geometry.pixels)
+    if out is not None and tuple(out.shape) != shape:
+        raise ValueError(f"im2col: out must have shape {shape}, got {tuple(out.shape)}")
+    cols = out if out is not None and out.flags.c_contiguous else \
+        xp.empty(shape, dtype=x.dtype)
+    _im2col(x, geometry, cols)
+    if out is not None and cols is not out:
+        out[...] = cols
+        return out
+    return cols                                                         # (N, C*KH*KW, OH*OW)
 
 
 def col2im(cols, x_shape, kernel_size, stride=1, padding=0, dilation=1):
@@ -314,48 +420,37 @@ def col2im(cols, x_shape, kernel_size, stride=1, padding=0, dilation=1):
     a pass over the whole buffer) and cuts the padding off; here one thread per pixel sums
     its (at most KH*KW) entries in registers and writes once -- no atomics, deterministic.
     """
-    xp = get_array_module(cols)
-    N, C, H, W = x_shape
-    geometry = _geometry("col2im", H, W, kernel_size, stride, padding, dilation)
-    OW = geometry[4][1]
-    gx = xp.empty((N, C, H, W), dtype=cols.dtype)
-    _kernel("col2im")(xp.ascontiguousarray(cols), *_conv_args(x_shape, geometry), OW, OW, 0, gx)
-    return gx
+    geometry = ColumnGeometry.of("col2im", x_shape, kernel_size, stride, padding, dilation,
+                                 False)
+    return _col2im(cols, x_shape, geometry)
 
 
 def im2col_batch(x, kernel_size, stride=1, padding=0, dilation=1, out=None):
-    """conv_layouts.im2col_batch on the GPU: (N, C, H, W) -> (C*KH*KW, N*OH*Wq), channel-major.
+    """conv_layouts.im2col_batch on the GPU: (N, C, H, W) -> (C*KH*KW, N*OH*OW), channel-major.
 
-    The same entries as the portable version, wide grid included (Wq = Wp for stride 1:
-    the columns j >= OW hold what the portable flat view holds there), in one kernel
-    instead of a padded copy plus a strided copy. ``out``: a flat buffer with room for
-    the result, as in the portable version.
+    The portable version's entries without its wide grid: on the GPU the grid's width is OW
+    for every stride (windows.batch_grid_width), so there are no columns to cut off. One
+    kernel instead of a padded copy plus a strided copy. ``out``: a flat buffer with room
+    for the result, as in the portable version.
     """
     xp = get_array_module(x)
-    N, C, H, W = x.shape
-    geometry = _geometry("im2col_batch", H, W, kernel_size, stride, padding, dilation)
-    (KH, KW), (OH, OW) = geometry[0], geometry[4]
-    Wq = batch_grid_width(W, OW, geometry[1], geometry[2])
-    size = C * KH * KW * N * OH * Wq
+    geometry = ColumnGeometry.of("im2col_batch", x.shape, kernel_size, stride, padding,
+                                 dilation, True)
+    width = x.shape[0] * geometry.pixels
+    size = geometry.rows * width
     cols = xp.empty(size, dtype=x.dtype) if out is None else out[:size]
-    _kernel("im2col")(xp.ascontiguousarray(x), *_conv_args(x.shape, geometry), Wq, 1, cols)
-    return cols.reshape(C * KH * KW, N * OH * Wq)                       # (C*KH*KW, N*OH*Wq)
+    _im2col(x, geometry, cols)
+    return cols.reshape(geometry.rows, width)                           # (C*KH*KW, N*OH*OW)
 
 
 def col2im_batch(cols, x_shape, kernel_size, stride=1, padding=0, dilation=1):
-    """conv_layouts.col2im_batch on the GPU: (C*KH*KW, N*OH*Wq) -> (N, C, H, W), a gather.
+    """conv_layouts.col2im_batch on the GPU: (C*KH*KW, N*OH*OW) -> (N, C, H, W), a gather.
 
-    As in the portable version, the entries of the wide grid's extra columns (j >= OW)
-    must be zero; the gather does not read them at all.
+    The columns on the GPU's grid, OW wide (no cut-off columns, see im2col_batch).
     """
-    xp = get_array_module(cols)
-    N, C, H, W = x_shape
-    geometry = _geometry("col2im_batch", H, W, kernel_size, stride, padding, dilation)
-    OW = geometry[4][1]
-    Wq = batch_grid_width(W, OW, geometry[1], geometry[2])
-    gx = xp.empty((N, C, H, W), dtype=cols.dtype)
-    _kernel("col2im")(xp.ascontiguousarray(cols), *_conv_args(x_shape, geometry), OW, Wq, 1, gx)
-    return gx
+    geometry = ColumnGeometry.of("col2im_batch", x_shape, kernel_size, stride, padding,
+                                 dilation, True)
+    return _col2im(cols, x_shape, geometry)
 
 
 # --- batch norm -----------------------------------------------------------------------------------
@@ -498,6 +593,7 @@ def sgd_update(p, grad, buf, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, 
                                 1.0 - float(dampening), int(first), int(nesterov), p, buf)
 
 
-__all__ = ["ELEMENTWISE", "OPTIONS", "REDUCTION", "batch_norm_backward", "batch_norm_forward",
-           "built_kernels", "col2im", "col2im_batch", "cross_entropy_backward", "im2col",
-           "im2col_batch", "make_kernel", "relu_backward", "relu_forward", "sgd_update"]
+__all__ = ["ELEMENTWISE", "GEOMETRY", "INDEX32_LIMIT", "OPTIONS", "REDUCTION", "ColumnGeometry",
+           "batch_norm_backward", "batch_norm_forward", "built_kernels", "col2im", "col2im_batch",
+           "cross_entropy_backward", "geometry_kernel_spec", "im2col", "im2col_batch",
+           "make_kernel", "relu_backward", "relu_forward", "sgd_update"]

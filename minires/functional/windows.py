@@ -84,12 +84,16 @@ def is_pointwise(kernel_size, stride, padding):
     return tuple(kernel_size) == (1, 1) and tuple(stride) == (1, 1) and tuple(padding) == (0, 0)
 
 
-def batch_grid_width(W, OW, stride, padding):
-    """Wq, the width of the output grid of conv2d's batch layout (conv_layouts.im2col_batch
-    and its CUDA kernel): Wp = W + 2*pw (the "wide" grid) for stride 1, else OW.
+def batch_grid_width(W, OW, stride, padding, xp=np):
+    """Wq, the width of the output grid of conv2d's batch layout (conv_layouts.im2col_batch):
+    on the CPU (``xp`` NumPy, the default) Wp = W + 2*pw (the "wide" grid) for stride 1,
+    else OW; on the GPU (``xp`` CuPy) OW for every stride -- its im2col kernel writes each
+    entry from its own thread, so it has no use for the wide grid (cuda_kernels.py).
 
     ``stride`` and ``padding`` are pairs."""
-    return W + 2 * padding[1] if tuple(stride) == (1, 1) else OW
+    if xp is not np or tuple(stride) != (1, 1):
+        return OW
+    return W + 2 * padding[1]
 
 
 # --- a convolution's arguments (both conv2d implementations check them here) ----------
