@@ -5,7 +5,7 @@ counted on a machine without a GPU.
     python benchmarks/launch_count.py --detail     # ... and every operation by name
     python benchmarks/launch_count.py --json out.json
     python benchmarks/launch_count.py --sites       # ... by the line of minires that asked
-    python benchmarks/launch_count.py --loop proposed   # the step with no wait (train_step)
+    python benchmarks/launch_count.py --loop read-each-step   # the loss read back every step
 
 How. A stand-in for CuPy (``FakeCupy``) is put in ``sys.modules["cupy"]`` before minires
 touches it, so ``get_array_module`` hands it to every op and every ``if xp is not np:``
@@ -425,63 +425,63 @@ def build(batch_size=128, recipe="fast", seed=0):
     return config, model, optimizer, schedule, x, y
 
 
-def train_step(config, model, optimizer, schedule, x, y, device, loop="current", totals=None):
-    """One step as minires/train/loop.py's Trainer._train_step does it (keep the two alike):
-    labels and images to the device, zero_grad, forward, loss, its value read back, backward,
-    the update, the schedule, and the number of correct predictions read back.
+def train_step(config, model, optimizer, schedule, x, y, device, loop="trainer", totals=None):
+    """One step as minires/train/loop.py's Trainer._train_step does it (keep the two alike),
+    returning its StepStats: labels and images to the device, zero_grad, forward, the loss
+    (the labels given to cross_entropy from the host: checked there, no wait), backward, the
+    update, the schedule, the number of correct predictions; the loss and that number stay
+    on the device, added into ``totals`` (an EpochTotals: on the device too, read back once
+    per epoch), so on a GPU the step waits for nothing.
 
-    loop="proposed": a change to the Trainer this models -- the labels go to cross_entropy as
-    host data (checked there, no wait), and the loss and the number of correct predictions are
-    added up on the device in ``totals`` (read once per epoch), so a step never waits for the
-    GPU. What it costs: the Trainer's per-step check that the loss is finite (which stops
-    before a non-finite loss changes the weights) would then see the loss only when it is
-    read back."""
+    loop="read-each-step": the Trainer as it was before (issue 25, item 2): the labels go to
+    the device first (cross_entropy then reads their range back), and the loss and the
+    number of correct predictions are read back after every step -- three waits per step.
+    """
     import minires.functional as F
     from minires import Tensor
-    from minires.backend import to_device
-    y_dev = to_device(y, device)
+    from minires.backend import get_array_module, to_device
+    from minires.train.loop import EpochTotals, StepStats
+    labels = to_device(y, device)
     optimizer.zero_grad()
     logits = model(Tensor(to_device(x, device)))
-    if loop == "proposed":
-        loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        correct = (logits.data.argmax(axis=1) == y_dev).sum()
-        if not totals:
-            totals.update(loss=loss.data * len(y), correct=correct)
-        else:
-            totals["loss"] += loss.data * len(y)
-            totals["correct"] += correct
-        return None, None
-    loss = F.cross_entropy(logits, y_dev, label_smoothing=config.label_smoothing)
-    value = float(loss.item())
+    on_gpu = get_array_module(logits.data) is not np
+    if loop == "read-each-step":
+        loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
+        value = float(loss.item())
+    else:
+        loss = F.cross_entropy(logits, y if on_gpu else labels,
+                               label_smoothing=config.label_smoothing)
+        value = loss.data if on_gpu else float(loss.item())
     loss.backward()
     optimizer.step()
     schedule.step()
-    correct = int((logits.data.argmax(axis=1) == y_dev).sum())
-    return value, correct
+    correct = (logits.data.argmax(axis=1) == labels).sum()
+    if loop == "read-each-step" or not on_gpu:
+        correct = int(correct)
+    stats = StepStats(step=1, epoch=1, batch=1, loss=value, correct=correct, examples=len(y),
+                      lr=optimizer.param_groups[0]["lr"])
+    (EpochTotals() if totals is None else totals).add(stats)
+    return stats
 
 
-def count_step(batch_size=128, recipe="fast", emulate=True, loop="current"):
+def count_step(batch_size=128, recipe="fast", emulate=True, loop="trainer"):
     """(counts of the second step, its loss, the NumPy step's loss, emulated?). The first step
     is not counted: it creates the momentum buffers (and CuPy compiles the kernels)."""
+    from minires.train.loop import EpochTotals
     setup = build(batch_size, recipe)
     cpu = build(batch_size, recipe)
-    losses_cpu = [train_step(*cpu, "cpu")[0] for _ in range(2)]
+    losses_cpu = [train_step(*cpu, "cpu").loss for _ in range(2)]
     with fake_cupy(emulate) as fake:
         config, model, optimizer, schedule, x, y = setup
         model.to("cuda")
-        totals = {}
+        totals = EpochTotals()
         train_step(config, model, optimizer, schedule, x, y, "cuda", loop, totals)
-        first = float(totals["loss"].get()) if loop == "proposed" else 0.0
         COUNTS.__init__()
-        loss, _ = train_step(config, model, optimizer, schedule, x, y, "cuda", loop, totals)
+        stats = train_step(config, model, optimizer, schedule, x, y, "cuda", loop, totals)
         counts = Counts()
         counts.launches, counts.syncs, counts.h2d, counts.sites = (
             COUNTS.launches.copy(), COUNTS.syncs.copy(), COUNTS.h2d.copy(), COUNTS.sites.copy())
-        if loop == "proposed":
-            loss = (float(totals["loss"].get()) - first) / len(y)      # the second step's
+        loss = stats.loss                   # read back now, after the counting
         emulated = fake.emulated
     return counts, loss, losses_cpu[1], emulated
 
@@ -490,9 +490,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--recipe", default="fast", choices=("fast", "paper"))
-    parser.add_argument("--loop", default="current", choices=("current", "proposed"),
-                        help="the Trainer's step as it is, or with host labels and the loss and "
-                             "accuracy kept on the device (see train_step)")
+    parser.add_argument("--loop", default="trainer", choices=("trainer", "read-each-step"),
+                        help="the Trainer's step (nothing read back), or as it was before: "
+                             "the loss, the accuracy and the labels' range read back every step "
+                             "(see train_step)")
     parser.add_argument("--detail", action="store_true", help="every operation by name")
     parser.add_argument("--sites", action="store_true",
                         help="every operation by name and the line of minires that asked for it")

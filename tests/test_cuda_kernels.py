@@ -301,6 +301,26 @@ def test_cross_entropy_backward_matches_the_portable_code(kernels, reduction, la
     np.testing.assert_allclose(kernels.back(got), want, **_tol(dtype))
 
 
+# --- the training loop's sums --------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_epoch_sums_add_up_as_python_adds_the_numbers_read_back(kernels, dtype):
+    """train/loop.py's EpochTotals on a GPU: the sums equal reading each step's loss and count
+    back and adding them in Python (float(loss) * examples, in double), bit for bit."""
+    rng = _rng(9)
+    losses = rng.uniform(0.01, 3, 25).astype(dtype)
+    counts = rng.integers(0, 129, 25)
+    examples = [128] * 24 + [80]
+    sums = kernels.to(np.array([1.2345678901, 7.0]))       # a resumed epoch's sums so far
+    loss_sum, correct = 1.2345678901, 7
+    for loss, count, n in zip(losses, counts, examples):
+        ck.add_to_epoch_sums(sums, kernels.to(np.asarray(loss)), kernels.to(np.asarray(count)), n)
+        loss_sum += float(loss) * n
+        correct += int(count)
+    got = kernels.back(sums)
+    assert got.dtype == np.float64
+    assert (got[0], got[1]) == (loss_sum, correct)
+
+
 # --- SGD ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("settings", [
     {"momentum": 0.0, "weight_decay": 0.0}, {"momentum": 0.0, "weight_decay": 5e-4},
@@ -372,7 +392,7 @@ def test_every_kernel_is_tested_here():
     assert used == every, "a kernel source no wrapper uses"
     for wrapper in ("im2col", "col2im", "im2col_batch", "col2im_batch", "batch_norm_forward",
                     "batch_norm_backward", "relu_forward", "relu_backward",
-                    "cross_entropy_backward", "sgd_update"):
+                    "cross_entropy_backward", "sgd_update", "add_to_epoch_sums"):
         assert f"ck.{wrapper}(" in source, wrapper
 
 

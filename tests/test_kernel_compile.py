@@ -160,6 +160,7 @@ def _exercise_wrappers(dtype, xp=np):
     logp, target = arr(4, 10), xp.asarray(rng.integers(0, 10, 4))
     ck.cross_entropy_backward(logp, target, xp.asarray(1.0, dtype=dtype), 0.1, "mean")
     ck.cross_entropy_backward(logp, target, arr(4), 0.0, "none")
+    ck.add_to_epoch_sums(xp.zeros(2), arr(), xp.asarray(np.array(5, dtype=np.int64)), 128)
     for momentum, dampening, nesterov in ((0.0, 0.0, False), (0.9, 0.0, True), (0.9, 0.1, False)):
         param, buf = arr(3, 4), (arr(3, 4) if momentum else None)
         for first in (True, False):

@@ -3,7 +3,9 @@
 The counting stand-in for CuPy runs the GPU branches of minires (with the kernels on the CPU
 emulation of tests/kernel_emulation.py); these tests pin down what the fused kernels and the
 host-side label check buy: one launch per parameter for SGD, 9 per batch-norm layer and step,
-and no wait for the GPU in cross_entropy when the labels come from the host.
+and no wait for the GPU in cross_entropy when the labels come from the host; conv2d's GPU route
+(per-geometry im2col / col2im, no wide grid) against NumPy's; and the training loop on the
+CuPy path: no wait for the GPU within an epoch, the epoch's sums read back when needed.
 """
 import shutil
 import sys
@@ -71,7 +73,7 @@ def test_the_fake_refuses_what_cupy_refuses():
 
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="the kernel emulation needs g++")
-@pytest.mark.parametrize("loop", ["current", "proposed"])
+@pytest.mark.parametrize("loop", ["trainer", "read-each-step"])
 def test_a_resnet20_step_on_the_cupy_path(loop):
     counts, loss, loss_numpy, emulated = lc.count_step(batch_size=4, loop=loop)
     assert emulated
@@ -83,10 +85,11 @@ def test_a_resnet20_step_on_the_cupy_path(loop):
     bn = [name for name in counts.launches if name.startswith("kernel minires_bn")]
     assert sum(counts.launches[name] for name in bn) == 7 * 19       # 5 forward, 4 backward,
     assert counts.launches["sum"] <= 2 * 19 + 5                      # 2 of them CuPy's .sum
-    if loop == "current":      # the loss read back, the correct count, the device labels' range
+    if loop == "read-each-step":   # the loss, the correct count, the device labels' range
         assert dict(counts.syncs) == {"item": 1, "int()": 1, "get": 1}
-    else:
+    else:                          # the Trainer's step: nothing read back
         assert not counts.syncs
+        assert counts.launches["kernel minires_epoch_sums"] == 1
 
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="the kernel emulation needs g++")
@@ -122,3 +125,111 @@ def test_conv2d_on_the_cupy_path_is_the_numpy_conv2d(kwargs):
         assert len(got) == len(want) == 3 + need_x
         for a, b in zip(got, want):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+# --- the training loop on the CuPy path -----------------------------------------------------------
+class _Steps(mr.train.Callback):
+    """Each step's StepStats and the syncs counted so far when it ended."""
+
+    def __init__(self):
+        self.stats, self.syncs = [], []
+
+    def on_step_end(self, trainer, stats):
+        self.stats.append(stats)
+        self.syncs.append(sum(lc.COUNTS.syncs.values()))
+
+
+def _fit_on_the_stand_in(tmp_path=None, callbacks=(), progress=False, **kwargs):
+    from tests.test_train import config, new_model, tiny_data
+    with lc.fake_cupy():
+        lc.COUNTS.__init__()
+        return mr.train.fit(new_model(), tiny_data(), config(device="cuda", **kwargs),
+                            out=tmp_path, callbacks=callbacks, progress=progress, verbose=False)
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="the kernel emulation needs g++")
+def test_the_trainer_reads_nothing_back_during_an_epoch_on_the_cupy_path():
+    """On a GPU a training step waits for nothing: the loss and the count of correct
+    predictions stay on the device (StepStats, EpochTotals) until the epoch ends; the epoch's
+    row is what reading and adding every step's numbers gives, exactly; a StepStats read
+    later is still a float and an int, one wait for each."""
+    steps = _Steps()
+    result = _fit_on_the_stand_in(callbacks=[steps], progress=False)
+    by_epoch = [steps.syncs[e * 6:(e + 1) * 6] for e in range(3)]
+    assert all(len(set(syncs)) == 1 for syncs in by_epoch)     # no wait within an epoch
+    with lc.fake_cupy():
+        stats = steps.stats[0]
+        lc.COUNTS.__init__()
+        assert type(stats.loss) is float and type(stats.correct) is int
+        assert stats.loss == stats.loss and dict(lc.COUNTS.syncs) == {"float()": 1, "int()": 1}
+        for epoch, row in enumerate(result.history, 1):
+            mine = [s for s in steps.stats if s.epoch == epoch]
+            loss_sum = 0.0
+            for s in mine:
+                loss_sum += s.loss * s.examples
+            assert row["train_loss"] == loss_sum / 96                # bit for bit
+            assert row["train_acc"] == sum(s.correct for s in mine) / 96
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="the kernel emulation needs g++")
+def test_the_trainer_on_the_cupy_path_trains_as_on_the_cpu():
+    from tests.test_train import run
+    cpu = run()
+    gpu = _fit_on_the_stand_in(progress=False)
+    for got, want in zip(gpu.history, cpu.history):
+        assert got["train_acc"] == want["train_acc"]
+        np.testing.assert_allclose(got["train_loss"], want["train_loss"], rtol=1e-6)
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="the kernel emulation needs g++")
+def test_the_progress_bar_reads_the_gpu_at_most_every_few_seconds(monkeypatch):
+    """The bar's loss and accuracy on a GPU: read back only when the bar is shown, at most
+    every Trainer.POSTFIX_SECONDS (each read is one wait for the GPU)."""
+    from minires.train.loop import Trainer
+    reads = []
+    real = Trainer._settle
+    monkeypatch.setattr(Trainer, "_settle", lambda self: reads.append(self.global_step) or
+                        real(self))
+    for seconds, progress in ((0.0, True), (3600.0, True), (0.0, False)):
+        monkeypatch.setattr(Trainer, "POSTFIX_SECONDS", seconds)
+        reads.clear()
+        _fit_on_the_stand_in(epochs=1, progress=progress)
+        shown = [1, 2, 3, 4, 5, 6] if seconds == 0 else [1]
+        assert reads[:-2] == (shown if progress else [])          # then the epoch's end
+        assert reads[-2:] == [6, 6]
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="the kernel emulation needs g++")
+def test_a_nan_loss_on_the_cupy_path_stops_at_the_next_read_and_saves_nothing(tmp_path):
+    """On a GPU the loss is checked when it is read back (here: the end of epoch 2), not at
+    each step; nothing diverged is saved, the checkpoint of epoch 1 stays."""
+    from tests.test_train import At
+
+    def poison(trainer):
+        saved["bytes"] = (tmp_path / "last.npz").read_bytes()
+        trainer.model[1].weight.data[...] = lc.DeviceArray(np.array(np.nan, np.float32))
+
+    saved = {}
+    with pytest.raises(mr.train.NonFiniteLossError,
+                       match=r"training loss became nan .*epoch 2.* between iteration 7 and 12; "
+                             r"on a GPU .*last.npz, is intact"):
+        _fit_on_the_stand_in(tmp_path, callbacks=[At(poison, step=8)], progress=False)
+    assert (tmp_path / "last.npz").read_bytes() == saved["bytes"]
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="the kernel emulation needs g++")
+def test_a_stop_mid_epoch_on_the_cupy_path_saves_the_epochs_sums(tmp_path):
+    from minires import checkpoint
+    from tests.test_train import At
+    steps = _Steps()
+    stop = At(lambda t: t.request_stop(), step=9)
+    result = _fit_on_the_stand_in(tmp_path, callbacks=[steps, stop], progress=False)
+    assert result.status == "interrupted"
+    totals = checkpoint.load(tmp_path / "last.npz").meta["epoch_totals"]
+    with lc.fake_cupy():
+        mine = steps.stats[6:9]
+        loss_sum = 0.0
+        for s in mine:
+            loss_sum += s.loss * s.examples
+        assert (totals["loss_sum"], totals["correct"], totals["seen"]) == \
+            (loss_sum, sum(s.correct for s in mine), 48)

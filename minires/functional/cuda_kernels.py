@@ -170,10 +170,24 @@ ELEMENTWISE = {
         const T g = wd != (T)0 ? p * wd + grad : grad;
         p = p - lr * g;
         """),
+    # The training loop's running sums of an epoch, kept on the GPU (train/loop.py, EpochTotals)
+    # so that a step never waits to read its loss back: sums[0] += loss * examples (the loss
+    # summed over the examples), sums[1] += correct (examples classified right; a float64
+    # holds any count exactly). One thread (loss and correct are 0-d). Rounded as Python
+    # rounds ``float(loss) * examples`` added to a float (double, no fused multiply-add), so
+    # the sums are those of reading every step's loss back and adding it on the host.
+    "epoch_sums": (
+        "T loss, I correct, float64 examples",
+        "raw float64 sums",
+        """
+        sums[0] = sums[0] + (double)loss * examples;
+        sums[1] = sums[1] + (double)correct;
+        """),
 }
 
 # Compiler options per kernel (cupy.ElementwiseKernel's ``options``); the others have none.
-OPTIONS = {"sgd_momentum": ("--fmad=false",), "sgd": ("--fmad=false",)}
+OPTIONS = {"sgd_momentum": ("--fmad=false",), "sgd": ("--fmad=false",),
+           "epoch_sums": ("--fmad=false",)}
 
 # name -> (in_params, out_params, map_expr, reduce_expr, post_map_expr, identity):
 # cupy.ReductionKernel's arguments. Both are per-channel sums, called on (N, C, L) arrays
@@ -576,6 +590,14 @@ def cross_entropy_backward(logp, target, gy, label_smoothing=0.0, reduction="mea
     return g
 
 
+# --- the training loop's sums -------------------------------------------------------------------
+def add_to_epoch_sums(sums, loss, correct, examples):
+    """sums (2,) float64 on the device += (loss * examples, correct), in place, one launch:
+    a training step's mean loss (0-d) and count of correct predictions (0-d, integer) added
+    without reading them back (train/loop.py's EpochTotals reads ``sums`` when it needs them)."""
+    _kernel("epoch_sums")(loss, correct, float(examples), sums)
+
+
 # --- SGD ------------------------------------------------------------------------------------------
 def sgd_update(p, grad, buf, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
                first=False):
@@ -594,6 +616,6 @@ def sgd_update(p, grad, buf, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, 
 
 
 __all__ = ["ELEMENTWISE", "GEOMETRY", "INDEX32_LIMIT", "OPTIONS", "REDUCTION", "ColumnGeometry",
-           "batch_norm_backward", "batch_norm_forward", "built_kernels", "col2im", "col2im_batch",
-           "cross_entropy_backward", "geometry_kernel_spec", "im2col", "im2col_batch",
-           "make_kernel", "relu_backward", "relu_forward", "sgd_update"]
+           "add_to_epoch_sums", "batch_norm_backward", "batch_norm_forward", "built_kernels",
+           "col2im", "col2im_batch", "cross_entropy_backward", "geometry_kernel_spec", "im2col",
+           "im2col_batch", "make_kernel", "relu_backward", "relu_forward", "sgd_update"]

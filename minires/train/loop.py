@@ -15,8 +15,9 @@ import numpy as np
 
 from .. import backend, checkpoint, speed
 from .. import functional as F
-from ..backend import to_device
+from ..backend import device_of, get_array_module, is_cupy_array, to_device, to_numpy
 from ..data import DataLoader
+from ..functional import cuda_kernels
 from ..tensor import Tensor
 from . import run_folder
 from .evaluation import evaluate_views
@@ -48,10 +49,39 @@ def _format_time(seconds):
 class NonFiniteLossError(RuntimeError):
     """The run diverged: the loss (training or evaluation) or the weights became NaN or Inf.
 
-    The run stops there and saves nothing of the diverged state: a training step with a
-    non-finite loss does not touch the weights, and non-finite weights are never written
-    to ``last.npz`` or ``best.npz``, so the last checkpoint written is intact.
+    The run stops there and saves nothing of the diverged state: non-finite weights are never
+    written to ``last.npz`` or ``best.npz``, so the last checkpoint written is intact. On the
+    CPU a training step with a non-finite loss stops before it touches the weights; on a GPU
+    the training loss is checked when it is read back (progress display, end of epoch, a
+    checkpoint), so the steps since the last check may have run.
     """
+
+
+class _ReadBack:
+    """A field of StepStats that may hold a 0-d GPU array: the first read copies it to the
+    host as ``convert`` (float, int) -- one wait for the GPU -- and keeps that number."""
+
+    def __init__(self, convert):
+        self.convert = convert
+
+    def __set_name__(self, owner, name):
+        self.name, self.slot = name, f"_{name}"
+
+    def __get__(self, obj, owner=None):
+        if obj is None:                 # dataclasses looking for a default: there is none
+            raise AttributeError(self.name)
+        value = obj.__dict__[self.slot]
+        if is_cupy_array(value):
+            value = obj.__dict__[self.slot] = self.convert(value)
+        return value
+
+    def __set__(self, obj, value):      # only __init__ gets here (the dataclass is frozen)
+        obj.__dict__[self.slot] = value
+
+    def on_device(self, obj):
+        """The value while it is still on the GPU (not read yet), else None."""
+        value = obj.__dict__[self.slot]
+        return value if is_cupy_array(value) else None
 
 
 @dataclass(frozen=True)
@@ -60,13 +90,19 @@ class StepStats:
 
     ``loss`` and ``correct`` are measured on the batch before the step changed the weights
     (the forward pass the gradient came from), as He et al.'s training curves are.
+
+    On a GPU the trainer does not read the loss and the count back after each step (that
+    would make every step wait for the GPU); they stay on the device until someone asks:
+    ``stats.loss`` is still a float and ``stats.correct`` an int, but the first read of each
+    waits for the GPU to finish the step (later reads reuse the number). A callback that
+    does not look at them costs nothing.
     """
 
     step: int        # the run's iteration count, this step included (1 after the first step)
     epoch: int       # the epoch this step belongs to, counting from 1 (as metrics.jsonl's rows)
     batch: int       # this step's place in its epoch, counting from 1
-    loss: float      # the batch's mean training loss (with the config's label smoothing)
-    correct: int     # examples of the batch classified right
+    loss: float = _ReadBack(float)   # the batch's mean training loss (the config's smoothing)
+    correct: int = _ReadBack(int)    # examples of the batch classified right
     examples: int    # examples in the batch (the last batch of an epoch may be smaller)
     lr: float        # the learning rate this step used
 
@@ -75,31 +111,69 @@ class StepStats:
         """``correct / examples``: the batch's training accuracy."""
         return self.correct / self.examples
 
+    def _on_device(self):
+        """(loss, correct) while both are still on the GPU (not read back), else None."""
+        loss, correct = (type(self).__dict__[name].on_device(self) for name in ("loss", "correct"))
+        return None if loss is None or correct is None else (loss, correct)
+
 
 @dataclass
 class EpochTotals:
     """The running sums of the epoch in progress: what its row of metrics.jsonl will report
-    (and what a checkpoint taken mid-epoch carries, so a resumed epoch reports the same)."""
+    (and what a checkpoint taken mid-epoch carries, so a resumed epoch reports the same).
+
+    On a GPU the steps' losses and counts are added on the device (StepStats leaves them
+    there): ``loss_sum`` and ``correct`` are up to date after ``settle()``, which reads the
+    device sums back -- one wait for the GPU; ``mean_loss`` and ``accuracy`` settle first.
+    The device sums run from the epoch's start (or the resumed totals) in the order of the
+    steps, so every settle gives what adding each step's numbers on the host would.
+    """
 
     loss_sum: float = 0.0    # the training loss summed over the examples seen
     correct: int = 0         # examples classified right
     seen: int = 0            # examples trained on
     time: float = 0.0        # seconds spent training (evaluation excluded)
 
+    def __post_init__(self):
+        self._sums = None        # on a GPU: (loss_sum, correct) as a (2,) float64 device array
+        self._unread = False     # steps added on the device since the last settle()
+
     def add(self, stats: StepStats):
-        """Count one step in."""
-        self.loss_sum += stats.loss * stats.examples
-        self.correct += stats.correct
+        """Count one step in. A step whose loss and count are still on the GPU is added there,
+        without waiting for it."""
+        on_device = stats._on_device()
+        if on_device is None:
+            self.loss_sum += stats.loss * stats.examples
+            self.correct += stats.correct
+        else:
+            loss, correct = on_device
+            if self._sums is None:   # the epoch's sums so far, on the device (16 bytes, once)
+                self._sums = to_device(np.array([self.loss_sum, self.correct], np.float64),
+                                       device_of(loss))
+            cuda_kernels.add_to_epoch_sums(self._sums, loss, correct, stats.examples)
+            self._unread = True
         self.seen += stats.examples
+
+    def settle(self) -> bool:
+        """Read the device sums back into ``loss_sum`` and ``correct`` (one wait for the GPU);
+        False when there was nothing to read (on the CPU, or read since the last step)."""
+        if not self._unread:
+            return False
+        loss_sum, correct = to_numpy(self._sums).tolist()
+        self.loss_sum, self.correct = loss_sum, int(correct)
+        self._unread = False
+        return True
 
     @property
     def mean_loss(self) -> float:
         """The mean training loss over the examples seen (0 before any)."""
+        self.settle()
         return self.loss_sum / max(self.seen, 1)
 
     @property
     def accuracy(self) -> float:
         """The training accuracy over the examples seen (0 before any)."""
+        self.settle()
         return self.correct / max(self.seen, 1)
 
     @property
@@ -123,8 +197,9 @@ class Callback:
     * ``on_train_end(trainer, result)`` once, with the ``FitResult``.
 
     What a callback needs over several steps (a moving average, the error of the last N
-    iterations) it sums itself from each step's ``stats``. ``trainer`` gives the run's
-    objects to look at: ``model``, ``optimizer``, ``scheduler``, ``config``, ``out``,
+    iterations) it sums itself from each step's ``stats`` (on a GPU, reading ``stats.loss``
+    or ``stats.correct`` makes the step wait for the GPU: see StepStats). ``trainer`` gives
+    the run's objects to look at: ``model``, ``optimizer``, ``scheduler``, ``config``, ``out``,
     ``epochs``, ``steps_per_epoch``, ``total_steps``, ``history``, ``best``, and where the
     run is: ``epoch`` (epochs finished), ``batch`` (steps done in this epoch),
     ``global_step``. ``trainer.request_stop()`` ends the run after the current step, saving
@@ -191,6 +266,8 @@ def planned_length(config: TrainConfig, steps_per_epoch: int) -> tuple[int, int]
 class Trainer:
     """The state of one run and the loop over it; ``fit()`` builds one and calls ``run()``."""
 
+    POSTFIX_SECONDS = 2.0    # on a GPU, the progress bar's loss and accuracy: at most this often
+
     def __init__(self, model, data, config: TrainConfig, out=None, callbacks=(), progress=None,
                  verbose=True):
         self.config, self.callbacks = config, list(callbacks)
@@ -214,6 +291,7 @@ class Trainer:
         self.scheduler = build_schedule(config, self.optimizer, self.steps_per_epoch,
                                         self.total_steps)
         self.epoch = self.batch = self.global_step = 0
+        self._checked_step = 0           # the iteration up to which the training loss is checked
         self.epoch_totals = EpochTotals()
         self.history = []
         self.best_split = "val" if "val" in self.eval_splits else "test"
@@ -246,6 +324,7 @@ class Trainer:
         global step), the unfinished epoch's running sums, history, best, and the random
         generators' states -- what a checkpoint's ``meta`` must hold to resume exactly.
         """
+        self._settle()                                # the epoch's sums, from the GPU
         return {
             "config": dataclasses.asdict(self.config),
             "epoch": self.epoch, "batch": self.batch, "global_step": self.global_step,
@@ -318,7 +397,7 @@ class Trainer:
                              f"set?)")
         checkpoint.restore(ckpt, self.model, self.optimizer, self.scheduler)
         self.epoch, self.batch = int(meta["epoch"]), int(meta["batch"])
-        self.global_step = int(meta["global_step"])
+        self.global_step = self._checked_step = int(meta["global_step"])
         # "partial": the key of checkpoints written before minires named it epoch_totals
         self.epoch_totals = EpochTotals(**meta.get("epoch_totals", meta.get("partial")))
         self.history, self.best = list(meta["history"]), dict(meta["best"])
@@ -337,19 +416,35 @@ class Trainer:
 
     def _train_step(self, x, y) -> StepStats:
         """One step: forward, loss, backward, the optimizer and the schedule; the position
-        advances by one step."""
+        advances by one step.
+
+        On the CPU the loss is read at once and a non-finite one stops the run before the
+        step changes the weights. On a GPU reading it would make every step wait for the GPU
+        to finish (the Python side could not queue the next step meanwhile), so the step
+        reads nothing back: the labels go to cross_entropy from the host (checked there), the
+        loss and the count of correct predictions stay on the device (StepStats, EpochTotals)
+        and the loss is checked for NaN and Inf when the epoch's sums are read back
+        (``_settle``: progress display, end of epoch, checkpoint) -- the steps since the last
+        check may have run by then, but no diverged weights are ever saved (``save`` checks).
+        """
         device = self.config.device
-        y = to_device(y, device)
+        labels = to_device(y, device)
         self.optimizer.zero_grad()
         logits = self.model(Tensor(to_device(x, device)))
-        loss = F.cross_entropy(logits, y, label_smoothing=self.config.label_smoothing)
-        value = float(loss.item())
-        if not math.isfinite(value):
-            raise NonFiniteLossError(
-                f"the training loss is {value} at epoch {self.epoch + 1}, step {self.batch + 1} "
-                f"(iteration {self.global_step}, lr {self.optimizer.param_groups[0]['lr']:.4g}); "
-                f"stopping before this step changes the weights; {self._intact()}. "
-                f"A lower --lr or a longer warm-up usually helps.")
+        on_gpu = get_array_module(logits.data) is not np
+        loss = F.cross_entropy(logits, y if on_gpu else labels,
+                               label_smoothing=self.config.label_smoothing)
+        if on_gpu:
+            value = loss.data                     # 0-d, on the device
+        else:
+            value = float(loss.item())
+            if not math.isfinite(value):
+                raise NonFiniteLossError(
+                    f"the training loss is {value} at epoch {self.epoch + 1}, step "
+                    f"{self.batch + 1} (iteration {self.global_step}, lr "
+                    f"{self.optimizer.param_groups[0]['lr']:.4g}); stopping before this step "
+                    f"changes the weights; {self._intact()}. A lower --lr or a longer warm-up "
+                    f"usually helps.")
         loss.backward()
         for cb in self.callbacks:
             cb.on_after_backward(self)
@@ -358,9 +453,28 @@ class Trainer:
         self.scheduler.step()
         self.batch += 1
         self.global_step += 1
+        correct = (logits.data.argmax(axis=1) == labels).sum()
         return StepStats(step=self.global_step, epoch=self.epoch + 1, batch=self.batch,
-                         loss=value, correct=int((logits.data.argmax(axis=1) == y).sum()),
+                         loss=value, correct=correct if on_gpu else int(correct),
                          examples=len(y), lr=self.last_lr)
+
+    def _settle(self) -> bool:
+        """Bring the epoch's sums back from the GPU (EpochTotals.settle: one wait for it) and
+        check the training loss there: a NaN or Inf in any step's loss makes the sum
+        non-finite. False when there was nothing to read (the CPU: each step checked its own
+        loss; or nothing new)."""
+        totals = self.epoch_totals
+        if not totals.settle():
+            return False
+        if not math.isfinite(totals.loss_sum):
+            raise NonFiniteLossError(
+                f"the training loss became {totals.loss_sum / max(totals.seen, 1)} (the mean "
+                f"of epoch {self.epoch + 1} so far) between iteration {self._checked_step + 1} "
+                f"and {self.global_step}; on a GPU the loss is checked when it is read back, "
+                f"so those steps ran; nothing of them is saved; {self._intact()}. A lower "
+                f"--lr or a longer warm-up usually helps.")
+        self._checked_step = self.global_step
+        return True
 
     def _train_epoch(self):
         """Steps until the epoch ends, the run reaches its last step, or a stop is requested."""
@@ -373,18 +487,29 @@ class Trainer:
                    disable=None if self.progress is None else not self.progress)  # None: on a tty
         totals = self.epoch_totals
         start, time_before = time.perf_counter(), totals.time
+        shown = -math.inf                         # when the bar's numbers were last updated
         try:
             for x, y in batches:
                 stats = self._train_step(x, y)
+                on_gpu = stats._on_device() is not None
                 totals.add(stats)
                 totals.time = time_before + time.perf_counter() - start
                 for cb in self.callbacks:
                     cb.on_step_end(self, stats)
-                bar.set_postfix(loss=f"{totals.mean_loss:.3f}", acc=f"{100 * totals.accuracy:.1f}%",
-                                img_s=f"{totals.images_per_second:.0f}", refresh=False)
+                # On a GPU the bar's numbers cost a wait for it (_settle reads the sums back):
+                # only when the bar is shown, at most every POSTFIX_SECONDS. CPU: every step.
+                if not on_gpu or (not bar.disable
+                                  and time.perf_counter() - shown >= self.POSTFIX_SECONDS):
+                    self._settle()
+                    shown = time.perf_counter()
+                    bar.set_postfix(loss=f"{totals.mean_loss:.3f}",
+                                    acc=f"{100 * totals.accuracy:.1f}%",
+                                    img_s=f"{totals.images_per_second:.0f}", refresh=False)
                 bar.update(1)
                 if self.stop_requested or self.global_step >= self.total_steps:
                     break
+            if self._settle():     # a GPU: the epoch's numbers, its time with the GPU's tail
+                totals.time = time_before + time.perf_counter() - start
         finally:
             if hasattr(batches, "close"):
                 batches.close()                   # stops the prefetch thread
@@ -393,6 +518,7 @@ class Trainer:
     def _end_epoch(self) -> dict:
         """Close the epoch: evaluate, check for divergence, record (history, best, files), report,
         then ``on_epoch_end``. Returns the epoch's row of metrics.jsonl."""
+        self._settle()
         totals = self.epoch_totals
         row = {"epoch": self.epoch + 1, "step": self.global_step,
                "train_loss": totals.mean_loss, "train_acc": totals.accuracy}
