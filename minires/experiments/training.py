@@ -23,24 +23,29 @@ class _IterationLog(Callback):
     def __init__(self, hist, log_every, label):
         self.hist, self.log_every, self.label = hist, log_every, label
         self.clock = Timer()
-        self.window = {"wrong": 0, "seen": 0, "loss_sum": 0.0}
+        self.window = []                             # the StepStats since the last log line
 
     def on_step_end(self, trainer, stats):
-        w = self.window                              # sums over this step's batch (StepStats)
-        w["wrong"] += stats.examples - stats.correct
-        w["seen"] += stats.examples
-        w["loss_sum"] += stats.loss * stats.examples
+        # the window's numbers are read when it is logged, not at every step: on a GPU reading
+        # a step's loss waits for the GPU (StepStats), once per window instead of per step
+        self.window.append(stats)
         step = stats.step
         if step % self.log_every == 0 or step == trainer.total_steps:
+            wrong = seen = 0
+            loss_sum = 0.0
+            for s in self.window:                    # sums over the window's batches
+                wrong += s.examples - s.correct
+                seen += s.examples
+                loss_sum += s.loss * s.examples
             h = self.hist
             h["steps"].append(step)
-            h["train_error"].append(w["wrong"] / w["seen"])
-            h["train_loss"].append(w["loss_sum"] / w["seen"])
+            h["train_error"].append(wrong / seen)
+            h["train_loss"].append(loss_sum / seen)
             h["lr"].append(stats.lr)
             print(f"{self.label} step {step}/{trainer.total_steps}  train error "
-                  f"{w['wrong'] / w['seen']:.3f}  loss {w['loss_sum'] / w['seen']:.3f}  "
+                  f"{wrong / seen:.3f}  loss {loss_sum / seen:.3f}  "
                   f"{self.clock.seconds:.0f}s", flush=True)
-            self.window = {"wrong": 0, "seen": 0, "loss_sum": 0.0}
+            self.window = []
 
     def on_epoch_end(self, trainer, metrics):
         if "test_acc" in metrics:
