@@ -85,6 +85,7 @@ def test_a_resnet20_step_on_the_cupy_path(loop):
     bn = [name for name in counts.launches if name.startswith("kernel minires_bn")]
     assert sum(counts.launches[name] for name in bn) == 7 * 19       # 5 forward, 4 backward,
     assert counts.launches["sum"] <= 2 * 19 + 5                      # 2 of them CuPy's .sum
+    assert not [site for site in counts.sites if "nn/layers.py" in site]   # BN counts on the host
     if loop == "read-each-step":   # the loss, the correct count, the device labels' range
         assert dict(counts.syncs) == {"item": 1, "int()": 1, "get": 1}
     else:                          # the Trainer's step: nothing read back
@@ -233,3 +234,45 @@ def test_a_stop_mid_epoch_on_the_cupy_path_saves_the_epochs_sums(tmp_path):
             loss_sum += s.loss * s.examples
         assert (totals["loss_sum"], totals["correct"], totals["seen"]) == \
             (loss_sum, sum(s.correct for s in mine), 48)
+
+
+# --- batch norm's counter stays on the host -------------------------------------------------------
+def test_num_batches_tracked_stays_on_the_host_and_counts_without_a_launch(tmp_path):
+    """BatchNorm's num_batches_tracked is a host buffer (Module._host_buffers): NumPy on every
+    device, so counting a batch launches nothing and the cumulative average (momentum=None)
+    reads it without a wait; state_dict, load_state_dict and checkpoints carry it as on the
+    CPU."""
+    from minires import checkpoint
+    nn = mr.nn
+    mr.manual_seed(0)
+    x_host = np.random.default_rng(0).standard_normal((8, 3)).astype(np.float32)
+    cpu = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4, momentum=None))
+    mr.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4, momentum=None))
+    with lc.fake_cupy():
+        model.to("cuda")
+        bn = model[1]
+        assert isinstance(bn.num_batches_tracked.data, np.ndarray)
+        assert bn.running_mean.device == "cuda" and bn.num_batches_tracked.device == "cpu"
+        x = mr.tensor(x_host, device="cuda")
+        model(x)
+        _, counts = _counted(lambda: model(x))
+        assert not [site for site in counts.sites if "nn/layers.py" in site], counts.sites
+        assert not counts.syncs
+        assert int(bn.num_batches_tracked.item()) == 2
+        state = model.state_dict()
+        assert isinstance(state["1.num_batches_tracked"], np.ndarray)
+        assert backend.is_cupy_array(state["1.running_mean"])
+        checkpoint.save(tmp_path / "ck.npz", model)
+        twin = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4, momentum=None)).to("cuda")
+        checkpoint.restore(tmp_path / "ck.npz", twin)
+        assert int(twin[1].num_batches_tracked.item()) == 2
+        assert isinstance(twin[1].num_batches_tracked.data, np.ndarray)
+        twin[1].num_batches_tracked.data = backend.to_device(np.array(5), "cuda")
+        twin.to("cuda")                                  # put back on the host by to()
+        assert isinstance(twin[1].num_batches_tracked.data, np.ndarray)
+        model.to("cpu")
+    cpu(mr.tensor(x_host))
+    cpu(mr.tensor(x_host))                               # the same running statistics
+    for name, value in cpu.state_dict().items():
+        np.testing.assert_allclose(model.state_dict()[name], value, rtol=1e-6, err_msg=name)

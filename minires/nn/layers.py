@@ -183,7 +183,14 @@ class _BatchNorm(Module):
     Training mode normalises with the batch's statistics and updates the running
     ones (``momentum``; ``momentum=None`` means a cumulative average, as in
     PyTorch); evaluation mode uses the running statistics.
+
+    ``num_batches_tracked`` is a 0-d int64 NumPy array on the host, also when the module
+    is on the GPU (``_host_buffers``): counting a batch is then a Python-side add, not a
+    kernel launch per layer and step, and the cumulative average reads the count without
+    waiting for the GPU. It goes into state_dicts and checkpoints as on the CPU.
     """
+
+    _host_buffers = ("num_batches_tracked",)
 
     _expected = ""       # shapes accepted, for error messages
 

@@ -160,6 +160,11 @@ class Module:
     ``train()`` / ``eval()`` set it on the whole tree.
     """
 
+    # Names of buffers that stay NumPy arrays on the host whatever device ``to()`` is given:
+    # small counters the host updates (BatchNorm's num_batches_tracked), where a GPU copy
+    # would cost a kernel launch per update and a wait for the GPU per read.
+    _host_buffers = ()
+
     def __init__(self):
         # object.__setattr__: our own __setattr__ needs these dictionaries to exist.
         object.__setattr__(self, "training", True)
@@ -385,7 +390,9 @@ class Module:
         ``model.to("cuda")``, ``model.to(numpy.float64)``, ``model.to("cpu", numpy.float32)``.
         The Parameter objects stay the same objects (only their ``.data`` and ``.grad``
         change), so an optimizer built before the move keeps working. A dtype applies
-        to floating-point tensors only (``num_batches_tracked`` stays an integer).
+        to floating-point tensors only (``num_batches_tracked`` stays an integer). The
+        buffers a module names in ``_host_buffers`` (``num_batches_tracked``) stay on the
+        host: NumPy arrays on every device.
         """
         if device is not None and not isinstance(device, str):
             device, dtype = None, device          # model.to(numpy.float64)
@@ -396,15 +403,17 @@ class Module:
             if not np.issubdtype(dtype, np.floating):
                 raise TypeError(f"Module.to: dtype must be a floating type, got {dtype}")
 
-        def convert(array):
+        def convert(array, host=False):
             if device is not None:
-                array = to_device(array, device)
+                array = to_device(array, "cpu" if host else device)
             if dtype is not None and np.issubdtype(array.dtype, np.floating):
                 array = array.astype(dtype, copy=False)
             return array
 
+        on_host = {id(b) for m in self.modules() for name in m._host_buffers
+                   if (b := m._buffers.get(name)) is not None}
         for t in itertools.chain(self.parameters(), self.buffers()):
-            t.data = convert(t.data)
+            t.data = convert(t.data, id(t) in on_host)
             if t.grad is not None:
                 t.grad = convert(t.grad)
         return self
@@ -429,7 +438,8 @@ class Module:
     def state_dict(self):
         """OrderedDict dotted name -> a copy of the array (parameters, then buffers, per module).
 
-        The arrays live where the module lives (NumPy on "cpu", CuPy on "cuda"), and
+        The arrays live where the module lives (NumPy on "cpu", CuPy on "cuda"; host
+        buffers such as ``num_batches_tracked`` are NumPy on both, see ``to``), and
         are copies: changing them does not change the model. Key names follow
         PyTorch (``layer1.0.conv1.weight``, ``bn1.running_mean``, ...).
         """
