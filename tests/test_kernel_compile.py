@@ -197,8 +197,9 @@ def _index_32_bits(a):
 
 def _merged_shape(arrays, shape):
     """The shape after CuPy's _reduced_view_core merges axes over which every (broadcast,
-    non-raw) array is contiguous; ``arrays`` as broadcast NumPy views."""
-    if not arrays:
+    non-raw) array is contiguous; ``arrays`` as broadcast NumPy views. A shape of one axis or
+    none (0-d operands: the epoch_sums kernel) is kept as it is, as _reduce_dims keeps it."""
+    if not arrays or len(shape) <= 1:
         return tuple(shape)
     strided = [a for a in arrays if not a.flags.c_contiguous]
     if not strided:
@@ -245,9 +246,10 @@ def _source(cupy, call):
         in_types, out_types, type_map = kernel._decide_params_type(
             tuple(a.dtype if isinstance(a, np.ndarray) else None for a in ins),
             tuple(a.dtype for a in outs))
-        nonraw = [a for p, a in zip(kernel.params, ins) if not p.raw and isinstance(a, np.ndarray)]
+        nonraw = [a for p, a in zip(kernel.params, list(ins) + outs)   # raw outputs take no part
+                  if not p.raw and isinstance(a, np.ndarray)]
         shape = (call.kwargs["size"],) if "size" in call.kwargs else \
-            np.broadcast_shapes(*(a.shape for a in nonraw + outs))
+            np.broadcast_shapes(*(a.shape for a in nonraw))
         if not outs:
             outs = [np.empty(shape, dtype=t) for t in out_types]
         views, infos = [], []
@@ -397,6 +399,7 @@ def test_merged_shape_follows_cupy():
     row = np.zeros((1, 15))
     assert _merged_shape([np.broadcast_to(row, (4, 15))[:, ::1]], (4, 15)) == (4, 15)
     assert _merged_shape([np.broadcast_to(np.zeros((1, 1, 5)), (1, 3, 5))], (1, 3, 5)) == (3, 5)
+    assert _merged_shape([np.zeros(())], ()) == ()
 
 
 def _without_template_arguments(code):
