@@ -2,9 +2,8 @@
 
 NumPy's OpenBLAS carries kernels for several CPU families and picks one when it loads, from
 the CPU's feature flags. That guess is not always the fastest for the shapes a ResNet step
-multiplies: on one 2-core Zen 4 machine OpenBLAS picked its SkylakeX kernel, and the Haswell
-kernel ran the step in 629 ms instead of 734 at one thread; on an Intel Xeon the SkylakeX pick
-was the faster one. The kernel is chosen by the environment variable ``OPENBLAS_CORETYPE``,
+multiplies: which kernel wins differs from machine to machine (benchmarks/RESULTS.md has
+the measurements). The kernel is chosen by the environment variable ``OPENBLAS_CORETYPE``,
 read once, when NumPy loads, so a running process cannot change it. Hence:
 
 * ``measure()`` times the step's GEMM shapes under each candidate kernel, each in a fresh
