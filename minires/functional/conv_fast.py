@@ -89,11 +89,10 @@ def use_winograd(on: bool) -> bool:
 def weight_gradient_gemm(a, b):
     """a @ b.T over the last two axes: a weight gradient, a sum over the pixels (the long,
     contiguous axis of both). On NumPy it runs as (b @ a.T).T when b has more rows: OpenBLAS
-    multiplies these shapes faster with the taller operand on the left (e.g. 16x6368 @
-    6368x144: 45 GFLOP/s, as 144x6368 @ 6368x16: 75; ``python -m minires.blas_kernel`` and
-    benchmarks/RESULTS.md). The same products; BLAS may sum them in another order, although on
-    this machine the gradients came out bit-identical (benchmarks/same_results.py). The result
-    may be a transposed view."""
+    multiplies these shapes faster with the taller operand on the left (the rates per shape
+    and kernel: ``python -m minires.blas_kernel``, benchmarks/RESULTS.md). The same products;
+    the gradients came out bit-identical (benchmarks/same_results.py). The result may be a
+    transposed view."""
     xp = get_array_module(a)
     if xp is np and b.shape[-2] > a.shape[-2]:
         return xp.matmul(b, a.swapaxes(-1, -2)).swapaxes(-1, -2)
