@@ -115,10 +115,11 @@ class BatchNorm(Function):
             shift = -mean * scale if bias is None else bias - mean * scale  # (C,)
             y3 = x3 * _per_channel(scale)                               # (N, C, L)
         else:                                                           # y from x - mean
-            shift = bias if bias is not None else xp.zeros_like(scale)  # (C,)
+            shift = bias                                                # (C,) or None
             y3 = xc
             y3 *= _per_channel(scale)
-        y3 += _per_channel(shift)
+        if shift is not None:
+            y3 += _per_channel(shift)
         self.save_for_backward(x, mean, invstd, weight)
         return y3.reshape(x.shape)
 
