@@ -51,7 +51,7 @@ def gemm_rates(n=2048):
              rng.standard_normal((n, n), dtype=np.float32)) for _ in range(2)]
     flops = 2 * n ** 3
     rates = {}
-    setter = parallel._openblas_setter()
+    setter = parallel.openblas_setter()
     threads = max(1, parallel.num_threads())
     if setter:
         setter(1)

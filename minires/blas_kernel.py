@@ -68,7 +68,7 @@ def core_name() -> str | None:
     import ctypes
 
     from .functional import parallel
-    found = parallel._openblas_library()
+    found = parallel.openblas_library()
     if found is None:
         return None
     lib = found[0]

@@ -73,9 +73,9 @@ _outer = None            # what the outermost open scope found and must put back
 @functools.lru_cache(maxsize=1)
 def _openblas():
     """(get, set) of the OpenBLAS thread count, from the library whose set_num_threads
-    ``use_speed_settings()`` calls (``parallel._openblas_library``), or None when NumPy's
+    ``use_speed_settings()`` calls (``parallel.openblas_library``), or None when NumPy's
     BLAS is not OpenBLAS or cannot report its count."""
-    found = parallel._openblas_library()
+    found = parallel.openblas_library()
     if found is None:
         return None
     lib, setter = found
@@ -111,7 +111,7 @@ def _target(threads):
         if threads is None and (os.environ.get("OPENBLAS_NUM_THREADS")
                                 or os.environ.get("OMP_NUM_THREADS")):
             return None
-        threads = parallel._available_cores() if threads is None else threads
+        threads = parallel.available_cores() if threads is None else threads
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads: expected a positive int, got {threads!r}")
     if _openblas() is None:          # another BLAS (or one we could not put back): left alone,

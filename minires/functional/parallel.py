@@ -38,7 +38,7 @@ _BLAS_SETTERS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_th
                  "openblas_set_num_threads64_", "openblas_set_num_threads")
 
 
-def _openblas_library():
+def openblas_library():
     """(the OpenBLAS library NumPy loaded, the name of its set_num_threads), or None."""
     paths = glob.glob(os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs",
                                    "*openblas*"))
@@ -59,13 +59,14 @@ def _openblas_library():
     return None
 
 
-def _openblas_setter():
+def openblas_setter():
     """OpenBLAS's set_num_threads from the library NumPy loaded, or None if not found."""
-    found = _openblas_library()
+    found = openblas_library()
     return None if found is None else getattr(*found)
 
 
-def _available_cores():
+def available_cores():
+    """The cores this process may run on (its CPU affinity), else os.cpu_count()."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
@@ -180,7 +181,7 @@ def set_blas_threads(n: int) -> bool:
 
     ``configure()`` sets it to 1 when minires runs chunks on its own threads (see above);
     this is for benchmarks and for users who want BLAS threading back."""
-    setter = _openblas_setter()
+    setter = openblas_setter()
     if setter is None:
         return False
     setter(int(n))
@@ -213,10 +214,10 @@ def configure(n=None) -> str:
         if n is None and (os.environ.get("OPENBLAS_NUM_THREADS") or
                           os.environ.get("OMP_NUM_THREADS")):
             return "BLAS threads as OPENBLAS_NUM_THREADS/OMP_NUM_THREADS say; conv chunks in order"
-        n = _available_cores() if n is None else n
+        n = available_cores() if n is None else n
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"threads: expected a positive int, got {n!r}")
-    setter = _openblas_setter()
+    setter = openblas_setter()
     if setter is None:
         set_num_threads(1)
         return "BLAS is not OpenBLAS: left as it is; conv chunks in order"
@@ -225,6 +226,7 @@ def configure(n=None) -> str:
     return f"{n} (minires' conv threads, OpenBLAS on one thread each)"
 
 
-__all__ = ["batch_chunks", "configure", "get_chunk_bytes", "num_threads", "run_chunks",
+__all__ = ["available_cores", "batch_chunks", "configure", "get_chunk_bytes", "num_threads",
+           "openblas_library", "openblas_setter", "run_chunks",
            "set_blas_threads", "set_chunk_bytes", "set_num_threads", "sum_in_chunk_order",
            "threads_from_environment"]
