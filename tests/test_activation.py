@@ -84,6 +84,41 @@ def test_relu_gradient_is_the_forward_mask(device):
     np.testing.assert_array_equal(grad_of(x), [0, 0, 3, 4])
 
 
+def test_relu_of_a_scalar_and_of_an_empty_batch(device):
+    x = t64(-3.0, device)
+    y = F.relu(x)
+    y.backward()
+    assert y.item() == 0.0 and grad_of(x) == 0.0
+    e = t64(np.zeros((0, 4)), device)
+    F.relu(e).sum().backward()
+    assert grad_of(e).shape == (0, 4)
+
+
+def test_relu_in_blocks_of_images_on_two_threads_equals_one_block():
+    from minires.functional import parallel
+    x_np = np.random.default_rng(6).standard_normal((9, 3, 4, 4))
+    gy = np.cos(np.arange(x_np.size)).reshape(x_np.shape)
+
+    def run():
+        x = t64(x_np, "cpu")
+        y = F.relu(x)
+        y.backward(gy)
+        return y.numpy(), grad_of(x)
+
+    one_block = run()
+    before_threads = parallel.num_threads()
+    previous = parallel.set_pass_chunk_bytes(2 * 3 * 16 * 8)              # 2 images a block
+    try:
+        parallel.set_num_threads(2)
+        blocks = run()
+    finally:
+        parallel.set_pass_chunk_bytes(previous)
+        parallel.set_num_threads(before_threads)
+    for a, b in zip(one_block, blocks):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(one_block[1], np.where(x_np > 0, gy, 0))
+
+
 # --- dropout ---------------------------------------------------------------------------
 @given(data=st.data())
 def test_dropout_backward_with_a_reseeded_generator(device, data):

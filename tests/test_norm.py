@@ -277,3 +277,59 @@ def test_batch_norm_matches_torch(training, shape):
     np.testing.assert_allclose(rv, trv.numpy(), rtol=1e-6, atol=1e-6)
     for mine, theirs in [(x, tx), (w, tw), (b, tb)]:
         np.testing.assert_allclose(mine.grad, theirs.grad.numpy(), rtol=1e-4, atol=1e-4)
+
+
+# --- the passes in blocks of images on the pool (parallel.pass_chunks) -------------------------
+def _bn_run(x_np, training, parts=(True, True, True)):
+    """y, dx, dw, db and the running statistics of one float32 batch_norm call."""
+    rng = np.random.default_rng(4)
+    C = x_np.shape[1]
+    x = t32(x_np, requires_grad=parts[0])
+    w = t32(rng.standard_normal(C), requires_grad=parts[1])
+    b = t32(rng.standard_normal(C), requires_grad=parts[2])
+    rm, rv = rng.standard_normal(C).astype(np.float32), (rng.random(C) + 0.5).astype(np.float32)
+    y = F.batch_norm(x, rm, rv, w, b, training=training, momentum=0.3)
+    y.backward(np.cos(np.arange(y.numel(), dtype=np.float32)).reshape(y.shape))
+    return [y.numpy(), rm, rv] + [None if t.grad is None else to_numpy(t.grad) for t in (x, w, b)]
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("offset", [0.5, 40.0])        # 40: the path that centres x first
+@pytest.mark.parametrize("parts", [(True, True, True), (True, False, False), (False, True, True)])
+def test_batch_norm_in_blocks_of_images_equals_one_block_and_ignores_threads(training, offset,
+                                                                            parts):
+    """Many uneven blocks (the last one shorter) give what one block gives, to the rounding of
+    the reordered per-channel sums; 2 threads give exactly what 1 thread gives."""
+    from minires.functional import parallel
+    x_np = np.random.default_rng(3).standard_normal((7, 3, 5, 4)) * 2 + offset
+    before_threads = parallel.num_threads()
+    previous = parallel.set_pass_chunk_bytes(2 * x_np[0].size * 4)         # 2 images a block
+    try:
+        parallel.set_num_threads(1)
+        serial = _bn_run(x_np, training, parts)
+        parallel.set_num_threads(2)
+        threaded = _bn_run(x_np, training, parts)
+    finally:
+        parallel.set_pass_chunk_bytes(previous)
+        parallel.set_num_threads(before_threads)
+    one_block = _bn_run(x_np, training, parts)
+    assert parallel.pass_chunks(x_np.astype(np.float32)) == [(0, 7)]
+    for a, b, c in zip(serial, threaded, one_block):
+        if c is None:
+            assert a is None and b is None
+            continue
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-5)
+
+
+def test_set_pass_chunk_bytes_returns_the_previous_value_and_rejects_bad_values():
+    from minires.functional import parallel
+    default = parallel.set_pass_chunk_bytes(1000)
+    try:
+        assert parallel.pass_chunks(np.zeros((5, 250), np.float32)) == [(0, 1), (1, 2), (2, 3),
+                                                                         (3, 4), (4, 5)]
+    finally:
+        assert parallel.set_pass_chunk_bytes(default) == 1000
+    for bad in (0, -1, 1.5, True, "1"):
+        with pytest.raises(ValueError, match="set_pass_chunk_bytes: n must be a positive int"):
+            parallel.set_pass_chunk_bytes(bad)

@@ -2,34 +2,50 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import numpy as np
 
 from ..autograd import Function, is_grad_enabled
 from ..backend import default_rng, get_array_module
 from . import cuda_kernels
+from .parallel import pass_chunks, run_chunks
 
 
 class ReLU(Function):
-    """max(x, 0). The backward reuses the mask from forward. keeps: the mask x > 0 (nothing
-    when no gradient is wanted: then y is one pass, max(x, 0), and no mask is made)."""
+    """max(x, 0). keeps: the output y, whose sign is the mask (y > 0 exactly where x > 0).
+    The next layer keeps y anyway (a convolution keeps its input), so this costs no memory,
+    and forward is one pass over x. On the CPU both passes run in blocks of images on
+    parallel.py's pool."""
 
     def forward(self, x):
-        if not (self.needs_input_grad[0] and is_grad_enabled()):
-            return get_array_module(x).maximum(x, 0)                    # inference: no mask
-        if get_array_module(x) is not np:     # CuPy: y and the mask in one pass (cuda_kernels.py)
-            y, mask = cuda_kernels.relu_forward(x)
-            self.save_for_backward(mask)
-            return y
-        mask = x > 0
-        self.save_for_backward(mask)
-        return x * mask
+        xp = get_array_module(x)
+        if xp is np:
+            y = np.empty_like(x)
+            x1, y1 = (x, y) if x.ndim else (x.reshape(1), y.reshape(1))  # blocks of axis 0
+            run_chunks(partial(_relu_chunk, x1, y1), pass_chunks(x1))
+        else:
+            y = xp.maximum(x, 0)                                        # CuPy: one kernel
+        if self.needs_input_grad[0] and is_grad_enabled():
+            self.save_for_backward(y)
+        return y
 
     def backward(self, gy):
-        (mask,) = self.saved
+        (y,) = self.saved
         if get_array_module(gy) is not np:    # CuPy: cuda_kernels.py (the same product)
-            return (cuda_kernels.relu_backward(gy, mask),)
-        return (gy * mask,)
+            return (cuda_kernels.relu_backward(gy, y),)
+        gx = np.empty_like(gy)
+        g1, y1, gx1 = (gy, y, gx) if gy.ndim else (gy.reshape(1), y.reshape(1), gx.reshape(1))
+        run_chunks(partial(_relu_backward_chunk, g1, y1, gx1), pass_chunks(g1))
+        return (gx,)
+
+
+def _relu_chunk(x, y, n0, n1):
+    np.maximum(x[n0:n1], 0, out=y[n0:n1])       # NaN stays NaN
+
+
+def _relu_backward_chunk(gy, y, gx, n0, n1):
+    np.multiply(gy[n0:n1], y[n0:n1] > 0, out=gx[n0:n1])                 # gy where x > 0, else 0
 
 
 class LeakyReLU(Function):
@@ -124,7 +140,7 @@ class Dropout(Function):
 def relu(x):
     """max(x, 0) elementwise, any shape (e.g. (N, C, H, W)); the ResNet nonlinearity.
 
-    Backward keeps only the boolean mask x > 0 and passes gy where it holds.
+    Backward keeps the output y (the next layer keeps it anyway) and passes gy where y > 0.
     """
     return ReLU()(x)
 

@@ -120,19 +120,13 @@ ELEMENTWISE = {
         "T gy, T x, T mean, T invstd, T scale, T mean_gy, T mean_gy_xhat",
         "T gx",
         "gx = scale * (gy - mean_gy - (x - mean) * invstd * mean_gy_xhat);"),
-    # relu forward: the output and the mask backward reuses, in one pass over x.
-    # y = x * mask, not mask ? x : 0, to match the portable code exactly (NaN stays NaN).
-    "relu_forward": (
-        "T x",
-        "T y, bool mask",
-        """
-        mask = x > (T)0;
-        y = x * (T)mask;
-        """),
+    # relu backward from the output y (forward is cupy.maximum(x, 0), one kernel):
+    # gy where y > 0, i.e. where x > 0. gy * (T)(y > 0), not y > 0 ? gy : 0, to match the
+    # portable code exactly (a NaN in gy stays NaN).
     "relu_backward": (
-        "T gy, bool mask",
+        "T gy, T y",
         "T gx",
-        "gx = gy * (T)mask;"),
+        "gx = gy * (T)(y > (T)0);"),
     # cross-entropy backward: g[row, k] = (p - q) * scale, p = exp(log p), q = the smoothed
     # one-hot target: eps / K everywhere, plus 1 - eps at the label. scale: gy / N (mean),
     # gy (sum), gy[row] (none) -- gy is read on the device, never copied to the host.
@@ -552,22 +546,10 @@ def batch_norm_backward(gy, x, mean, invstd, weight, training, needs_input_grad)
 
 
 # --- relu -----------------------------------------------------------------------------------------
-def relu_forward(x):
-    """activation.ReLU.forward on the GPU: returns (y, mask), mask = x > 0 (kept for backward).
-
-    One pass that reads x once and writes y and the mask; the portable ``mask = x > 0;
-    y = x * mask`` is two launches and reads x twice.
-    """
-    return _kernel("relu_forward")(x)
-
-
-def relu_backward(gy, mask):
-    """activation.ReLU.backward on the GPU: gy * mask.
-
-    CuPy's own ``gy * mask`` is already a single kernel, so this gains little; it is here
-    so forward and backward sit side by side and are tested together.
-    """
-    return _kernel("relu_backward")(gy, mask)
+def relu_backward(gy, y):
+    """activation.ReLU.backward on the GPU: gy * (y > 0), y the forward's output, in one
+    kernel (CuPy's ``gy * (y > 0)`` would be two and a temporary mask)."""
+    return _kernel("relu_backward")(gy, y)
 
 
 # --- cross-entropy --------------------------------------------------------------------------------
@@ -618,4 +600,4 @@ def sgd_update(p, grad, buf, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, 
 __all__ = ["ELEMENTWISE", "GEOMETRY", "INDEX32_LIMIT", "OPTIONS", "REDUCTION", "ColumnGeometry",
            "add_to_epoch_sums", "batch_norm_backward", "batch_norm_forward", "built_kernels",
            "col2im", "col2im_batch", "cross_entropy_backward", "geometry_kernel_spec", "im2col",
-           "im2col_batch", "make_kernel", "relu_backward", "relu_forward", "sgd_update"]
+           "im2col_batch", "make_kernel", "relu_backward", "sgd_update"]

@@ -7,17 +7,53 @@ channel C, over the M = N*H*W values of that channel. Internally x is viewed as
 from __future__ import annotations
 
 import numbers
+from functools import partial
 
 import numpy as np
 
 from ..autograd import Function, is_tensor
 from ..backend import device_of, get_array_module
 from . import cuda_kernels
+from .parallel import pass_chunks, run_chunks, sum_in_chunk_order
 
 
 def _per_channel(v):
     """A (C,) array as (1, C, 1): broadcasts against x viewed as (N, C, L)."""
     return v.reshape(1, -1, 1)
+
+
+# --- the passes over the activations, one block of images at a time -------------------
+# On the CPU each pass runs in blocks of images on parallel.py's pool (``pass_chunks``):
+# every core works, and each block is still in the cache for its next pass. Per-channel
+# sums are added in block order, so the result does not depend on the number of threads.
+def _channel_sums(a3, b3, chunks):
+    """Per channel, over (N, L): sum(a) and sum(a * b), (C,) each. einsum multiplies and adds
+    as it reads: one pass each, 3x faster than .sum, no (N, C, L) temporary."""
+    parts = run_chunks(partial(_sums_chunk, a3, b3), chunks)
+    C = a3.shape[1]
+    return tuple(sum_in_chunk_order(part, (C,), a3.dtype, np) for part in zip(*parts))
+
+
+def _sums_chunk(a3, b3, n0, n1):
+    return np.einsum("ncl->c", a3[n0:n1]), np.einsum("ncl,ncl->c", a3[n0:n1], b3[n0:n1])
+
+
+def _affine_chunk(x3, scale, shift, out, n0, n1):
+    """out = x * scale + shift per channel (shift None: no shift), images n0..n1; two passes."""
+    o = out[n0:n1]
+    np.multiply(x3[n0:n1], _per_channel(scale), out=o)
+    if shift is not None:
+        o += _per_channel(shift)
+
+
+def _input_gradient_chunk(gy3, x3, k1, k0, scale, gx, n0, n1):
+    """Training dx = scale * (gy + x * k1 + k0) per channel, images n0..n1: four passes, no
+    temporary."""
+    g = gx[n0:n1]
+    np.multiply(x3[n0:n1], _per_channel(k1), out=g)
+    g += _per_channel(k0)
+    g += gy3[n0:n1]
+    g *= _per_channel(scale)
 
 
 class BatchNorm(Function):
@@ -85,6 +121,7 @@ class BatchNorm(Function):
             return y
         N, C = x.shape[:2]
         x3 = x.reshape(N, C, -1)                                        # (N, C, L), L = H*W
+        chunks = pass_chunks(x3)                # blocks of images, on the pool (parallel.py)
         self.centre_first = False
         xc = None
         if self.training:
@@ -93,8 +130,9 @@ class BatchNorm(Function):
             # var = E[x^2] - mean^2 loses digits when mean^2 >> var (the two terms cancel); then,
             # and only then, the variance is taken again from x - mean (ratio 8: at most 3 bits),
             # and y is made from x - mean as well.
-            mean = xp.einsum("ncl->c", x3) / M                          # (C,)
-            var = xp.maximum(xp.einsum("ncl,ncl->c", x3, x3) / M - mean * mean, 0)  # (C,) biased
+            sum_x, sum_xx = _channel_sums(x3, x3, chunks)               # (C,) each
+            mean = sum_x / M                                            # (C,)
+            var = xp.maximum(sum_xx / M - mean * mean, 0)               # (C,) biased
             if bool((mean * mean > 8 * var).any()):
                 self.centre_first = True                                # backward centres too
                 xc = x3 - _per_channel(mean)                            # (N, C, L)
@@ -113,13 +151,13 @@ class BatchNorm(Function):
         scale = invstd if weight is None else invstd * weight           # (C,) w / sigma
         if xc is None:
             shift = -mean * scale if bias is None else bias - mean * scale  # (C,)
-            y3 = x3 * _per_channel(scale)                               # (N, C, L)
+            y3 = xp.empty_like(x3)                                      # (N, C, L)
+            run_chunks(partial(_affine_chunk, x3, scale, shift, y3), chunks)
         else:                                                           # y from x - mean
-            shift = bias                                                # (C,) or None
             y3 = xc
             y3 *= _per_channel(scale)
-        if shift is not None:
-            y3 += _per_channel(shift)
+            if bias is not None:
+                y3 += _per_channel(bias)
         self.save_for_backward(x, mean, invstd, weight)
         return y3.reshape(x.shape)
 
@@ -145,29 +183,28 @@ class BatchNorm(Function):
         N, C = x.shape[:2]
         M = x.size // C
         gy3 = gy.reshape(N, C, -1)                                      # (N, C, L)
-        scale = invstd if weight is None else invstd * weight           # (C,) w / sigma
-        sum_gy = xp.einsum("ncl->c", gy3) if (need_b or need_x) else None  # (C,) faster than .sum
         x3 = x.reshape(N, C, -1)                                        # (N, C, L)
-        if need_w or (need_x and self.training):
+        chunks = pass_chunks(gy3)                # blocks of images, on the pool (parallel.py)
+        scale = invstd if weight is None else invstd * weight           # (C,) w / sigma
+        sum_gy = sum_gy_xhat = None
+        if need_w or need_b or (need_x and self.training):
             if self.centre_first:        # forward found mean^2 >> var: centre x before the sum
-                sum_gy_xhat = xp.einsum("ncl,ncl->c", gy3, x3 - _per_channel(mean)) * invstd
-            else:                        # sum(gy (x - mean)) = sum(gy x) - mean sum(gy), one pass
-                sum_gy_ = sum_gy if sum_gy is not None else xp.einsum("ncl->c", gy3)
-                sum_gy_xhat = (xp.einsum("ncl,ncl->c", gy3, x3) - mean * sum_gy_) * invstd
+                sum_gy, sum_gy_xc = _channel_sums(gy3, x3 - _per_channel(mean), chunks)
+            else:                        # sum(gy (x - mean)) = sum(gy x) - mean sum(gy)
+                sum_gy, sum_gy_x = _channel_sums(gy3, x3, chunks)       # (C,) each
+                sum_gy_xc = sum_gy_x - mean * sum_gy
+            sum_gy_xhat = sum_gy_xc * invstd                            # (C,)
         gx = None
         if need_x:
+            gx = xp.empty_like(gy3)                                     # (N, C, L)
             if self.training:
                 # dx = scale * (gy - mean(gy) - x_hat * mean(gy x_hat)), with x_hat written out
                 # as (x - mean) * invstd: scale * (gy + x * k1 + k0), k1 and k0 per channel.
-                # Four passes and no temporary: x * k1 into a new buffer, + k0, + gy, * scale.
                 k1 = -invstd * sum_gy_xhat / M                          # (C,)
                 k0 = -mean * k1 - sum_gy / M                            # (C,)
-                gx = x3 * _per_channel(k1)                              # (N, C, L)
-                gx += _per_channel(k0)
-                gx += gy3
-                gx *= _per_channel(scale)
-            else:
-                gx = gy3 * _per_channel(scale)
+                run_chunks(partial(_input_gradient_chunk, gy3, x3, k1, k0, scale, gx), chunks)
+            else:                                                       # dx = scale * gy
+                run_chunks(partial(_affine_chunk, gy3, scale, None, gx), chunks)
             gx = gx.reshape(x.shape)
         gw = sum_gy_xhat if need_w else None
         gb = sum_gy if need_b else None

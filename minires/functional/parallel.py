@@ -120,6 +120,31 @@ def set_chunk_bytes(n: int) -> int:
     return previous
 
 
+# Element-wise passes over activations (batch norm, ReLU) run on the pool too, in finer
+# chunks: about 1 MiB of activations each, so that ResNet's smallest maps (128 x 64 x 8 x 8
+# float32: 2 MiB) still give every core work. Measured on the ResNet-20 step in
+# benchmarks/RESULTS.md (0.25-2 MiB gave the same time).
+_pass_chunk_bytes = 1 << 20
+
+
+def set_pass_chunk_bytes(n: int) -> int:
+    """Pass over about ``n`` bytes of activations per chunk in batch norm and ReLU on the
+    CPU; returns the previous value. Results change only by the order of batch norm's
+    per-channel sums (float rounding)."""
+    global _pass_chunk_bytes
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+        raise ValueError(f"set_pass_chunk_bytes: n must be a positive int, got {n!r}")
+    previous, _pass_chunk_bytes = _pass_chunk_bytes, int(n)
+    return previous
+
+
+def pass_chunks(a):
+    """(n0, n1) ranges of the first axis of the NumPy array ``a`` (a batch, N first), about
+    1 MiB of ``a`` each: the chunks of an element-wise pass on the pool."""
+    per_image = a.nbytes // a.shape[0] if a.shape[0] else 1
+    return batch_chunks(a.shape[0], per_image, np, _pass_chunk_bytes)
+
+
 def batch_chunks(N, per_image_bytes, xp, chunk_bytes=None):
     """(n0, n1) batch ranges of about ``chunk_bytes`` each (at least one image); on the GPU
     one range. The split depends on sizes only, never on the number of threads."""
@@ -227,6 +252,6 @@ def configure(n=None) -> str:
 
 
 __all__ = ["available_cores", "batch_chunks", "configure", "get_chunk_bytes", "num_threads",
-           "openblas_library", "openblas_setter", "run_chunks",
-           "set_blas_threads", "set_chunk_bytes", "set_num_threads", "sum_in_chunk_order",
+           "openblas_library", "openblas_setter", "pass_chunks", "run_chunks", "set_blas_threads",
+           "set_chunk_bytes", "set_num_threads", "set_pass_chunk_bytes", "sum_in_chunk_order",
            "threads_from_environment"]
