@@ -1,5 +1,7 @@
-"""CPU threads: run the chunks of a convolution on every core, BLAS single-threaded; and
-how a batch is cut into those chunks (``batch_chunks``, ``set_chunk_bytes``).
+"""CPU threads: run the chunks of a convolution, and the passes of batch norm and ReLU, on
+every core, BLAS single-threaded; and how a batch is cut into those chunks
+(``batch_chunks`` / ``set_chunk_bytes`` for the convolutions, ``pass_chunks`` /
+``set_pass_chunk_bytes`` for the element-wise passes).
 
 Why. On the CPU, the fast conv2d works through a batch in chunks of a few images
 (im2col, a GEMM, a transpose: see conv_fast.py). Left alone, only the GEMM uses more
