@@ -23,9 +23,9 @@ def _per_channel(v):
 
 
 # --- the passes over the activations, one block of images at a time -------------------
-# On the CPU each pass runs in blocks of images on parallel.py's pool (``pass_chunks``):
-# every core works, and each block is still in the cache for its next pass. Per-channel
-# sums are added in block order, so the result does not depend on the number of threads.
+# On the CPU each pass runs in blocks of images on parallel.py's pool (``pass_chunks``), so
+# every core works (each pass still goes over the whole batch before the next begins).
+# Per-channel sums are added in block order: the result does not depend on the threads.
 def _channel_sums(a3, b3, chunks):
     """Per channel, over (N, L): sum(a) and sum(a * b), (C,) each. einsum multiplies and adds
     as it reads: one pass each, 3x faster than .sum, no (N, C, L) temporary."""
