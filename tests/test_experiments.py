@@ -569,6 +569,7 @@ def test_train_net_records_the_per_iteration_curve_through_fit():
     assert hist["steps"] == [2, 4, 5] and hist["test_error"] == []
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")            # NumPy's overflow warnings
 def test_train_net_stops_a_diverging_model_and_says_so(capsys):
     from minires.experiments.nets import build
     from minires.experiments.training import train_net
