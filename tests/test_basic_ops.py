@@ -380,41 +380,6 @@ def test_fork(device, data):
         assert_forward(b, x.astype(np.float32), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("threads", [1, 2])
-def test_add_and_fork_in_blocks_of_images_equal_the_plain_sums(threads):
-    """The residual sum and its fork's gradient sum run in uneven blocks on the pool
-    (parallel.add_in_chunks): the same additions, bit for bit, on 1 and 2 threads."""
-    from minires.functional import parallel
-    rng = np.random.default_rng(8)
-    a_np, b_np, g1, g2 = (rng.standard_normal((7, 3, 4, 4)).astype(np.float32)
-                          for _ in range(4))
-    before_threads = parallel.num_threads()
-    previous = parallel.set_pass_chunk_bytes(2 * 3 * 16 * 4)              # 2 images a block
-    try:
-        parallel.set_num_threads(threads)
-        assert len(parallel.pass_chunks(a_np)) == 4
-        a, b = t32(a_np, "cpu", requires_grad=True), t32(b_np, "cpu")
-        s = F.add(a, b)
-        np.testing.assert_array_equal(s.numpy(), a_np + b_np)
-        left, right = F.fork(a)
-        (left * g1 + right * g2).sum().backward()
-        np.testing.assert_array_equal(grad_of(a), g1 + g2)
-    finally:
-        parallel.set_pass_chunk_bytes(previous)
-        parallel.set_num_threads(before_threads)
-
-
-def test_add_in_chunks_leaves_broadcasting_scalars_and_mixed_dtypes_to_numpy():
-    from minires.functional.parallel import add_in_chunks
-    a = np.arange(6.0, dtype=np.float32).reshape(2, 3)
-    for b in (np.ones(3, np.float32), np.float32(2), np.ones((2, 3), np.float64)):
-        out = add_in_chunks(a, b)
-        np.testing.assert_array_equal(out, a + b)
-        assert out.dtype == (a + b).dtype and out.shape == (a + b).shape
-    zero_d = np.array(1.5, np.float32)
-    assert add_in_chunks(zero_d, zero_d) == 3.0
-
-
 # --- float32 end to end -----------------------------------------------------------------------
 FLOAT32_CASES = {
     "add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,

@@ -17,7 +17,6 @@ import numpy as np
 
 from ..autograd import Function, is_tensor
 from ..backend import DEFAULT_DTYPE, get_array_module
-from .parallel import add_in_chunks
 
 
 def _as_tensors(*args, op="op"):
@@ -109,12 +108,11 @@ def _expand_reduced(g, axes, keepdims):
 
 # --- elementwise arithmetic -------------------------------------------------------
 class Add(Function):
-    """a + b (on the CPU's thread pool when the shapes match, parallel.add_in_chunks).
-    keeps: nothing."""
+    """a + b. keeps: nothing."""
 
     def forward(self, a, b):
         broadcast_shape("add", a.shape, b.shape)
-        return add_in_chunks(a, b)
+        return a + b
 
     def backward(self, gy):
         return gy, gy
@@ -339,7 +337,7 @@ class Fork(Function):
     def backward(self, *grads):
         total = grads[0]
         for g in grads[1:]:
-            total = add_in_chunks(total, g)
+            total = total + g
         return (total,)
 
 

@@ -1,5 +1,5 @@
-"""CPU threads: run the chunks of a convolution, and the passes of batch norm, ReLU and the
-residual sum, on every core, BLAS single-threaded; and how a batch is cut into those chunks
+"""CPU threads: run the chunks of a convolution, and the passes of batch norm and ReLU, on
+every core, BLAS single-threaded; and how a batch is cut into those chunks
 (``batch_chunks`` / ``set_chunk_bytes`` for the convolutions, ``pass_chunks`` /
 ``set_pass_chunk_bytes`` for the element-wise passes).
 
@@ -33,7 +33,6 @@ import numbers
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 
 import numpy as np
 
@@ -148,23 +147,6 @@ def pass_chunks(a):
     return batch_chunks(a.shape[0], per_image, np, _pass_chunk_bytes)
 
 
-def add_in_chunks(a, b):
-    """a + b; on the CPU in blocks of the first axis on the pool (``pass_chunks``) when a and b
-    are NumPy arrays of one shape and dtype -- a residual block's sum and the gradient sum of
-    its fork. Anything else (broadcasting, scalars, CuPy) is plain ``a + b``. Each element is
-    the same single addition either way, so results do not depend on the threads."""
-    if not (type(a) is np.ndarray and type(b) is np.ndarray and a.ndim
-            and a.shape == b.shape and a.dtype == b.dtype):
-        return a + b
-    out = np.empty_like(a)
-    run_chunks(partial(_add_chunk, a, b, out), pass_chunks(a))
-    return out
-
-
-def _add_chunk(a, b, out, n0, n1):
-    np.add(a[n0:n1], b[n0:n1], out=out[n0:n1])
-
-
 def batch_chunks(N, per_image_bytes, xp, chunk_bytes=None):
     """(n0, n1) batch ranges of about ``chunk_bytes`` each (at least one image); on the GPU
     one range. The split depends on sizes only, never on the number of threads."""
@@ -271,7 +253,7 @@ def configure(n=None) -> str:
     return f"{n} (minires' conv threads, OpenBLAS on one thread each)"
 
 
-__all__ = ["add_in_chunks", "available_cores", "batch_chunks", "configure", "get_chunk_bytes",
-           "num_threads", "openblas_library", "openblas_setter", "pass_chunks", "run_chunks",
-           "set_blas_threads", "set_chunk_bytes", "set_num_threads", "set_pass_chunk_bytes",
-           "sum_in_chunk_order", "threads_from_environment"]
+__all__ = ["available_cores", "batch_chunks", "configure", "get_chunk_bytes", "num_threads",
+           "openblas_library", "openblas_setter", "pass_chunks", "run_chunks", "set_blas_threads",
+           "set_chunk_bytes", "set_num_threads", "set_pass_chunk_bytes", "sum_in_chunk_order",
+           "threads_from_environment"]
