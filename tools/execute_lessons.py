@@ -14,7 +14,7 @@ machine, the versions, the commit, the lesson source's SHA-256 (so the site can 
 stored run of an older version of the lesson) and the time it took.
 
 Only a full-mode run (real CIFAR-10 data, the budgets stated at the top of each lesson:
-about an hour for all of them on a 2-core CPU) makes lesson pages: it is written to
+about 30 minutes for all of them on a 2-core CPU) makes lesson pages: it is written to
 ``docs/lessons/``, which is committed, and ``tools/build_site.py`` shows it. A fast-mode
 run (``--fast``: synthetic data, seconds; its numbers say nothing about ResNets) goes to
 the git-ignored ``build/lessons-fast/`` and is refused in ``docs/lessons/``.

@@ -26,9 +26,8 @@
 # **Budget without fast mode:** the laptop setting of `python -m minires.experiments
 # degradation` (all 50,000 CIFAR-10 training images average-pooled to 8x8, random crop
 # and flip) at a seventh of its budget: 600 iterations of batch 128 per net, learning
-# rate annealed to zero inside them. About 6 minutes of CPU on a 2-core machine
-# (estimated from the step times measured at one thread: 0.075 s for a 20-layer net,
-# 0.22 s for a 56-layer one at 8x8). At this budget the residual half is *not* expected
+# rate annealed to zero inside them. Measured 8 min 23 s on an idle 2-core Intel Xeon
+# (the stored run). At this budget the residual half is *not* expected
 # to show — the experiment's 4,000 iterations on three seeds did not show it either (the
 # two residual nets tie; the plain half shows clearly), and section 3 shows that run. Fast mode:
 # depths 8 and 14 on 256 synthetic 8x8 images, seconds.
@@ -115,13 +114,15 @@ for depth in (SHALLOW, DEEP):        # the skips of option A add no parameters: 
 #   skip path, which decay would pull toward zero. It is a departure, named in the
 #   setting, like the 8x8 images and the cosine schedule;
 # * **warm-up**: the learning rate grows linearly from 10% to its peak over the first
-#   5% of the steps, while the freshly initialised net's gradients are at their wildest;
+#   5% of the steps (Goyal et al. 2017's reason: large steps are risky while the
+#   freshly initialised weights change fastest);
 # * **cosine schedule**: then it falls along half a cosine to exactly zero at the last
 #   step. Small steps at the end let the net settle into the bottom of its valley. In
 #   the pilots that chose the experiment's setting (docs/results/degradation-pilots.md)
 #   the 56-layer residual net's running training error lagged the 20-layer one's by
-#   about 0.02 at 1,000 and 2,000 iterations and had caught up by 3,000 — so a budget
-#   much shorter than that cannot show the residual half, whatever the schedule.
+#   about 0.02 at 1,000 and 2,000 iterations and had caught up by 3,000 (one pilot, cosine
+#   schedule only) — so in this setting a much shorter budget did not show the residual
+#   half; other schedules were not tried.
 #
 # All four nets see the same batches in the same order: the loader's order is a
 # function of its seed and the epoch. The schedule, read off at a few steps:

@@ -12,9 +12,10 @@
 # # Lesson 10 — The GPU: the same code on CuPy
 #
 # **Goal.** Run everything of the earlier lessons on an NVIDIA GPU without changing a
-# line of the ops: move tensors and models with `.to("cuda")`, check that the GPU
-# computes what the CPU computes (forward, backward, finite differences), measure the
-# speed-up, and train with `fit(..., device="cuda")`.
+# line of the ops (the design; this lesson has not yet run on a GPU: see the README):
+# move tensors and models with `.to("cuda")`, check that the GPU computes what the CPU
+# computes (forward, backward, finite differences), measure the speed-up, and train with
+# `fit(..., device="cuda")`.
 #
 # **Budget without fast mode:** needs an NVIDIA GPU with CuPy
 # (`pip install 'minires[cuda12]'` or `'minires[cuda13]'`: match the CuPy package to
@@ -87,7 +88,8 @@ assert "different devices" in message
 # ## 3. Same op, same numbers
 #
 # The GPU computes in float32 too, but adds in a different order (thousands of
-# threads), so results agree to float32 rounding, not bit for bit. Finite-difference
+# threads), so results are expected to agree to float32 rounding, not bit for bit (the
+# GPU tests check exactly this; they have not yet run on a GPU). Finite-difference
 # gradient checks run on the GPU in float64 exactly as on the CPU.
 
 # %%
@@ -116,7 +118,8 @@ print("gradcheck passed on the GPU (conv2d, batch_norm)")
 # ## 4. A whole network
 #
 # `model.to("cuda")` moves every parameter and buffer in place. Two copies of ResNet-20
-# with the same weights, one per device, give the same logits and gradients.
+# with the same weights, one per device, should give the same logits and gradients; the
+# cell below checks it when a GPU is there.
 
 # %%
 mr.manual_seed(0)
@@ -210,7 +213,7 @@ save_figure(fig, OUT / "cpu_vs_gpu.png")
 #    `python -m minires.train cifar --device cuda` (and `--recipe paper --model
 #    resnet110` for the paper's deepest CIFAR network).
 # 3. Look at `minires/functional/conv.py`: which code path does the GPU take that the
-#    CPU does not (chunking by cache size only makes sense on the CPU)?
+#    CPU does not (chunking only makes sense on the CPU)?
 # 4. Run `python -m pytest tests -m gpu`: the same tests, on the GPU.
 
 # %%
