@@ -17,8 +17,9 @@
 # linear classifier and a small two-layer network on images.
 #
 # **Budget without fast mode:** the first 5,000 CIFAR-10 training images and 1,000
-# test images (from `~/.cache/minires` or `$MINIRES_DATA`); measured 16 s on a
-# 2-core Intel Xeon (the stored run). Fast mode: 256 synthetic 8x8 images, a few seconds.
+# test images (from `~/.cache/minires` or `$MINIRES_DATA`); measured 9-16 s in two runs
+# on a 2-core Intel Xeon (2026-12-05). Fast mode: 256 synthetic 8x8 images, a few
+# seconds.
 
 # %%
 import itertools

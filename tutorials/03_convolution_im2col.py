@@ -20,8 +20,8 @@
 # how to switch between them and checks that they agree.
 #
 # **Budget without fast mode:** one CIFAR-10 image for the picture, and a speed test
-# on a random (8, 16, 16, 16) batch; measured 8 s on a 2-core Intel Xeon (the stored
-# run). Fast mode: a synthetic image and a smaller speed test, a few seconds.
+# on a random (8, 16, 16, 16) batch; measured 4-8 s in two runs on a 2-core Intel Xeon
+# (2026-12-05). Fast mode: a synthetic image and a smaller speed test, a few seconds.
 
 # %%
 import time

@@ -26,11 +26,11 @@
 # **Budget without fast mode:** the laptop setting of `python -m minires.experiments
 # degradation` (all 50,000 CIFAR-10 training images average-pooled to 8x8, random crop
 # and flip) at a seventh of its budget: 600 iterations of batch 128 per net, learning
-# rate annealed to zero inside them. Measured 8 min 23 s on an idle 2-core Intel Xeon
-# (the stored run). At this budget the residual half is *not* expected
-# to show — the experiment's 4,000 iterations on three seeds did not show it either (the
-# two residual nets tie; the plain half shows clearly), and section 3 shows that run. Fast mode:
-# depths 8 and 14 on 256 synthetic 8x8 images, seconds.
+# rate annealed to zero inside them. Measured 8.4-9.1 minutes in two runs on a
+# 2-core Intel Xeon (2026-12-05). At this budget the residual half is *not* expected to
+# show — the experiment's 4,000 iterations on three seeds did not show it either (the
+# two residual nets tie; the plain half shows clearly), and section 3 shows that run.
+# Fast mode: depths 8 and 14 on 256 synthetic 8x8 images, seconds.
 
 # %%
 import json

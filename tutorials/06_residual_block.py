@@ -25,8 +25,9 @@
 # **Budget without fast mode:** a 50-layer MLP three ways (seconds); one batch of 64
 # CIFAR-10 training images through plain20, plain56, resnet20 and resnet56 at
 # initialisation (one forward and backward pass each) and the input gradients of the
-# 56-layer nets at 32 points on a line between two images: measured 15 s on an idle
-# 2-core Intel Xeon (the stored run). Fast mode: 16 synthetic 8x8 images, depths 8 and 20.
+# 56-layer nets at 32 points on a line between two images: measured 11-15 s in two runs
+# on a 2-core Intel Xeon (2026-12-05). Fast mode: 16 synthetic 8x8 images, depths
+# 8 and 20.
 #
 # Hooks, used below: `t.register_hook(fn)` calls `fn(grad)` with the gradient arriving
 # at tensor `t` during `backward()`; `module.register_forward_hook(fn)` calls

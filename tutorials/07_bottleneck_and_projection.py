@@ -20,8 +20,9 @@
 # 1x1 projection (option B).
 #
 # **Budget without fast mode:** no data set (costs are counted on zero images);
-# builds ResNet-18/34/50/101/152: measured 6 s on a 2-core Intel Xeon (the stored
-# run); it builds the models' 164 million weights. Fast mode: ResNet-34 and ResNet-50 only.
+# builds ResNet-18/34/50/101/152: measured 5-6 s in two runs on a 2-core Intel Xeon
+# (2026-12-05); it builds the models' 164 million weights. Fast mode: ResNet-34 and
+# ResNet-50 only.
 
 # %%
 import numpy as np

@@ -24,8 +24,8 @@
 #   weights the block computes from its own input.
 #
 # **Budget without fast mode:** no data set; forward and backward passes on random
-# (16, 3, 32, 32) batches to time five CIFAR models; measured 11 s on a 2-core Intel
-# Xeon (the stored run). Fast mode: (2, 3, 8, 8) batches, seconds.
+# (16, 3, 32, 32) batches to time five CIFAR models; measured 6-11 s in two runs on a
+# 2-core Intel Xeon (2026-12-05). Fast mode: (2, 3, 8, 8) batches, seconds.
 
 # %%
 import time

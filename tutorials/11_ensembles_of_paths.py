@@ -22,8 +22,8 @@
 # **Budget without fast mode:** resnet20 and plain20 trained with the `fast` recipe
 # for 3 epochs each on the first 10,000 CIFAR-10 training images; lesions evaluated on
 # the first 2,000 test images; path gradients sampled on a batch of 64 images. Measured
-# 8 min 24 s on an idle 2-core Intel Xeon (the stored run). Fast mode: resnet8 and
-# plain8 on 256 synthetic 8x8 images, seconds.
+# 8.4-9.8 minutes in two runs on a 2-core Intel Xeon (2026-12-05). Fast mode:
+# resnet8 and plain8 on 256 synthetic 8x8 images, seconds.
 
 # %%
 import math
