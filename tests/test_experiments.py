@@ -437,6 +437,20 @@ def test_summarise_weights_single_paths_by_their_count():
     assert s["grad_share"] == pytest.approx([1 / 12, 6 / 12, 5 / 12])
     assert s["length_reaching_50pct"] == 1 and s["length_reaching_90pct"] == 2
     assert s["path_fraction"] == [0.25, 0.5, 0.25]
+    assert s["mean_length"] == pytest.approx((6 / 12 + 2 * 5 / 12))
+
+
+def test_path_lengths_with_equal_gradients_are_the_baseline_and_decay_shortens_them():
+    """The known answers: equal per-path gradients give the path counts' own figures (no
+    effect), gradients that fall with length give a shorter weighted mean."""
+    n = 9
+    flat = summarise(n, [[1.0]] * (n + 1))
+    assert flat["mean_length"] == pytest.approx(n / 2)
+    assert flat["length_reaching_50pct"] == flat["equal_gradients"]["length_reaching_50pct"] == 4
+    assert flat["length_reaching_90pct"] == flat["equal_gradients"]["length_reaching_90pct"] == 6
+    falling = summarise(n, [[0.5 ** k] for k in range(n + 1)])   # Binomial(9, 1/3) weights
+    assert falling["mean_length"] == pytest.approx(n / 3)
+    assert falling["length_reaching_50pct"] < 4
 
 
 def test_lesions_replace_outputs_without_touching_weights():

@@ -144,7 +144,10 @@ def _path_lengths(r):
     return ["## Path lengths (Veit et al. 2016)", "",
             f"{r['model']} ({r['blocks']} blocks): paths of length <= "
             f"{r['length_reaching_50pct']} carry 50% of the sampled gradient magnitude, "
-            f"<= {r['length_reaching_90pct']} carry 90% (typical length {r['blocks'] / 2:g}).", ""]
+            f"<= {r['length_reaching_90pct']} carry 90% (typical length {r['blocks'] / 2:g}"
+            + (f"; <= {r['equal_gradients']['length_reaching_50pct']} and <= "
+               f"{r['equal_gradients']['length_reaching_90pct']} if every path carried the same "
+               f"gradient" if "equal_gradients" in r else "") + ").", ""]
 
 
 def _gradient_at_init(r):

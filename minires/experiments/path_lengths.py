@@ -145,13 +145,24 @@ def summarise(n, norms):
     def reach(q):
         return next(k for k, c in zip(ks, cumulative) if c >= q)
 
+    # The baseline: every path carrying the same gradient, so the shares are the path
+    # counts alone. Half of the paths already have length <= n/2, so "50% within <= n/2"
+    # is what no effect looks like; a finding is a distance below these figures.
+    equal = list(np.cumsum(counts) / 2 ** n)
+
+    def equal_reach(q):
+        return next(k for k, c in zip(ks, equal) if c >= q)
+
     return {"blocks": n, "lengths": ks, "path_fraction": [c / 2 ** n for c in counts],
             "single_path_grad_norm": mean,
             "single_path_grad_norm_std": [float(np.std(r)) for r in norms],
             "samples": [len(r) for r in norms], "total_grad_magnitude": total,
             "grad_share": share, "cumulative_grad_share": cumulative,
             "typical_path_length": n / 2,
-            "length_reaching_50pct": reach(0.5), "length_reaching_90pct": reach(0.9)}
+            "length_reaching_50pct": reach(0.5), "length_reaching_90pct": reach(0.9),
+            "mean_length": float(np.dot(ks, share)),
+            "equal_gradients": {"mean_length": n / 2, "length_reaching_50pct": equal_reach(0.5),
+                                "length_reaching_90pct": equal_reach(0.9)}}
 
 
 def run(args):
@@ -193,12 +204,16 @@ def run(args):
         results["init"] = summarise(*sample_path_gradients(initial, x, y, samples,
                                                            np.random.default_rng(args.seed),
                                                            args.device))
+    eq = s["equal_gradients"]
     for when, r in (("", s), (" at initialisation", results.get("init"))):
         if r is not None:
             print(f"{model_name}{when} ({trained if not when else 'same seed and init'}): {n} "
                   f"blocks, 2^{n} paths, typical length {n / 2:g}; paths of length <= "
                   f"{r['length_reaching_50pct']} carry 50% of the gradient magnitude, "
-                  f"<= {r['length_reaching_90pct']} carry 90%   ({clock.seconds:.0f}s)")
+                  f"<= {r['length_reaching_90pct']} carry 90% (<= {eq['length_reaching_50pct']} "
+                  f"and <= {eq['length_reaching_90pct']} if every path carried the same "
+                  f"gradient); gradient-weighted mean length {r['mean_length']:.2f} against "
+                  f"{n / 2:g}   ({clock.seconds:.0f}s)")
     return finish(results, out_dir, NAME, plot, clock.seconds)
 
 
