@@ -161,7 +161,7 @@ def summarise(n, norms):
             "typical_path_length": n / 2,
             "length_reaching_50pct": reach(0.5), "length_reaching_90pct": reach(0.9),
             "mean_length": float(np.dot(ks, share)),
-            "equal_gradients": {"mean_length": n / 2, "length_reaching_50pct": equal_reach(0.5),
+            "equal_gradients": {"length_reaching_50pct": equal_reach(0.5),
                                 "length_reaching_90pct": equal_reach(0.9)}}
 
 
