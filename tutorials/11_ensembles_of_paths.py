@@ -305,7 +305,7 @@ if mean_length < baseline - 0.5:
     print(f"The effective paths are shorter than the typical path, by "
           f"{baseline - mean_length:.2f} blocks: Veit et al.'s finding, in this run.")
 else:
-    print(f"The mean is {baseline - mean_length:+.2f} blocks from the baseline (the stated "
+    print(f"The mean is {mean_length - baseline:+.2f} blocks from the baseline (the stated "
           f"minimum is 0.5 below it): shorter effective paths are not shown in this short run.")
 if FAST:
     print("(fast mode: a 3-block network and few samples; the numbers check the code)")
