@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 
 import minires as mr
-from minires import backend
+from minires import backend, nn
 from minires.experiments import EXPERIMENTS, run_experiment
 from minires.experiments.__main__ import main
 from minires.experiments.curvature import nonconvex_share
 from minires.experiments.data import balanced_subset, first_batch, pool_images, synthetic_split
 from minires.experiments.degradation import format_verdict, verdict
 from minires.experiments.feature_reuse import block_statistics
-from minires.experiments.gradient_at_init import pearson_rows
+from minires.experiments.gradient_at_init import pearson_rows, perturbed_first_over_last
 from minires.experiments.lesion import plain_lesions, residual_lesions
 from minires.experiments.loss_landscape import (
     ParameterShifter,
@@ -57,6 +57,7 @@ def test_gradient_at_init_tiny(tmp_path):
         assert len(r["grad_norms"]) == len(r["layer_names"]) > 0
         assert all(v > 0 for v in r["grad_norms"])
         assert len(r["correlation"]) == saved["points"] - 1
+        assert len(r["first_over_last_perturbed"]) == 4       # the default --perturbations
         assert all(-1 <= c <= 1 for c in r["correlation"])
         shares = r["block_skip_shares"]
         if name.startswith("plain"):
@@ -296,6 +297,10 @@ def test_user_errors_are_one_line(tmp_path, capsys):
                     "--steps: must be positive")
     _one_line_error(capsys, ["degradation", "--tiny", "--out", out, "--seeds", "1,1"],
                     "--seeds")
+    _one_line_error(capsys, ["gradient-at-init", "--tiny", "--out", out, "--perturbations", "-1"],
+                    "--perturbations must be >= 0")
+    _one_line_error(capsys, ["gradient-at-init", "--tiny", "--out", out, "--perturbation", "nan"],
+                    "--perturbation in [0, 1)")
     _one_line_error(capsys, ["lesion", "--tiny", "--out", out, "--from", str(tmp_path)],
                     "no resnet8.npz")
     _one_line_error(capsys, ["loss-landscape", "--out", out], "needs trained nets")
@@ -488,6 +493,30 @@ def test_calibrated_batch_norm_in_eval_mode_matches_train_mode_on_the_same_batch
     # running_var is the unbiased batch variance (n/(n-1) times the one training uses)
     np.testing.assert_allclose(eval_out, train_out, rtol=2e-2, atol=2e-2)
     assert all(m.momentum == 0.1 for m in model.modules() if isinstance(m, mr.nn.BatchNorm2d))
+
+
+def _two_layer_net(relu):
+    mr.manual_seed(3)
+    layers = [nn.Conv2d(3, 4, 3, padding=1), nn.ReLU() if relu else nn.Identity(), nn.Flatten(),
+              nn.Linear(4 * 4 * 4, 10)]
+    return nn.Sequential(*layers).double()
+
+
+def test_perturbed_first_over_last_on_known_cases():
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((8, 3, 4, 4)), rng.integers(0, 10, 8)
+    smooth = _two_layer_net(relu=False)
+    exact = mr.inspect.gradient_flow(smooth, x, y).summary()["first_over_last"]
+    # no perturbation: the same number every time, exactly
+    assert perturbed_first_over_last(smooth, x, y, count=3, scale=0.0) == [exact] * 3
+    # a smooth function (conv, linear, cross-entropy) moves by about the perturbation's size
+    moved = perturbed_first_over_last(smooth, x, y, count=4, scale=1e-7)
+    assert len(moved) == 4 and max(abs(m / exact - 1) for m in moved) < 1e-5
+    # a large perturbation of a ReLU net moves it, and each draw differs
+    kinked = perturbed_first_over_last(_two_layer_net(relu=True), x, y, count=3, scale=0.5)
+    assert len(set(kinked)) == 3
+    with pytest.raises(ValueError, match="count must be >= 0"):
+        perturbed_first_over_last(smooth, x, y, count=-1, scale=1e-7)
 
 
 def test_pearson_rows_matches_numpy():

@@ -18,6 +18,15 @@ Two measurements on freshly initialised plain and residual networks (no training
    Batch norm runs in eval mode with running statistics calibrated on a real batch (so
    each input goes through the same fixed function; train-mode statistics computed on
    a batch of near-identical points would be meaningless).
+
+3. **How many digits the first/last ratio has.** The same batch again, each pixel
+   multiplied by ``1 + scale * z`` (z standard normal, ``--perturbation`` = 1e-7 by
+   default, below float32's resolution), ``--perturbations`` times. A function whose
+   gradients are smooth in its input moves by about ``scale``; a deep plain net at
+   initialisation moves by percent (plain56, float64: 251-259 over 8 such perturbations,
+   PyTorch alike; tutorials/06_residual_block.py section 5). So float32 runs that add in
+   another order -- another BLAS, another block size -- give other figures within that
+   range, and the printed range says which digits to trust.
 """
 from __future__ import annotations
 
@@ -29,7 +38,7 @@ from minires.backend import to_numpy
 from ..files import new_figure
 from .data import first_batch, load_splits
 from .nets import build, calibrate_batch_norm
-from .options import depth_list
+from .options import ExperimentError, depth_list
 from .results import Timer, environment, finish, output_folder
 
 NAME = "gradient-at-init"
@@ -45,6 +54,10 @@ def add_arguments(parser):
                         "FAMILY + DEPTH with minires.models.get_model (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=64, help="images in the batch for "
                         "the per-layer gradient norms (default: %(default)s)")
+    parser.add_argument("--perturbations", type=int, default=4, help="re-measure first/last on "
+                        "the batch perturbed this many times (default: %(default)s; 0: not)")
+    parser.add_argument("--perturbation", type=float, default=1e-7, help="relative size of each "
+                        "perturbation (default: %(default)s)")
     parser.add_argument("--points", type=int, default=64, help="points on the line between two "
                         "test images for the gradient correlation (default: %(default)s)")
 
@@ -55,6 +68,21 @@ def pearson_rows(a, b):
     b = b - b.mean(axis=1, keepdims=True)
     denom = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     return (a * b).sum(axis=1) / np.where(denom > 0, denom, np.inf)
+
+
+def perturbed_first_over_last(model, x, y, count, scale, seed=0):
+    """first/last (``FlowReport.summary``) on ``x * (1 + scale * z)``, z standard normal, for
+    ``count`` draws of z: how far rounding-level changes of the input move the ratio."""
+    if count < 0 or not scale >= 0:
+        raise ValueError(f"perturbed_first_over_last: count must be >= 0 and scale >= 0, got "
+                         f"count={count!r}, scale={scale!r}")
+    rng = np.random.default_rng(seed)
+    ratios = []
+    for _ in range(count):
+        z = rng.standard_normal(x.shape)
+        x_moved = (x.astype(np.float64) * (1 + scale * z)).astype(x.dtype)
+        ratios.append(mr.inspect.gradient_flow(model, x_moved, y).summary()["first_over_last"])
+    return ratios
 
 
 def input_gradients(model, x, cls, device):
@@ -77,6 +105,9 @@ def shattering(model, line, others, cls, device):
 
 
 def run(args):
+    if args.perturbations < 0 or not 0 <= args.perturbation < 1:
+        raise ExperimentError(f"{NAME}: --perturbations must be >= 0 and --perturbation in "
+                              f"[0, 1), got {args.perturbations} and {args.perturbation}")
     out_dir = output_folder(args)
     clock = Timer()
     depths = depth_list(args.depths or ("8,14" if args.tiny else "20,56,110"))
@@ -100,6 +131,8 @@ def run(args):
             report = mr.inspect.gradient_flow(model, x, y)
             names, norms = report.weight_grad_norms()
             summary = report.summary()
+            moved = perturbed_first_over_last(model, x, y, args.perturbations, args.perturbation,
+                                              args.seed)
             calibrate_batch_norm(model, [mr.tensor(x, device=args.device)])
             shatter = shattering(model, line, others, cls, args.device)
             results["models"][name] = {
@@ -107,8 +140,10 @@ def run(args):
                 "layer_names": names, "grad_norms": norms,
                 "block_total_grad_norms": [b["total_grad_norm"] for b in report.blocks],
                 "block_skip_shares": [b["skip_share"] for b in report.blocks],
-                "first_over_last": summary["first_over_last"], **shatter}
-            print(f"{name:<10} |grad| first/last layer {summary['first_over_last']:.3g}   "
+                "first_over_last": summary["first_over_last"],
+                "first_over_last_perturbed": moved, **shatter}
+            spread = (f" ({min(moved):.3g}-{max(moved):.3g} perturbed)" if moved else "")
+            print(f"{name:<10} |grad| first/last layer {summary['first_over_last']:.3g}{spread}   "
                   f"gradient correlation at lag 1: {shatter['correlation'][0]:+.3f} "
                   f"(unrelated images: {shatter['unrelated_abs_correlation']:.3f})   "
                   f"{clock.seconds:.0f}s", flush=True)
