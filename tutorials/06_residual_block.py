@@ -24,10 +24,10 @@
 #
 # **Budget without fast mode:** a 50-layer MLP three ways (seconds); one batch of 64
 # CIFAR-10 training images through plain20, plain56, resnet20 and resnet56 at
-# initialisation (one forward and backward pass each) and the input gradients of the
-# 56-layer nets at 32 points on a line between two images: measured 11-15 s in two runs
-# on a 2-core Intel Xeon (2026-12-05). Fast mode: 16 synthetic 8x8 images, depths
-# 8 and 20.
+# initialisation (one forward and backward pass each), the 56-layer nets five more times
+# in float64, and their input gradients at 32 points on a line between two images:
+# measured 40 s in two runs on a 2-core Intel Xeon (2026-12-06). Fast mode: 16 synthetic
+# 8x8 images, depths 8 and 20.
 #
 # Hooks, used below: `t.register_hook(fn)` calls `fn(grad)` with the gradient arriving
 # at tensor `t` during `backward()`; `module.register_forward_hook(fn)` calls
