@@ -99,7 +99,9 @@ def instrument():
     # the names conv_fast.py calls them by (its module globals)
     conv_fast.im2col_batch = _timed_kind("im2col", conv_fast.im2col_batch)
     conv_fast.col2im_batch = _timed_kind("col2im", conv_fast.col2im_batch)
-    conv_layouts.SideBySide.columns = _timed_kind("im2col", conv_layouts.SideBySide.columns)
+    layout = conv_layouts.SideBySide
+    layout.columns = _timed_kind("im2col", layout.columns)
+    layout.shifted_planes = _timed_kind("im2col", layout.shifted_planes)
 
 
 def main():

@@ -67,7 +67,7 @@ def _applicable_forward_paths(kernel, s, device):
     if is_pointwise(kernel, s.stride, s.padding):
         paths.append(cf.forward_pointwise)
     if device == "cpu" and s.stride == (1, 1) and SideBySide.fits(kernel, s.padding, s.dilation):
-        paths.append(cf.forward_side_by_side)
+        paths += [cf.forward_side_by_side, cf.forward_kernel_rows]
     return paths
 
 
@@ -121,7 +121,9 @@ def test_the_policy_picks_the_documented_paths():
     x = np.zeros((2, 4, 6, 6))
     w3, w1 = np.zeros((6, 4, 3, 3)), np.zeros((6, 4, 1, 1))
     stride1, stride2 = conv_settings(1, 1), conv_settings(2, 1)
-    assert cf.forward_path(x, w3, stride1) is cf.forward_side_by_side
+    assert cf.forward_path(x, w3, stride1) is cf.forward_kernel_rows     # 6 output channels
+    wide = np.zeros((cf.KERNEL_ROWS_MAX_CHANNELS + 1, 4, 3, 3))
+    assert cf.forward_path(x, wide, stride1) is cf.forward_side_by_side
     assert cf.forward_path(x, w3, stride2) is cf.forward_grid
     assert cf.forward_path(x, w1, conv_settings()) is cf.forward_pointwise
     assert cf.forward_path(x, w1, conv_settings(2)) is cf.forward_grid
@@ -253,8 +255,9 @@ def test_run_chunks_nested_and_errors():
 # --- the side-by-side layout ----------------------------------------------------------------
 @given(case=conv_cases(max_batch=3, max_groups=1, max_group_channels=3))
 def test_side_by_side_columns_match_im2col(case):
-    """SideBySide.columns holds im2col's columns (read back through .images); .place puts
-    an array on the grid with zeros elsewhere, and .images reads it back."""
+    """The window kernel_row(kh) of SideBySide.shifted_planes' row (c, kw) holds im2col's row
+    (c, kh, kw) (read back through .images); add_kernel_rows sums those windows; .place
+    puts an array on the grid with zeros elsewhere, and .images reads it back."""
     (ph, pw), (dh, dw) = pair(case["padding"]), pair(case["dilation"])
     KH, KW = case["w_shape"][2:]
     if not SideBySide.fits((KH, KW), (ph, pw), (dh, dw)):
@@ -263,11 +266,17 @@ def test_side_by_side_columns_match_im2col(case):
     x = rng.standard_normal(case["x_shape"])
     N, C, H, W = x.shape
     layout = SideBySide(N, H, W, (KH, KW), (ph, pw), (dh, dw))
-    cols = layout.columns(x)
-    assert cols.shape == (C * KH * KW, layout.L)
+    planes = layout.shifted_planes(x).reshape(C, KW, -1)               # (C, KW, Hp*Wb)
+    cols = np.stack([planes[:, :, layout.kernel_row(kh)] for kh in range(KH)], axis=1)
+    assert cols.shape == (C, KH, KW, layout.L)
     expected = im2col(x, (KH, KW), 1, (ph, pw), (dh, dw))         # (N, C*KH*KW, OH*OW)
-    got = layout.images(cols).reshape(N, C * KH * KW, -1)
+    got = layout.images(cols.reshape(C * KH * KW, layout.L)).reshape(N, C * KH * KW, -1)
     np.testing.assert_array_equal(got, expected)
+    z = rng.standard_normal((2, KH, 3, planes.shape[2]))             # (G, KH, R, Hp*Wb)
+    want = np.zeros((2, 3, layout.L))
+    for kh in range(KH):
+        want += z[:, kh, :, kh * dh * layout.Wb:kh * dh * layout.Wb + layout.L]
+    np.testing.assert_allclose(layout.add_kernel_rows(z), want, rtol=1e-12, atol=1e-12)
     a = rng.standard_normal((N, 2, layout.OH, layout.OW))
     grid = layout.place(a, np.full(2 * layout.L + 3, np.nan))
     assert not np.isnan(grid).any()

@@ -206,10 +206,11 @@ def test_the_policy_picks_winograd_where_the_docstring_says():
     assert cf.backward_path(x128, w128, s, need_x=True) is cf.backward_transposed_side_by_side
     sbs = cf.forward_side_by_side
     assert cf.forward_path(x[:, :, :8, :8], w, s) is sbs                 # ResNet-20's layer3
-    assert cf.forward_path(x[:, :32], w[:32, :32], s) is sbs             # 32 channels
+    rows = cf.forward_kernel_rows                            # <= 32 output channels
+    assert cf.forward_path(x[:, :32], w[:32, :32], s) is rows            # 32 channels
     assert cf.forward_path(x[:, :, :15], w, s) is sbs                    # a 15x16 output
     assert cf.forward_path(x128[:, :, :4, :4], w128, s) is sbs           # 4x4
-    assert cf.forward_path(x, w[:32], s) is sbs                          # C_out 32
+    assert cf.forward_path(x, w[:32], s) is rows                         # C_out 32
     assert cf.forward_path(x, w, conv_settings(2, 1)) is cf.forward_grid  # stride 2
     assert cf.forward_path(x, w, conv_settings(1, 3)) is cf.forward_grid  # padding 3
     previous = cf.use_winograd(False)

@@ -27,6 +27,8 @@ functions are the whole policy:
   forward_pointwise          1x1 kernel, stride 1, no padding: the columns ARE the pixels
   forward_winograd           CPU, 3x3, stride 1, padding <= 2, where Winograd wins (below):
                              F(2x2, 3x3), winograd.py
+  forward_kernel_rows        CPU, stride 1, <= 32 output channels per group: side by side,
+                             the kernel rows folded into the GEMM's rows
   forward_side_by_side       CPU, stride 1: a chunk's images side by side in one plane
   forward_grid               otherwise, and on the GPU: im2col_batch's grid
   backward_pointwise         the 1x1 case
@@ -252,6 +254,52 @@ def forward_side_by_side(x, weight, settings, chunk_bytes=None):
     return _forward_columns(_side_by_side_forward_chunk, x, weight, settings, chunk_bytes)
 
 
+# --- stride 1, CPU, few output channels: the kernel rows folded into the GEMM's rows -----
+# With 16-32 output channels the forward GEMM has few rows, so BLAS reads each column of
+# the 9x-the-input columns for only 16-32 multiply-adds and waits on memory. Folding the
+# KH kernel rows into the GEMM's rows (SideBySide.shifted_planes) copies the plane KW times
+# instead of KH*KW, and gives BLAS KH times the rows; the price is KH partial results summed
+# at shifted windows, and (KH-1)*dh*Wb extra columns (6% at 32x32, 25% at 8x8). Measured on
+# ResNet-20's layers (benchmarks/RESULTS.md): faster up to 32 output channels, slower at 64.
+KERNEL_ROWS_MAX_CHANNELS = 32        # output channels per group, at most
+
+
+def kernel_rows_first(weight, groups):
+    """weight (O, C/G, KH, KW) as (G, KH*O/G, C/G*KW): rows (kh, o), columns (c, kw), the
+    matrix that multiplies SideBySide.shifted_planes."""
+    O, Cg, KH, KW = weight.shape
+    w = weight.reshape(groups, O // groups, Cg, KH, KW).transpose(0, 3, 1, 2, 4)
+    return w.reshape(groups, KH * (O // groups), Cg * KW)              # (G, KH*O/G, C/G*KW)
+
+
+def _kernel_rows_forward_chunk(x, w_rows, kernel, settings, y, n0, n1):
+    xp = get_array_module(x)
+    (H, W), O, G = x.shape[2:], y.shape[1], settings.groups
+    layout = SideBySide(n1 - n0, H, W, kernel, settings.padding, settings.dilation)
+    planes = layout.shifted_planes(x[n0:n1])                            # (C*KW, Hp*Wb)
+    planes = planes.reshape(G, -1, planes.shape[1])                     # (G, C/G*KW, Hp*Wb)
+    z = xp.matmul(w_rows, planes)                                       # (G, KH*O/G, Hp*Wb)
+    z = z.reshape(G, kernel[0], O // G, -1)                             # (G, KH, O/G, Hp*Wb)
+    y_grid = layout.add_kernel_rows(z).reshape(O, layout.L)             # (C_out, OH*Wb)
+    y[n0:n1] = layout.images(y_grid)                                    # (n, C_out, OH, OW)
+
+
+def forward_kernel_rows(x, weight, settings, chunk_bytes=None):
+    """Stride 1 on the CPU: z = W (kernel rows first) @ SideBySide.shifted_planes(x chunk);
+    y = z summed over the kernel rows at their windows, read back image by image."""
+    if settings.stride != (1, 1) or not SideBySide.fits(weight.shape[2:], settings.padding,
+                                                          settings.dilation):
+        raise ValueError("forward_kernel_rows: needs stride 1 and padding <= (KW-1)*dilation")
+    N, _, H, W = x.shape
+    O, kernel = weight.shape[0], weight.shape[2:]
+    OH, OW = conv_output_size(H, W, kernel, (1, 1), settings.padding, settings.dilation)
+    y = get_array_module(x).empty((N, O, OH, OW), dtype=x.dtype)
+    w_rows = kernel_rows_first(weight, settings.groups)
+    chunks = _column_chunks(x, kernel, settings, (OH, OW), chunk_bytes)
+    run_chunks(partial(_kernel_rows_forward_chunk, x, w_rows, kernel, settings, y), chunks)
+    return y
+
+
 # --- stride 1: backward as a convolution of gy (no col2im) ----------------------------
 # For stride 1 the gradient of the input is itself a convolution: gy, padded by
 # p' = (K-1)*d - p, convolved with the kernel flipped in both axes and with C_in and
@@ -384,6 +432,8 @@ def forward_path(x, weight, settings):
         return winograd.forward_winograd
     if (get_array_module(x) is np and settings.stride == (1, 1)
             and SideBySide.fits(kernel, settings.padding, settings.dilation)):
+        if weight.shape[0] // settings.groups <= KERNEL_ROWS_MAX_CHANNELS:
+            return forward_kernel_rows
         return forward_side_by_side
     return forward_grid
 
@@ -433,8 +483,8 @@ class FastConv2d(Function):
         return gx, gw, gb
 
 
-__all__ = ["WINOGRAD_WINS", "WINOGRAD_WINS_WITH_DW", "FastConv2d", "backward_columns",
-           "backward_path", "backward_pointwise", "backward_transposed_grid",
+__all__ = ["KERNEL_ROWS_MAX_CHANNELS", "WINOGRAD_WINS", "WINOGRAD_WINS_WITH_DW", "FastConv2d",
+           "backward_columns", "backward_path", "backward_pointwise", "backward_transposed_grid",
            "backward_transposed_side_by_side", "backward_winograd", "forward_grid",
-           "forward_path", "forward_pointwise", "forward_side_by_side", "transposed_padding",
-           "use_winograd", "winograd_wins"]
+           "forward_kernel_rows", "forward_path", "forward_pointwise", "forward_side_by_side",
+           "kernel_rows_first", "transposed_padding", "use_winograd", "winograd_wins"]

@@ -145,7 +145,12 @@ def col2im_batch(cols, x_shape, kernel_size, stride=1, padding=0, dilation=1):
 #       plane[c, ph + i, pw + k*S + j] = x[k, c, i, j]      S = W + pw,  plane Hp x Wb,
 #                                                            Wb = n*S + pw
 # and takes that one plane's wide grid: row (c, kh, kw) of the columns is ONE contiguous
-# run of OH*Wb values, and output (k, i, j) sits in column i*Wb + k*S + j. Per image row
+# run of OH*Wb values, and output (k, i, j) sits in column i*Wb + k*S + j. Those runs for
+# kh = 0, 1, 2 are windows of one longer run -- the plane shifted by kw*dw -- so the
+# forward may copy the plane KW times, not KH*KW times, and fold the kernel rows into the
+# GEMM's output rows instead (``shifted_planes``): a third of im2col's copying for a 3x3
+# kernel, and a GEMM with KH times the rows, which BLAS runs faster when C_out is small
+# (conv_fast.forward_kernel_rows says where it wins). Per image row
 # only S - OW = (KW-1)*dw - pw outputs are thrown away (1 in 9 at 8x8 with a 3x3 kernel
 # and padding 1). The layout needs S >= OW, i.e. pw <= (KW-1)*dw, or neighbouring images'
 # outputs would overlap. Fewer throw-away outputs mean a smaller GEMM, and longer runs
@@ -173,11 +178,7 @@ class SideBySide:
         """im2col of x (n, C, H, W) in this layout: (C*KH*KW, OH*Wb); ``out``: a flat buffer."""
         xp = get_array_module(x)
         C = x.shape[1]
-        Hp = self.H + 2 * self.ph
-        flat = xp.zeros((C, Hp * self.Wb + (self.KW - 1) * self.dw), dtype=x.dtype)
-        plane = flat[:, :Hp * self.Wb].reshape(C, Hp, self.Wb)                # (C, Hp, Wb)
-        inner = plane[:, self.ph:self.ph + self.H, self.pw:self.pw + self.n * self.S]
-        inner.reshape(C, self.H, self.n, self.S)[..., :self.W] = x.transpose(1, 2, 0, 3)
+        flat = self._flat_plane(x)
         sC, sF = flat.strides                           # bytes per channel, per flat position
         view = strided_view(flat, (C, self.KH, self.KW, self.L),           # (C, KH, KW, OH*Wb)
                             (sC, self.dh * self.Wb * sF, self.dw * sF, sF))
@@ -185,6 +186,50 @@ class SideBySide:
         cols = xp.empty(size, dtype=x.dtype) if out is None else out[:size]
         xp.copyto(cols.reshape(view.shape), view)                           # the one copy
         return cols.reshape(C * self.KH * self.KW, self.L)                  # (C*KH*KW, OH*Wb)
+
+    def _flat_plane(self, x):
+        """The zero-padded plane of x (n, C, H, W), flattened: (C, Hp*Wb + (KW-1)*dw)."""
+        xp = get_array_module(x)
+        C = x.shape[1]
+        Hp = self.H + 2 * self.ph
+        flat = xp.zeros((C, Hp * self.Wb + (self.KW - 1) * self.dw), dtype=x.dtype)
+        plane = flat[:, :Hp * self.Wb].reshape(C, Hp, self.Wb)                # (C, Hp, Wb)
+        inner = plane[:, self.ph:self.ph + self.H, self.pw:self.pw + self.n * self.S]
+        inner.reshape(C, self.H, self.n, self.S)[..., :self.W] = x.transpose(1, 2, 0, 3)
+        return flat
+
+    def shifted_planes(self, x):
+        """x (n, C, H, W) in this layout, as KW shifted copies of its plane: (C*KW, Hp*Wb).
+
+        Row (c, kw) is the flat plane of channel c starting at column kw*dw. Its window of
+        L = OH*Wb values starting at kh*dh*Wb (``kernel_row(kh)``) is row (c, kh, kw) of the
+        im2col columns: the KH kernel rows need no copies of their own, only KW. So a
+        convolution is one GEMM with the kernel rows folded into the output rows,
+            z[(kh, o), :] = W[o, :, kh, :] (C*KW) @ shifted_planes(x),
+        and y = the sum over kh of z[(kh, o), kernel_row(kh)] (``add_kernel_rows``).
+        """
+        xp = get_array_module(x)
+        C, Hp = x.shape[1], self.H + 2 * self.ph
+        flat = self._flat_plane(x)
+        sC, sF = flat.strides                           # bytes per channel, per flat position
+        view = strided_view(flat, (C, self.KW, Hp * self.Wb),                # (C, KW, Hp*Wb)
+                            (sC, self.dw * sF, sF))
+        planes = xp.empty(view.shape, dtype=x.dtype)
+        xp.copyto(planes, view)                                             # the one copy
+        return planes.reshape(C * self.KW, Hp * self.Wb)                    # (C*KW, Hp*Wb)
+
+    def kernel_row(self, kh):
+        """The columns of ``shifted_planes`` that kernel row kh reads: L of them."""
+        start = kh * self.dh * self.Wb
+        return slice(start, start + self.L)
+
+    def add_kernel_rows(self, z):
+        """z (..., KH, R, Hp*Wb), one GEMM's result with the kernel rows folded into its rows,
+        summed over kh at each row's window: (..., R, L), the result on the grid."""
+        out = z[..., 0, :, self.kernel_row(0)].copy()
+        for kh in range(1, self.KH):
+            out += z[..., kh, :, self.kernel_row(kh)]
+        return out
 
     def images(self, res):
         """A result on the grid, (C', OH*Wb), as the images it holds: a view (n, C', OH, OW)."""
