@@ -69,9 +69,13 @@ def measures(folder):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", default="30,31,32")
+    parser.add_argument("--results", type=Path, default=ROOT / "docs" / "results",
+                        help="the folder holding seedS/ (default: docs/results)")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
-    per_seed = {s: measures(ROOT / "docs" / "results" / f"seed{s}") for s in seeds}
+    if len(seeds) < 2:
+        raise SystemExit(f"seed_table: a standard error needs 2 seeds or more, got {args.seeds}")
+    per_seed = {s: measures(args.results / f"seed{s}") for s in seeds}
     print("| measure | " + " | ".join(f"seed {s}" for s in seeds)
           + " | mean ± SE | every seed the same sign |")
     print("|---|" + "---|" * len(seeds) + "---|---|")
