@@ -170,6 +170,14 @@ else:
     print(f"In this run the residual network did NOT degrade more gracefully: deleting one "
           f"block changed {RES}'s error by {100 * res_damage:+.1f} points on average, deleting "
           f"one layer of {PLAIN} by {100 * plain_damage:+.1f} points.")
+# A control: a net close to chance cannot lose many points, whatever is deleted. So also
+# give each lesion's cost as a share of what the net had learned above chance (90% error).
+for name, damage, base in ((RES, res_damage, res_base), (PLAIN, plain_damage, plain_base)):
+    if base < 0.9:
+        print(f"{name}: one deletion undoes {damage / (0.9 - base):.0%} of its "
+              f"{100 * (0.9 - base):.1f} points above chance")
+    else:
+        print(f"{name}: at chance already; its lesions say nothing")
 if FAST:
     print("(fast mode: tiny networks on easy synthetic data; the numbers check the code)")
 
