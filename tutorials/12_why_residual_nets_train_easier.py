@@ -305,10 +305,11 @@ save_figure(fig, OUT / "interpolation.png")
 # A residual block computes $x + F(x)$. If the trained blocks keep $F(x)$ small next to
 # $x$, each block *refines* the features it is given rather than replacing them: the
 # net reuses features across many blocks, and deleting one block hurts less than
-# deleting one layer of a plain net (lesson 11's lesion, in its short run: about half as
-# many points of test error). We measure, for every block, $\lVert F(x) \rVert / \lVert x
-# \rVert$ and the cosine between the block's input and output, on test images, at
-# initialisation and trained. For the plain net, $F$ is the whole block. At
+# deleting one layer of a plain net (lesson 11's lesion: fewer points of test error, and a
+# much smaller share of what the net had learned above chance). We measure, for every
+# block, $\lVert F(x) \rVert / \lVert x \rVert$ and the cosine between the block's input and
+# output, on test images, at initialisation and trained. For the plain net, $F$ is the
+# whole block. At
 # initialisation, batch norm is first calibrated on 256 training images: with the
 # running statistics an untrained net starts with (mean 0, variance 1), BN in
 # evaluation mode would not normalise, and the ratio would measure that instead.
