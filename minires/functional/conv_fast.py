@@ -180,13 +180,15 @@ def _grid_forward_chunk(x, w, kernel, settings, y, n0, n1):
     y[n0:n1] = y_cm.transpose(1, 0, 2, 3)                               # (n, C_out, OH, OW)
 
 
-def _forward_columns(chunk, x, weight, settings, chunk_bytes):
-    """What the two column forward paths share: y allocated, W grouped, the chunks run."""
+def _forward_columns(chunk, x, weight, settings, chunk_bytes, w=None):
+    """What the column forward paths share: y allocated, W grouped (``w``: the chunk's own
+    matrix of W instead), the chunks run."""
     N, _, H, W = x.shape
     O, G, kernel = weight.shape[0], settings.groups, weight.shape[2:]
     OH, OW = conv_output_size(H, W, kernel, settings.stride, settings.padding, settings.dilation)
     y = get_array_module(x).empty((N, O, OH, OW), dtype=x.dtype)
-    w = weight.reshape(G, O // G, -1)                                   # (G, O/G, C/G*KH*KW)
+    if w is None:
+        w = weight.reshape(G, O // G, -1)                               # (G, O/G, C/G*KH*KW)
     chunks = _column_chunks(x, kernel, settings, (OH, OW), chunk_bytes)
     run_chunks(partial(chunk, x, w, kernel, settings, y), chunks)
     return y
@@ -290,14 +292,8 @@ def forward_kernel_rows(x, weight, settings, chunk_bytes=None):
     if settings.stride != (1, 1) or not SideBySide.fits(weight.shape[2:], settings.padding,
                                                           settings.dilation):
         raise ValueError("forward_kernel_rows: needs stride 1 and padding <= (KW-1)*dilation")
-    N, _, H, W = x.shape
-    O, kernel = weight.shape[0], weight.shape[2:]
-    OH, OW = conv_output_size(H, W, kernel, (1, 1), settings.padding, settings.dilation)
-    y = get_array_module(x).empty((N, O, OH, OW), dtype=x.dtype)
-    w_rows = kernel_rows_first(weight, settings.groups)
-    chunks = _column_chunks(x, kernel, settings, (OH, OW), chunk_bytes)
-    run_chunks(partial(_kernel_rows_forward_chunk, x, w_rows, kernel, settings, y), chunks)
-    return y
+    return _forward_columns(_kernel_rows_forward_chunk, x, weight, settings, chunk_bytes,
+                            w=kernel_rows_first(weight, settings.groups))
 
 
 # --- stride 1: backward as a convolution of gy (no col2im) ----------------------------
