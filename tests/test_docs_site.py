@@ -31,6 +31,7 @@ import http.server
 import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -91,6 +92,31 @@ def test_only_full_mode_runs_are_stored_as_lesson_pages():
             f"{nb.name} was run in {meta.get('mode')!r} mode: only full-mode runs are lesson pages")
         for key in ("executed", "machine", "lesson_sha256", "duration_s"):
             assert key in meta, f"{nb.name}: metadata minires.{key} missing"
+
+
+def test_stored_outputs_name_paths_as_a_clone_has_them(tmp_path):
+    """A stored page shows ``tutorials/out/...``, not the folder the lesson happened to run in;
+    paths outside the checkout are left as printed, and progress lines are still collapsed."""
+    if not (TOOLS / "execute_lessons.py").exists():
+        pytest.skip("tools/ is not in this copy of minires (a source distribution?)")
+    tool = _load_tool("execute_lessons")
+    root = tmp_path / "checkout"
+    text = (f"figure: {root}/tutorials/out/06/flow.png\nstep 1\rstep 2\n"
+            f"data: {tmp_path}/elsewhere/cifar\nsibling: {root}-other/x\n")
+    cell = {"outputs": [{"output_type": "stream", "text": text},
+                        {"output_type": "display_data", "data": {"text/plain": f"{root}/y"}}]}
+
+    class Notebook:
+        cells = [cell]
+
+    tool.tidy_outputs(Notebook(), root)
+    assert cell["outputs"][0]["text"] == (f"figure: tutorials/out/06/flow.png\nstep 2\n"
+                                          f"data: {tmp_path}/elsewhere/cifar\n"
+                                          f"sibling: {root}-other/x\n")
+    assert cell["outputs"][1]["data"]["text/plain"] == f"{root}/y"     # only streams are tidied
+    for nb in sorted((ROOT / "docs" / "lessons").glob("*.ipynb")):     # and the stored pages
+        found = re.search(r"[\w.-]/tutorials/out/", nb.read_text(encoding="utf-8"))
+        assert found is None, f"{nb.name} shows the folder it ran in: ...{found and found[0]}"
 
 
 # --- figures: inline in a notebook, a path in a script ------------------------------------------

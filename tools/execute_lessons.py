@@ -125,11 +125,18 @@ def collapse_progress(text: str) -> str:
                      for line in text.split("\n"))
 
 
-def tidy_outputs(nb):
+def relative_paths(text: str, root: Path = ROOT) -> str:
+    """Paths inside the checkout printed as the reader's clone has them: ``/any/where/
+    tutorials/out/x.png`` becomes ``tutorials/out/x.png`` (a stored page must not show the
+    folder it happened to run in)."""
+    return text.replace(f"{root}{os.sep}", "")
+
+
+def tidy_outputs(nb, root: Path = ROOT):
     for cell in nb.cells:
         for out in cell.get("outputs", []):
             if out.get("output_type") == "stream":
-                out["text"] = collapse_progress(out["text"])
+                out["text"] = relative_paths(collapse_progress(out["text"]), root)
     return nb
 
 
