@@ -256,7 +256,8 @@ def test_run_chunks_nested_and_errors():
 @given(case=conv_cases(max_batch=3, max_groups=1, max_group_channels=3))
 def test_side_by_side_columns_match_im2col(case):
     """The window kernel_row(kh) of SideBySide.shifted_planes' row (c, kw) holds im2col's row
-    (c, kh, kw) (read back through .images); add_kernel_rows sums those windows; .place
+    (c, kh, kw) (read back through .images), as does .columns' row (c, kh, kw);
+    add_kernel_rows sums those windows; .place
     puts an array on the grid with zeros elsewhere, and .images reads it back."""
     (ph, pw), (dh, dw) = pair(case["padding"]), pair(case["dilation"])
     KH, KW = case["w_shape"][2:]
@@ -269,6 +270,7 @@ def test_side_by_side_columns_match_im2col(case):
     planes = layout.shifted_planes(x).reshape(C, KW, -1)               # (C, KW, Hp*Wb)
     cols = np.stack([planes[:, :, layout.kernel_row(kh)] for kh in range(KH)], axis=1)
     assert cols.shape == (C, KH, KW, layout.L)
+    np.testing.assert_array_equal(layout.columns(x), cols.reshape(C * KH * KW, layout.L))
     expected = im2col(x, (KH, KW), 1, (ph, pw), (dh, dw))         # (N, C*KH*KW, OH*OW)
     got = layout.images(cols.reshape(C * KH * KW, layout.L)).reshape(N, C * KH * KW, -1)
     np.testing.assert_array_equal(got, expected)
