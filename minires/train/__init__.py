@@ -1,6 +1,6 @@
 """Train a ResNet on CIFAR-10: ``python -m minires.train cifar``, and ``fit()``, the loop it wraps.
 
-    python -m minires.train cifar                     # `fast` recipe: resnet20, 47-73 min, 2 cores
+    python -m minires.train cifar                     # `fast` recipe: resnet20, 47-81 min, 2 cores
     python -m minires.train cifar --recipe paper --model resnet56 --device cuda
     python -m minires.train cifar --resume runs/<run>/last.npz
     python -m minires.train cifar --eval-only runs/<run>/best.npz

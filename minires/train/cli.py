@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
         g = p.add_argument_group(name)
         if name == GROUP_MODEL:
             g.add_argument("--recipe", choices=sorted(RECIPES), default="fast",
-                           help="fast (default): 22 epochs, 47-73 minutes on a 2-core CPU; "
+                           help="fast (default): 22 epochs, 47-81 minutes on a 2-core CPU; "
                                 "paper: He et al. 2015 (64000 iterations)")
         for f in settings:
             if f.metadata["group"] == name:

@@ -27,7 +27,7 @@ from ..optim import (
 
 # --- recipes --------------------------------------------------------------------------------------
 # `fast`: the best accuracy we can get in about an hour on a 2-core CPU (the 22 epochs: 47
-# minutes on one 2-core AVX-512 machine, 70-73 on a slower one). The number of epochs is the
+# minutes on one 2-core AVX-512 machine, 70-81 on a slower one). The number of epochs is the
 # budget knob: change FAST_EPOCHS (or pass --epochs). The figures of each setting, the machines
 # they ran on and their wall times are in benchmarks/RESULTS.md and the README ("What it
 # reaches").
