@@ -19,7 +19,7 @@
 #
 # **Budget without fast mode:** ResNet-20 for 3 epochs on the first 10,000 CIFAR-10
 # training images (tested on the first 2,000 test images) from Python, then 1 epoch on
-# 5,000 images from the command line; measured 5.5-6.9 minutes in three runs on a
+# 5,000 images from the command line; measured 4.6-6.9 minutes in four earlier runs on a
 # 2-core Intel Xeon (2026-12-05 and -06). That is a short run: the accuracy it reaches is
 # far below what the full recipe (`python -m minires.train cifar`, 22 epochs on all 50,000
 # images, 47-81 minutes on the 2-core machines measured) is for. Fast mode: 256
