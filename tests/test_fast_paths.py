@@ -257,8 +257,8 @@ def test_run_chunks_nested_and_errors():
 def test_side_by_side_columns_match_im2col(case):
     """The window kernel_row(kh) of SideBySide.shifted_planes' row (c, kw) holds im2col's row
     (c, kh, kw) (read back through .images), as does .columns' row (c, kh, kw);
-    add_kernel_rows sums those windows; .place
-    puts an array on the grid with zeros elsewhere, and .images reads it back."""
+    add_kernel_rows sums those windows; .place puts an array on the grid with zeros
+    elsewhere, and .images reads it back."""
     (ph, pw), (dh, dw) = pair(case["padding"]), pair(case["dilation"])
     KH, KW = case["w_shape"][2:]
     if not SideBySide.fits((KH, KW), (ph, pw), (dh, dw)):
